@@ -1,0 +1,98 @@
+//! Source decoders, behind one trait, chosen per topic in config.
+//!
+//! A decoder turns one message into any number of events: an envelope of the national
+//! sync feed holds many records, and one bad record must not take the good ones with it.
+//! So a decoder never fails as a whole; it reports events, rejected records and warnings.
+
+mod canonical;
+mod dvcqg;
+mod raw;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use canonical::CanonicalDecoder;
+pub use dvcqg::DvcqgDecoder;
+
+use crate::error::DecodeError;
+use crate::event::DossierEvent;
+use crate::normalize::Warnings;
+use crate::pseudonym::Pseudonymizer;
+
+/// What one message decoded into.
+#[derive(Debug, Default)]
+pub struct DecodeOutput<'a> {
+    /// Events that decoded and normalized, in source order.
+    pub events: Vec<DossierEvent<'a>>,
+    /// Records (or the whole message, path `$`) that could not become events.
+    pub rejects: Vec<DecodeError>,
+    /// What was fixed or tolerated along the way.
+    pub warnings: Warnings,
+}
+
+impl DecodeOutput<'_> {
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.rejects.clear();
+        self.warnings = Warnings::default();
+    }
+}
+
+/// A source format. Implementations must never panic, whatever the bytes.
+pub trait Decoder: Send + Sync + std::fmt::Debug {
+    /// The config name of the format.
+    fn format(&self) -> DecoderKind;
+
+    /// Decode one message, appending to `out`.
+    fn decode<'a>(&self, bytes: &'a [u8], out: &mut DecodeOutput<'a>);
+}
+
+/// The formats a topic can name in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// The national sync record (DongBoHoSoMC) and progress updates (CapNhatTienDoHoSoMC).
+    Dvcqg,
+    /// JSON that already follows the canonical v1 JSON Schema.
+    Canonical,
+}
+
+impl DecoderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecoderKind::Dvcqg => "dvcqg",
+            DecoderKind::Canonical => "canonical",
+        }
+    }
+}
+
+impl std::str::FromStr for DecoderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dvcqg" => Ok(DecoderKind::Dvcqg),
+            "canonical" => Ok(DecoderKind::Canonical),
+            other => Err(format!(
+                "unknown decoder {other:?} (expected dvcqg or canonical)"
+            )),
+        }
+    }
+}
+
+/// What every decoder needs besides the bytes.
+#[derive(Debug, Clone)]
+pub struct DecoderContext {
+    /// The `source_system` written into each event (defaults to the format's name).
+    pub source_system: Arc<str>,
+    /// Pseudonymizes applicant ID numbers.
+    pub pseudonymizer: Arc<Pseudonymizer>,
+}
+
+/// Build the decoder a topic's config names.
+pub fn build(kind: DecoderKind, ctx: DecoderContext) -> Box<dyn Decoder> {
+    match kind {
+        DecoderKind::Dvcqg => Box::new(DvcqgDecoder::new(ctx)),
+        DecoderKind::Canonical => Box::new(CanonicalDecoder::new()),
+    }
+}
