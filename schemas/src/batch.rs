@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder,
-    Int8Builder, ListBuilder, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Int16Builder, Int32Builder, Int64Builder, Int8Builder, ListBuilder,
+    StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
@@ -199,19 +199,27 @@ impl EventBatchBuilder {
             }
             self.supplements.append(true);
         }
-        self.document_count.append_value(clamp_i32(e.document_count));
+        self.document_count
+            .append_value(clamp_i32(e.document_count));
         let f = &e.flags;
         self.has_submitted_file.append_value(f.has_submitted_file);
-        self.has_digitized_component.append_value(f.has_digitized_component);
-        self.has_reused_component.append_value(f.has_reused_component);
-        self.from_national_warehouse.append_value(f.from_national_warehouse);
-        self.result_document_count.append_value(clamp_i32(e.result_document_count));
-        self.result_file_count.append_value(clamp_i32(e.result_file_count));
+        self.has_digitized_component
+            .append_value(f.has_digitized_component);
+        self.has_reused_component
+            .append_value(f.has_reused_component);
+        self.from_national_warehouse
+            .append_value(f.from_national_warehouse);
+        self.result_document_count
+            .append_value(clamp_i32(e.result_document_count));
+        self.result_file_count
+            .append_value(clamp_i32(e.result_file_count));
         self.has_e_result.append_value(f.has_e_result);
         self.paid_online.append_value(f.paid_online);
         self.fee_bearing.append_value(f.fee_bearing);
-        self.applicant_type.append_option(e.applicant_type.map(ApplicantType::as_str));
-        self.applicant_pseudonym.append_option(e.applicant_pseudonym.as_deref());
+        self.applicant_type
+            .append_option(e.applicant_type.map(ApplicantType::as_str));
+        self.applicant_pseudonym
+            .append_option(e.applicant_pseudonym.as_deref());
         self.step_started_at.append_option(e.step_started_at);
         self.step_due_at.append_option(e.step_due_at);
         self.source_topic.append_value(lineage.topic);
@@ -233,14 +241,45 @@ impl EventBatchBuilder {
             };
         }
         take!(
-            schema_version, event_id, event_kind, source_system, dossier_code, procedure_code,
-            procedure_name, field_code, field_name, agency_code, channel, status_code, status,
-            event_time, filed_at, received_at, due_at, finished_at, returned_at, refused_at,
-            supplements, document_count, has_submitted_file, has_digitized_component,
-            has_reused_component, from_national_warehouse, result_document_count,
-            result_file_count, has_e_result, paid_online, fee_bearing, applicant_type,
-            applicant_pseudonym, step_started_at, step_due_at, source_topic, source_partition,
-            source_offset, ingested_at,
+            schema_version,
+            event_id,
+            event_kind,
+            source_system,
+            dossier_code,
+            procedure_code,
+            procedure_name,
+            field_code,
+            field_name,
+            agency_code,
+            channel,
+            status_code,
+            status,
+            event_time,
+            filed_at,
+            received_at,
+            due_at,
+            finished_at,
+            returned_at,
+            refused_at,
+            supplements,
+            document_count,
+            has_submitted_file,
+            has_digitized_component,
+            has_reused_component,
+            from_national_warehouse,
+            result_document_count,
+            result_file_count,
+            has_e_result,
+            paid_online,
+            fee_bearing,
+            applicant_type,
+            applicant_pseudonym,
+            step_started_at,
+            step_due_at,
+            source_topic,
+            source_partition,
+            source_offset,
+            ingested_at,
         );
         self.rows = 0;
         self.estimated_bytes = 0;

@@ -38,7 +38,11 @@ pub struct DecodeError {
 impl DecodeError {
     pub(crate) fn new(path: impl Into<String>, reason: Reason) -> Self {
         let path = path.into();
-        let path = if path.is_empty() { "$".to_owned() } else { path };
+        let path = if path.is_empty() {
+            "$".to_owned()
+        } else {
+            path
+        };
         DecodeError { path, reason }
     }
 
@@ -71,19 +75,26 @@ pub enum Reason {
         found: String,
         expected: &'static str,
     },
-    #[error("{0:?} is not a date (expected yyyyMMddHHmmss in Vietnam time, or ISO-8601 with an offset)")]
+    #[error(
+        "{0:?} is not a date (expected yyyyMMddHHmmss in Vietnam time, or ISO-8601 with an offset)"
+    )]
     BadDate(String),
     #[error("{value:?} is outside the accepted years {min}-{max}")]
     DateOutOfRange { value: String, min: i32, max: i32 },
     #[error("{value} is not {expected}")]
-    UnknownCode { value: String, expected: &'static str },
+    UnknownCode {
+        value: String,
+        expected: &'static str,
+    },
     #[error("{0}")]
     Schema(String),
     #[error("{0}")]
     Inconsistent(String),
     #[error("unknown service {0:?} (expected DongBoHoSoMC or CapNhatTienDoHoSoMC)")]
     UnknownService(String),
-    #[error("holds no date to take the event time from (need at least NgayNopHoSo or NgayTiepNhan)")]
+    #[error(
+        "holds no date to take the event time from (need at least NgayNopHoSo or NgayTiepNhan)"
+    )]
     NoEventTime,
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),

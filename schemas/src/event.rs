@@ -278,7 +278,10 @@ impl Serialize for DossierEvent<'_> {
         m.serialize_entry("has_e_result", &f.has_e_result)?;
         m.serialize_entry("paid_online", &f.paid_online)?;
         m.serialize_entry("fee_bearing", &f.fee_bearing)?;
-        m.serialize_entry("applicant_type", &self.applicant_type.map(ApplicantType::as_str))?;
+        m.serialize_entry(
+            "applicant_type",
+            &self.applicant_type.map(ApplicantType::as_str),
+        )?;
         m.serialize_entry("applicant_pseudonym", &self.applicant_pseudonym)?;
         m.serialize_entry("step_started_at", &Time(self.step_started_at))?;
         m.serialize_entry("step_due_at", &Time(self.step_due_at))?;

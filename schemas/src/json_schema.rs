@@ -148,7 +148,12 @@ fn arrow_type<'v>(prop: &'v Value, path: &str) -> Result<(Vec<&'v str>, DataType
             let fields = object_fields(items, &format!("{path}[]"))?;
             DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
         }
-        other => return Err(unsupported(path, format!("type {other:?} has no Arrow mapping"))),
+        other => {
+            return Err(unsupported(
+                path,
+                format!("type {other:?} has no Arrow mapping"),
+            ))
+        }
     };
     Ok((types, data_type))
 }
@@ -181,10 +186,25 @@ mod tests {
     #[test]
     fn embedded_schema_derives_and_compiles() {
         let schema = events_schema();
-        assert_eq!(schema.field_with_name("status_code").unwrap().data_type(), &DataType::Int8);
-        assert_eq!(schema.field_with_name("schema_version").unwrap().data_type(), &DataType::Int16);
-        assert_eq!(schema.field_with_name("source_offset").unwrap().data_type(), &DataType::Int64);
-        assert!(!schema.field_with_name("dossier_code").unwrap().is_nullable());
+        assert_eq!(
+            schema.field_with_name("status_code").unwrap().data_type(),
+            &DataType::Int8
+        );
+        assert_eq!(
+            schema
+                .field_with_name("schema_version")
+                .unwrap()
+                .data_type(),
+            &DataType::Int16
+        );
+        assert_eq!(
+            schema.field_with_name("source_offset").unwrap().data_type(),
+            &DataType::Int64
+        );
+        assert!(!schema
+            .field_with_name("dossier_code")
+            .unwrap()
+            .is_nullable());
         assert!(schema.field_with_name("agency_code").unwrap().is_nullable());
         assert_eq!(
             schema.field_with_name("event_time").unwrap().data_type(),

@@ -227,7 +227,11 @@ fn iso(s: &str, warnings: &mut Warnings) -> Option<(i32, Micros)> {
         return Some((t.year(), t.timestamp_micros()));
     }
     // Without an offset the source means Vietnam time; say so with a warning.
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             warnings.add(Warning::Coerced);
             let utc = t.and_utc().timestamp_micros() - VN_OFFSET_SECS * 1_000_000;
@@ -236,8 +240,7 @@ fn iso(s: &str, warnings: &mut Warnings) -> Option<(i32, Micros)> {
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         warnings.add(Warning::Coerced);
-        let utc = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros()
-            - VN_OFFSET_SECS * 1_000_000;
+        let utc = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros() - VN_OFFSET_SECS * 1_000_000;
         return Some((d.year(), utc));
     }
     None
@@ -311,7 +314,10 @@ mod tests {
         // 2023-02-23 08:05:12 at UTC+7 is 01:05:12 UTC.
         assert_eq!(t("20230223080512"), Ok(Some(1_677_114_312_000_000)));
         assert_eq!(t("2023-02-23T01:05:12Z"), Ok(Some(1_677_114_312_000_000)));
-        assert_eq!(t("2023-02-23T08:05:12+07:00"), Ok(Some(1_677_114_312_000_000)));
+        assert_eq!(
+            t("2023-02-23T08:05:12+07:00"),
+            Ok(Some(1_677_114_312_000_000))
+        );
         assert_eq!(t(""), Ok(None));
         assert_eq!(t("   "), Ok(None));
     }

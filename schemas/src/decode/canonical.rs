@@ -39,7 +39,12 @@ impl CanonicalDecoder {
         }
     }
 
-    fn one(&self, v: &Value, loc: &Loc<'_>, w: &mut Warnings) -> Result<DossierEvent<'static>, DecodeError> {
+    fn one(
+        &self,
+        v: &Value,
+        loc: &Loc<'_>,
+        w: &mut Warnings,
+    ) -> Result<DossierEvent<'static>, DecodeError> {
         let validator = event_validator();
         if let Some(err) = validator.iter_errors(v).next() {
             let pointer = err.instance_path().to_string();
@@ -47,7 +52,10 @@ impl CanonicalDecoder {
             return Err(DecodeError::new(path, Reason::Schema(err.to_string())));
         }
         let obj = v.as_object().expect("the schema requires an object");
-        let unknown = obj.keys().filter(|k| !self.known.contains(&k.as_str())).count();
+        let unknown = obj
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .count();
         w.add_n(Warning::UnknownField, unknown as u32);
 
         let status_code = obj["status_code"].as_i64().unwrap_or_default();
@@ -77,8 +85,12 @@ impl CanonicalDecoder {
             .unwrap_or_default();
         let flag = |k: &str| obj[k].as_bool().unwrap_or_default();
         let count = |k: &str| obj[k].as_u64().unwrap_or_default() as u32;
-        let code = |k: &str, w: &mut Warnings| opt_str(obj, k).and_then(|s| normalize::code(Cow::Owned(s), w));
-        let text = |k: &str, w: &mut Warnings| opt_str(obj, k).and_then(|s| normalize::text(Cow::Owned(s), w));
+        let code = |k: &str, w: &mut Warnings| {
+            opt_str(obj, k).and_then(|s| normalize::code(Cow::Owned(s), w))
+        };
+        let text = |k: &str, w: &mut Warnings| {
+            opt_str(obj, k).and_then(|s| normalize::text(Cow::Owned(s), w))
+        };
         let event = DossierEvent {
             event_id: Cow::Owned(str_of(obj, "event_id")),
             kind: EventKind::from_name(obj["event_kind"].as_str().unwrap_or_default())
@@ -90,7 +102,10 @@ impl CanonicalDecoder {
             field_code: code("field_code", w),
             field_name: text("field_name", w),
             agency_code: code("agency_code", w),
-            channel: obj.get("channel").and_then(Value::as_str).and_then(Channel::from_name),
+            channel: obj
+                .get("channel")
+                .and_then(Value::as_str)
+                .and_then(Channel::from_name),
             status,
             event_time: time_of(v, "event_time").expect("the schema requires event_time"),
             filed_at: time_of(v, "filed_at"),
@@ -121,7 +136,10 @@ impl CanonicalDecoder {
             step_due_at: time_of(v, "step_due_at"),
         };
         // The schema checks the format; the range check is sohoa's own.
-        for (k, t) in [("event_time", Some(event.event_time)), ("due_at", event.due_at)] {
+        for (k, t) in [
+            ("event_time", Some(event.event_time)),
+            ("due_at", event.due_at),
+        ] {
             if let Some(t) = t {
                 check_year(t).map_err(|r| loc.key(k).error(r))?;
             }
@@ -165,7 +183,10 @@ impl Decoder for CanonicalDecoder {
 }
 
 fn str_of(obj: &Map<String, Value>, k: &str) -> String {
-    obj.get(k).and_then(Value::as_str).unwrap_or_default().to_owned()
+    obj.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn opt_str(obj: &Map<String, Value>, k: &str) -> Option<String> {
@@ -216,7 +237,10 @@ mod tests {
 
     #[test]
     fn json_pointers_become_dotted_paths() {
-        assert_eq!(pointer_to_path("", "/supplements/0/requested_at"), "supplements[0].requested_at");
+        assert_eq!(
+            pointer_to_path("", "/supplements/0/requested_at"),
+            "supplements[0].requested_at"
+        );
         assert_eq!(pointer_to_path("[3]", "/status"), "[3].status");
         assert_eq!(pointer_to_path("", ""), "");
     }

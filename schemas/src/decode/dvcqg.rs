@@ -444,7 +444,13 @@ impl DvcqgDecoder {
 
     /// A progress step and a snapshot with the same status and time are different facts,
     /// so the kind is part of the hashed identity of progress events.
-    fn event_id(&self, dossier: &str, status: Status, time: Micros, kind: EventKind) -> Cow<'static, str> {
+    fn event_id(
+        &self,
+        dossier: &str,
+        status: Status,
+        time: Micros,
+        kind: EventKind,
+    ) -> Cow<'static, str> {
         let source: &str = &self.ctx.source_system;
         let id = match kind {
             EventKind::Snapshot => normalize::event_id(source, dossier, status.code(), time),
@@ -462,12 +468,19 @@ impl DvcqgDecoder {
         loc: &Loc<'_>,
         w: &mut Warnings,
     ) -> Result<Option<String>, DecodeError> {
-        let own = id_number.text(w).map_err(|r| loc.key("SoGiayToChuHoSo").error(r))?;
+        let own = id_number
+            .text(w)
+            .map_err(|r| loc.key("SoGiayToChuHoSo").error(r))?;
         if let Some(p) = own.and_then(|id| self.ctx.pseudonymizer.pseudonym(&id)) {
             return Ok(Some(p));
         }
         let idents_loc = loc.key("DinhDanhCHS");
-        for (i, ident) in idents.items().map_err(|r| idents_loc.error(r))?.into_iter().enumerate() {
+        for (i, ident) in idents
+            .items()
+            .map_err(|r| idents_loc.error(r))?
+            .into_iter()
+            .enumerate()
+        {
             if ident.not_object.is_some() {
                 continue;
             }
@@ -558,7 +571,12 @@ fn documents(
     w: &mut Warnings,
 ) -> Result<u32, DecodeError> {
     let mut count = 0;
-    for (i, d) in list.items().map_err(|r| loc.error(r))?.into_iter().enumerate() {
+    for (i, d) in list
+        .items()
+        .map_err(|r| loc.error(r))?
+        .into_iter()
+        .enumerate()
+    {
         let item = loc.index(i);
         item_shape(d.not_object, &item)?;
         w.add_n(Warning::UnknownField, d.unknown);
@@ -586,9 +604,18 @@ fn documents(
     Ok(count)
 }
 
-fn fee_bearing(list: RawList<RawFee<'_>>, loc: &Loc<'_>, w: &mut Warnings) -> Result<bool, DecodeError> {
+fn fee_bearing(
+    list: RawList<RawFee<'_>>,
+    loc: &Loc<'_>,
+    w: &mut Warnings,
+) -> Result<bool, DecodeError> {
     let mut bearing = false;
-    for (i, f) in list.items().map_err(|r| loc.error(r))?.into_iter().enumerate() {
+    for (i, f) in list
+        .items()
+        .map_err(|r| loc.error(r))?
+        .into_iter()
+        .enumerate()
+    {
         let item = loc.index(i);
         item_shape(f.not_object, &item)?;
         w.add_n(Warning::UnknownField, f.unknown);
@@ -598,9 +625,18 @@ fn fee_bearing(list: RawList<RawFee<'_>>, loc: &Loc<'_>, w: &mut Warnings) -> Re
     Ok(bearing)
 }
 
-fn results(list: RawList<RawResult<'_>>, loc: &Loc<'_>, w: &mut Warnings) -> Result<(u32, u32), DecodeError> {
+fn results(
+    list: RawList<RawResult<'_>>,
+    loc: &Loc<'_>,
+    w: &mut Warnings,
+) -> Result<(u32, u32), DecodeError> {
     let (mut docs, mut files) = (0, 0);
-    for (i, r) in list.items().map_err(|r| loc.error(r))?.into_iter().enumerate() {
+    for (i, r) in list
+        .items()
+        .map_err(|r| loc.error(r))?
+        .into_iter()
+        .enumerate()
+    {
         let item = loc.index(i);
         item_shape(r.not_object, &item)?;
         w.add_n(Warning::UnknownField, r.unknown);

@@ -1,1 +1,163 @@
-fn main() {}
+//! `sohoa`: one binary for every stage of the pipeline.
+
+use std::io::{BufRead, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sohoa_schemas::{build_decoder, DecodeOutput, DecoderContext, DecoderKind, Pseudonymizer};
+
+/// sohoa ("số hóa"): how fast and how digitally Vietnamese provinces process
+/// administrative dossiers, computed from their dossier event streams.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode source messages into canonical v1 events (JSON lines on stdout).
+    ///
+    /// Rejected records go to stderr with the JSON path and the reason. Use it to check a
+    /// province's export before loading it.
+    Decode(DecodeArgs),
+    /// Print the canonical event's JSON Schema, or the Arrow schema derived from it.
+    Schema {
+        /// Print the Arrow schema of the `events` table instead of the JSON Schema.
+        #[arg(long)]
+        arrow: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct DecodeArgs {
+    /// Source format: dvcqg (national sync records) or canonical (v1 JSON).
+    #[arg(long, default_value = "dvcqg")]
+    format: DecoderKind,
+    /// Treat each line as one message (newline-delimited JSON) instead of each file.
+    #[arg(long)]
+    lines: bool,
+    /// Use the public development pseudonym key instead of SOHOA_PSEUDONYM_KEY.
+    /// Applicant ID numbers are then NOT protected.
+    #[arg(long)]
+    dev: bool,
+    /// Files to read; standard input when none is given.
+    files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Decode(args) => decode(args),
+        Command::Schema { arrow } => {
+            if arrow {
+                for f in sohoa_schemas::events_schema().fields() {
+                    let null = if f.is_nullable() { "" } else { " not null" };
+                    println!("{}: {}{null}", f.name(), f.data_type());
+                }
+            } else {
+                print!("{}", sohoa_schemas::json_schema::EVENT_SCHEMA_JSON);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn decode(args: DecodeArgs) -> Result<ExitCode> {
+    let pseudonymizer = if args.dev {
+        Pseudonymizer::development()
+    } else {
+        Pseudonymizer::from_env().context("cannot pseudonymize applicant ID numbers")?
+    };
+    let decoder = build_decoder(
+        args.format,
+        DecoderContext {
+            source_system: Arc::from(args.format.as_str()),
+            pseudonymizer: Arc::new(pseudonymizer),
+        },
+    );
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut read_one = |name: String, mut r: Box<dyn Read>| -> Result<()> {
+        if args.lines {
+            for (i, line) in std::io::BufReader::new(r).lines().enumerate() {
+                let line = line.with_context(|| format!("reading {name}"))?;
+                if !line.trim().is_empty() {
+                    messages.push((format!("{name}:{}", i + 1), line.into_bytes()));
+                }
+            }
+        } else {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf)
+                .with_context(|| format!("reading {name}"))?;
+            messages.push((name, buf));
+        }
+        Ok(())
+    };
+    if args.files.is_empty() {
+        read_one("stdin".into(), Box::new(std::io::stdin()))?;
+    } else {
+        for f in &args.files {
+            let file =
+                std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+            read_one(f.display().to_string(), Box::new(file))?;
+        }
+    }
+
+    let stdout = std::io::stdout();
+    let mut out_w = BufWriter::new(stdout.lock());
+    let (mut events, mut rejects) = (0u64, 0u64);
+    let mut warnings = sohoa_schemas::Warnings::default();
+    let mut out = DecodeOutput::default();
+    for (name, bytes) in &messages {
+        out.clear();
+        decoder.decode(bytes, &mut out);
+        for e in &out.events {
+            writeln!(out_w, "{}", e.to_json())?;
+        }
+        for r in &out.rejects {
+            eprintln!("{name}: rejected {r}");
+        }
+        events += out.events.len() as u64;
+        rejects += out.rejects.len() as u64;
+        warnings.merge(&out.warnings);
+    }
+    out_w.flush()?;
+    let summary: Vec<String> = warnings
+        .iter()
+        .map(|(w, n)| format!("{}={n}", w.as_str()))
+        .collect();
+    eprintln!(
+        "{} messages: {events} events, {rejects} rejected; warnings: {}",
+        messages.len(),
+        if summary.is_empty() {
+            "none".into()
+        } else {
+            summary.join(" ")
+        }
+    );
+    // Exit 1 when something was rejected, so scripts notice; 0 when all decoded.
+    Ok(if rejects > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
