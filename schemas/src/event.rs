@@ -5,6 +5,7 @@
 //! `json/dossier-event.v1.schema.json`; `batch.rs` and the schema tests keep them in step.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -133,7 +134,8 @@ pub struct Flags {
 pub struct DossierEvent<'a> {
     pub event_id: Cow<'a, str>,
     pub kind: EventKind,
-    pub source_system: Cow<'a, str>,
+    /// Shared by every event of a topic: cloning it is a reference-count increment.
+    pub source_system: Arc<str>,
     pub dossier_code: Cow<'a, str>,
     pub procedure_code: Option<Cow<'a, str>>,
     pub procedure_name: Option<Cow<'a, str>>,
@@ -169,7 +171,7 @@ impl DossierEvent<'_> {
         DossierEvent {
             event_id: own(self.event_id),
             kind: self.kind,
-            source_system: own(self.source_system),
+            source_system: self.source_system,
             dossier_code: own(self.dossier_code),
             procedure_code: self.procedure_code.map(own),
             procedure_name: self.procedure_name.map(own),
@@ -250,7 +252,7 @@ impl Serialize for DossierEvent<'_> {
         m.serialize_entry("schema_version", &SCHEMA_VERSION)?;
         m.serialize_entry("event_id", &self.event_id)?;
         m.serialize_entry("event_kind", self.kind.as_str())?;
-        m.serialize_entry("source_system", &self.source_system)?;
+        m.serialize_entry("source_system", &*self.source_system)?;
         m.serialize_entry("dossier_code", &self.dossier_code)?;
         m.serialize_entry("procedure_code", &self.procedure_code)?;
         m.serialize_entry("procedure_name", &self.procedure_name)?;

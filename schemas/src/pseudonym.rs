@@ -85,7 +85,7 @@ impl Pseudonymizer {
             any = true;
             mac.update(c.to_ascii_uppercase().encode_utf8(&mut buf).as_bytes());
         }
-        any.then(|| hex::encode(mac.finalize().into_bytes()))
+        any.then(|| crate::normalize::to_hex(&mac.finalize().into_bytes()))
     }
 }
 

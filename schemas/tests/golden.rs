@@ -21,7 +21,7 @@ fn national_sample_envelope_lands_field_by_field() {
     // 1. Online birth registration, finished early, digitized, reused, e-result.
     let e = &out.events[0];
     assert_eq!(e.kind, EventKind::Snapshot);
-    assert_eq!(e.source_system, "dvcqg");
+    assert_eq!(&*e.source_system, "dvcqg");
     assert_eq!(e.dossier_code, "000.00.12.H55-230223-0001");
     assert_eq!(e.procedure_code.as_deref(), Some("1.001193"));
     assert_eq!(e.procedure_name.as_deref(), Some("Đăng ký khai sinh"));

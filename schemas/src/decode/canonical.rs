@@ -95,7 +95,7 @@ impl CanonicalDecoder {
             event_id: Cow::Owned(str_of(obj, "event_id")),
             kind: EventKind::from_name(obj["event_kind"].as_str().unwrap_or_default())
                 .expect("the schema lists the kinds"),
-            source_system: Cow::Owned(str_of(obj, "source_system")),
+            source_system: std::sync::Arc::from(str_of(obj, "source_system")),
             dossier_code,
             procedure_code: code("procedure_code", w),
             procedure_name: text("procedure_name", w),
@@ -160,7 +160,11 @@ impl Decoder for CanonicalDecoder {
 
     fn decode<'a>(&self, bytes: &'a [u8], out: &mut DecodeOutput<'a>) {
         let root = Loc::ROOT;
-        let value: Value = match serde_json::from_slice(bytes) {
+        let text = match super::utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => return out.rejects.push(e),
+        };
+        let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => return out.rejects.push(root.error(Reason::Syntax(e.to_string()))),
         };

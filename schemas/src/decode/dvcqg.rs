@@ -185,7 +185,11 @@ impl Decoder for DvcqgDecoder {
 
     fn decode<'a>(&self, bytes: &'a [u8], out: &mut DecodeOutput<'a>) {
         let root = Loc::ROOT;
-        let top: RawTop<'a> = match serde_json::from_slice(bytes) {
+        let text = match super::utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => return out.rejects.push(e),
+        };
+        let top: RawTop<'a> = match serde_json::from_str(text) {
             Ok(t) => t,
             Err(e) => return out.rejects.push(root.error(Reason::Syntax(e.to_string()))),
         };
@@ -364,7 +368,7 @@ impl DvcqgDecoder {
         Ok(DossierEvent {
             event_id: self.event_id(&dossier_code, status, event_time, EventKind::Snapshot),
             kind: EventKind::Snapshot,
-            source_system: Cow::Owned(self.ctx.source_system.to_string()),
+            source_system: self.ctx.source_system.clone(),
             procedure_code: optional_code(n.ma_tthc, w).map_err(at("MaTTHC"))?,
             procedure_name: optional_text(n.ten_tthc, w).map_err(at("TenTTHC"))?,
             field_code: optional_code(n.ma_linh_vuc, w).map_err(at("MaLinhVuc"))?,
@@ -414,7 +418,7 @@ impl DvcqgDecoder {
         Ok(DossierEvent {
             event_id: self.event_id(&dossier_code, status, event_time, EventKind::Progress),
             kind: EventKind::Progress,
-            source_system: Cow::Owned(self.ctx.source_system.to_string()),
+            source_system: self.ctx.source_system.clone(),
             dossier_code,
             procedure_code: None,
             procedure_name: None,

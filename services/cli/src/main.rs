@@ -146,7 +146,7 @@ fn decode(args: DecodeArgs) -> Result<ExitCode> {
         .map(|(w, n)| format!("{}={n}", w.as_str()))
         .collect();
     eprintln!(
-        "{} messages: {events} events, {rejects} rejected; warnings: {}",
+        "read {} message(s): {events} events, {rejects} rejected; warnings: {}",
         messages.len(),
         if summary.is_empty() {
             "none".into()
