@@ -14,12 +14,19 @@ use sohoa_schemas::{build_decoder, DecodeOutput, DecoderContext, DecoderKind, Ps
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// Configuration file; overrides the embedded defaults (config/default.toml), and
+    /// SOHOA__SECTION__KEY environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run an ingestor replica: consume the configured topics and write Parquet under
+    /// <root>/events/, exactly once. With --from-file, backfill from exported files.
+    Ingest(ingest::IngestArgs),
     /// Decode source messages into canonical v1 events (JSON lines on stdout).
     ///
     /// Rejected records go to stderr with the JSON path and the reason. Use it to check a
@@ -49,24 +56,56 @@ struct DecodeArgs {
     files: Vec<PathBuf>,
 }
 
+mod ingest;
+
+/// Exit codes: 0 success; 1 the run failed (for decode: some records were rejected);
+/// 2 bad configuration or usage, including a missing pseudonym key.
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let cfg = match sohoa_runtime::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("hint: config/default.toml lists every key with its meaning");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    sohoa_runtime::telemetry::init(&cfg.log);
+    match run(cfg, cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            let config_error = e.chain().any(|c| {
+                c.downcast_ref::<sohoa_schemas::pseudonym::PseudonymError>()
+                    .is_some()
+                    || c.downcast_ref::<sohoa_runtime::ConfigError>().is_some()
+            });
+            ExitCode::from(if config_error {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILED
+            })
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stop requested: draining");
+}
+
+fn run(cfg: sohoa_runtime::Config, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Ingest(args) => ingest::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Decode(args) => decode(args),
         Command::Schema { arrow } => {
             if arrow {

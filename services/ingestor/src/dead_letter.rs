@@ -1,0 +1,268 @@
+//! Dead letters: messages that cannot become events, kept with the reason.
+//!
+//! For Kafka sources they go to the dead-letter topic with the original key and bytes, and
+//! headers for the error class, the reasons and the source coordinates (the conventions of
+//! Kafka Connect's `errors.deadletterqueue.*`, under a `sohoa.` prefix). For backfill files
+//! they go to a rejects file. Delivery is confirmed before the offsets they cover are
+//! committed, so a broker that refuses dead letters stops progress instead of losing them.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use sohoa_schemas::DecodeError;
+
+use crate::pipeline::Record;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("dead-letter topic {topic}: {reason}")]
+    Kafka { topic: String, reason: String },
+    #[error("rejects file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where rejected messages go.
+pub trait DeadLetters: Send {
+    /// Queue one message with its rejections.
+    fn send(&mut self, record: &Record, rejects: &[DecodeError]) -> Result<(), DeadLetterError>;
+    /// Wait until everything queued is durable; an error means some of it is not.
+    fn flush(&mut self, timeout: Duration) -> Result<(), DeadLetterError>;
+}
+
+/// Header names, shared with the README and the tests.
+pub mod headers {
+    pub const CLASS: &str = "sohoa.error.class";
+    pub const KIND: &str = "sohoa.error.kind";
+    pub const REASON: &str = "sohoa.error.reason";
+    pub const COUNT: &str = "sohoa.error.count";
+    pub const TOPIC: &str = "sohoa.source.topic";
+    pub const PARTITION: &str = "sohoa.source.partition";
+    pub const OFFSET: &str = "sohoa.source.offset";
+}
+
+/// All reasons of one message, one per line, bounded so a message with thousands of bad
+/// records cannot make a header larger than the broker accepts.
+pub fn reasons(rejects: &[DecodeError]) -> String {
+    let mut s = String::new();
+    for r in rejects {
+        if s.len() > 3500 {
+            s.push_str(&format!("… and {} more", rejects.len() - s.lines().count()));
+            break;
+        }
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(&r.to_string());
+    }
+    s
+}
+
+/// Counts delivery failures reported by librdkafka's delivery callback, which runs on the
+/// producer's own polling thread, never on the async runtime.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// The producer's context: a handle on the shared tracker.
+#[derive(Clone, Default)]
+pub struct Tracked(Arc<DeliveryTracker>);
+
+impl ClientContext for Tracked {}
+
+impl ProducerContext for Tracked {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::SeqCst);
+            *self.0.last_error.lock().expect("error lock") = Some(e.to_string());
+        }
+    }
+}
+
+/// The Kafka dead-letter topic.
+pub struct KafkaDeadLetters {
+    producer: ThreadedProducer<Tracked>,
+    tracker: Arc<DeliveryTracker>,
+    topic: String,
+    pending: u64,
+}
+
+impl KafkaDeadLetters {
+    pub fn new(
+        producer_config: &rdkafka::ClientConfig,
+        topic: &str,
+    ) -> Result<Self, DeadLetterError> {
+        let tracker = Arc::new(DeliveryTracker::default());
+        let producer = producer_config
+            .create_with_context(Tracked(tracker.clone()))
+            .map_err(|e| DeadLetterError::Kafka {
+                topic: topic.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(KafkaDeadLetters {
+            producer,
+            tracker,
+            topic: topic.to_owned(),
+            pending: 0,
+        })
+    }
+}
+
+impl DeadLetters for KafkaDeadLetters {
+    fn send(&mut self, record: &Record, rejects: &[DecodeError]) -> Result<(), DeadLetterError> {
+        let first = rejects.first();
+        let class = first.map_or("permanent", |e| e.class().as_str());
+        let kind = first.map_or("unknown", |e| e.kind());
+        let reason = reasons(rejects);
+        let count = rejects.len().to_string();
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let hdrs = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::CLASS,
+                value: Some(class),
+            })
+            .insert(Header {
+                key: headers::KIND,
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: headers::COUNT,
+                value: Some(count.as_str()),
+            })
+            .insert(Header {
+                key: headers::TOPIC,
+                value: Some(&*record.topic),
+            })
+            .insert(Header {
+                key: headers::PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic)
+            .payload(&record.payload[..])
+            .headers(hdrs);
+        if let Some(k) = &record.key {
+            rec = rec.key(&k[..]);
+        }
+        // A full local queue is transient: wait for room rather than drop the message.
+        let mut rec = rec;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((e, back))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    self.producer.poll(Duration::from_millis(50));
+                    rec = back;
+                }
+                Err((e, _)) => {
+                    return Err(DeadLetterError::Kafka {
+                        topic: self.topic.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), DeadLetterError> {
+        if self.pending == 0 && self.tracker.failed.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let err = |reason: String| DeadLetterError::Kafka {
+            topic: self.topic.clone(),
+            reason,
+        };
+        self.producer
+            .flush(timeout)
+            .map_err(|e| err(format!("not all dead letters delivered: {e}")))?;
+        let failed = self.tracker.failed.swap(0, Ordering::SeqCst);
+        if failed > 0 {
+            let last = self
+                .tracker
+                .last_error
+                .lock()
+                .expect("error lock")
+                .take()
+                .unwrap_or_default();
+            return Err(err(format!("{failed} dead letters failed: {last}")));
+        }
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+/// A rejects file for backfills: one JSON object per rejected message, with the reasons
+/// and the original text.
+pub struct RejectsFile {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl RejectsFile {
+    pub fn create(path: &std::path::Path) -> Result<Self, DeadLetterError> {
+        let err = |source| DeadLetterError::File {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        Ok(RejectsFile {
+            path: path.to_owned(),
+            out: std::io::BufWriter::new(file),
+        })
+    }
+}
+
+impl DeadLetters for RejectsFile {
+    fn send(&mut self, record: &Record, rejects: &[DecodeError]) -> Result<(), DeadLetterError> {
+        let line = serde_json::json!({
+            "source": &*record.topic,
+            "line": record.offset + 1,
+            "errors": rejects.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "kind": rejects.first().map_or("unknown", |e| e.kind()),
+            "raw": String::from_utf8_lossy(&record.payload),
+        });
+        writeln!(self.out, "{line}").map_err(|source| DeadLetterError::File {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    fn flush(&mut self, _: Duration) -> Result<(), DeadLetterError> {
+        let err = |source| DeadLetterError::File {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.out.flush().map_err(err)?;
+        self.out.get_ref().sync_data().map_err(err)
+    }
+}

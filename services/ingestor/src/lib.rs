@@ -1,0 +1,232 @@
+//! The ingestor: Kafka (or backfill files) to Hive-partitioned Parquet, exactly once.
+//!
+//! One module per pipeline stage: `source` (consume), `pipeline` (decode, normalize,
+//! buffer), `write` (Parquet encoding), `checkpoint` (the exactly-once protocol),
+//! `dead_letter`, `metrics`, and `backfill` (files instead of Kafka).
+
+pub mod backfill;
+pub mod checkpoint;
+pub mod crashpoint;
+pub mod dead_letter;
+pub mod metrics;
+pub mod pipeline;
+pub mod source;
+pub mod write;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use sohoa_runtime::{Config, Storage};
+use sohoa_schemas::{build_decoder, Decoder, DecoderContext, Pseudonymizer};
+
+pub use metrics::Metrics;
+pub use pipeline::Totals;
+
+use checkpoint::Checkpointer;
+use dead_letter::KafkaDeadLetters;
+use pipeline::{Pipeline, PipelineConfig};
+use source::{IngestContext, KafkaCommitter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Storage(#[from] sohoa_runtime::StorageError),
+    #[error("{0}")]
+    Pseudonym(#[from] sohoa_schemas::pseudonym::PseudonymError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    DeadLetter(#[from] dead_letter::DeadLetterError),
+    #[error("{0}")]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("http.listen {addr:?}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("could not recover partitions from storage; see the log above")]
+    Recovery,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The pseudonymizer the configuration asks for.
+pub fn pseudonymizer(cfg: &Config) -> Result<Arc<Pseudonymizer>, IngestError> {
+    Ok(Arc::new(if cfg.privacy.development_mode {
+        Pseudonymizer::development()
+    } else {
+        Pseudonymizer::from_env()?
+    }))
+}
+
+fn decoders(cfg: &Config, pseudo: &Arc<Pseudonymizer>) -> HashMap<Arc<str>, Box<dyn Decoder>> {
+    cfg.topics
+        .iter()
+        .map(|t| {
+            let ctx = DecoderContext {
+                source_system: Arc::from(t.source_system()),
+                pseudonymizer: pseudo.clone(),
+            };
+            (Arc::from(t.name.as_str()), build_decoder(t.decoder, ctx))
+        })
+        .collect()
+}
+
+/// librdkafka settings shared by the consumer and the dead-letter producer.
+fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn consumer_config(cfg: &Config) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("group.id", &cfg.kafka.group_id)
+        // Storage is the source of truth; offsets are committed by hand after each flush.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "session.timeout.ms",
+            cfg.kafka.session_timeout_ms.to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            cfg.kafka.statistics_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    // A fetch must hold at least one message of the largest size sources send.
+    if !cfg.kafka.properties.contains_key("fetch.message.max.bytes") {
+        c.set("fetch.message.max.bytes", "16777216");
+    }
+    c
+}
+
+fn producer_config(cfg: &Config) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.remove("queued.max.messages.kbytes");
+    if !cfg.kafka.properties.contains_key("message.max.bytes") {
+        // Dead letters carry the original bytes, however large they were.
+        c.set("message.max.bytes", "16777216");
+    }
+    c
+}
+
+/// Run one ingestor replica until `shutdown` resolves, then drain: flush, commit, leave the
+/// group. Blocking: it owns its threads and uses `rt` for storage and the HTTP endpoint.
+pub fn run(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Totals, IngestError> {
+    let storage = Storage::open(&cfg.storage)?;
+    let pseudo = pseudonymizer(cfg)?;
+    let checkpointer = Checkpointer::new(storage.store.clone());
+    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+    let fatal = Arc::new(AtomicBool::new(false));
+    let buffered = Arc::new(AtomicUsize::new(0));
+
+    let ctx = IngestContext {
+        tx: tx.clone(),
+        checkpointer: checkpointer.clone(),
+        rt: rt.clone(),
+        metrics: metrics.clone(),
+        start_from: cfg.kafka.start_from,
+        fatal: fatal.clone(),
+    };
+    let consumer: Arc<BaseConsumer<IngestContext>> =
+        Arc::new(consumer_config(cfg).create_with_context(ctx)?);
+    let topics: Vec<&str> = cfg.topics.iter().map(|t| t.name.as_str()).collect();
+    consumer.subscribe(&topics)?;
+    let dead = KafkaDeadLetters::new(&producer_config(cfg), &cfg.kafka.dead_letter_topic)?;
+
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    if !cfg.http.listen.is_empty() {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(&cfg.http.listen))
+            .map_err(|source| IngestError::Listen {
+                addr: cfg.http.listen.clone(),
+                source,
+            })?;
+        rt.spawn(metrics::serve(listener, metrics.clone(), async move {
+            let _ = stop_http_rx.await;
+        }));
+    }
+
+    let pipeline = Pipeline::new(
+        PipelineConfig {
+            flush: cfg.flush.clone(),
+            buffer_max_bytes: cfg.buffer.max_bytes,
+        },
+        decoders(cfg, &pseudo),
+        checkpointer,
+        rt.clone(),
+        Box::new(dead),
+        Box::new(KafkaCommitter(consumer.clone())),
+        metrics.clone(),
+        buffered.clone(),
+    )?;
+    let pipeline_thread = std::thread::Builder::new()
+        .name("sohoa-pipeline".into())
+        .spawn(move || pipeline.run(rx))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = Duration::from_millis(cfg.shutdown.drain_deadline_ms);
+    let poll_thread = {
+        let (consumer, stop, metrics, buffered) = (
+            consumer.clone(),
+            stop.clone(),
+            metrics.clone(),
+            buffered.clone(),
+        );
+        let cap = cfg.buffer.max_bytes;
+        std::thread::Builder::new()
+            .name("sohoa-kafka-poll".into())
+            .spawn(move || source::poll_loop(consumer, tx, buffered, cap, stop, drain, metrics))?
+    };
+    metrics.set_ready(true);
+    tracing::info!(brokers = %cfg.kafka.brokers, group = %cfg.kafka.group_id, topics = ?topics, root = %storage.root, "ingestor started");
+
+    // Wait for the stop signal, a failed pipeline, or a failed recovery.
+    rt.block_on(async {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if pipeline_thread.is_finished() || fatal.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let stop_started = Instant::now();
+    metrics.set_ready(false);
+    stop.store(true, Ordering::SeqCst);
+    let _ = poll_thread.join();
+    // Bounded by the drain deadline the pipeline was given.
+    let result = pipeline_thread
+        .join()
+        .unwrap_or_else(|_| Err(pipeline::PipelineError::DrainTimeout(0)));
+    // Leave the group now rather than waiting for the session to time out.
+    consumer.unsubscribe();
+    let _ = consumer.poll(Duration::from_millis(100));
+    drop(consumer);
+    let _ = stop_http_tx.send(());
+    tracing::info!(
+        elapsed_ms = stop_started.elapsed().as_millis() as u64,
+        "ingestor stopped"
+    );
+    if fatal.load(Ordering::SeqCst) {
+        return Err(IngestError::Recovery);
+    }
+    Ok(result?)
+}

@@ -1,0 +1,344 @@
+//! The ingestor's metrics, defined in one place, and the HTTP endpoint that serves them.
+//!
+//! Labels stay low-cardinality: topic, partition, outcome, reason. Never a dossier or an
+//! agency: those belong in the tables, not in Prometheus.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Every metric the ingestor exports. Names are part of the operations contract
+/// (README, dashboard, alerts): change them only with those.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Messages consumed, by topic and outcome (written, dead_lettered).
+    pub messages: IntCounterVec,
+    /// Events (records) decoded, by topic and outcome (written, rejected).
+    pub events: IntCounterVec,
+    /// Dead-letter messages produced, by topic and reason.
+    pub dead_letters: IntCounterVec,
+    /// Normalization warnings, by topic and kind.
+    pub warnings: IntCounterVec,
+    /// Parquet files published.
+    pub files_written: IntCounter,
+    /// Bytes of Parquet published.
+    pub bytes_written: IntCounter,
+    /// Time from the start of a flush to its commit, in seconds.
+    pub flush_seconds: Histogram,
+    /// Flushes that failed and will be retried, by stage.
+    pub flush_failures: IntCounterVec,
+    /// Rebalance events, by kind (assign, revoke).
+    pub rebalances: IntCounterVec,
+    /// Partitions currently assigned.
+    pub assigned_partitions: IntGauge,
+    /// Bytes buffered (decoded rows not yet written, and messages in flight).
+    pub buffered_bytes: IntGauge,
+    /// 1 while consumption is paused for backpressure.
+    pub paused: IntGauge,
+    /// High watermark minus the next offset to make durable.
+    pub lag_messages: IntGaugeVec,
+    /// Age of the oldest message not yet durable, in seconds.
+    pub lag_seconds: IntGaugeVec,
+    /// Next offset to make durable, per partition.
+    pub durable_offset: IntGaugeVec,
+    /// Unix time of the last successful flush.
+    pub last_flush_timestamp: IntGauge,
+    lag: Mutex<HashMap<(String, i32), PartitionLag>>,
+    ready: AtomicBool,
+}
+
+/// What the lag gauges are computed from, per partition.
+#[derive(Debug, Default, Clone)]
+pub struct PartitionLag {
+    pub high_watermark: Option<i64>,
+    /// The oldest offset the broker holds: where a partition with no stored progress
+    /// starts, so its lag is defined before the first flush.
+    pub low_watermark: Option<i64>,
+    pub durable_next: Option<i64>,
+    /// Broker timestamp (ms) of the oldest consumed message not yet durable.
+    pub oldest_pending_ms: Option<i64>,
+    /// When the partition last made progress durable (ms), for partitions whose next
+    /// messages have not even been fetched.
+    pub last_progress_ms: i64,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let flush_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sohoa_ingest_flush_duration_seconds",
+                "Time from the start of a flush to its commit.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(flush_seconds.clone()))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = registry.register(Box::new(pc));
+        }
+        Arc::new(Metrics {
+            messages: counter_vec(
+                "sohoa_ingest_messages_total",
+                "Messages consumed, by topic and outcome (written, dead_lettered).",
+                &["topic", "outcome"],
+            ),
+            events: counter_vec(
+                "sohoa_ingest_events_total",
+                "Records decoded, by topic and outcome (written, rejected).",
+                &["topic", "outcome"],
+            ),
+            dead_letters: counter_vec(
+                "sohoa_ingest_dead_letters_total",
+                "Dead-letter messages produced, by topic and reason.",
+                &["topic", "reason"],
+            ),
+            warnings: counter_vec(
+                "sohoa_ingest_warnings_total",
+                "Normalization warnings, by topic and kind.",
+                &["topic", "kind"],
+            ),
+            files_written: counter(
+                "sohoa_ingest_files_written_total",
+                "Parquet files published to events/.",
+            ),
+            bytes_written: counter(
+                "sohoa_ingest_bytes_written_total",
+                "Bytes of Parquet published to events/.",
+            ),
+            flush_seconds,
+            flush_failures: counter_vec(
+                "sohoa_ingest_flush_failures_total",
+                "Flushes that failed and will be retried, by stage.",
+                &["stage"],
+            ),
+            rebalances: counter_vec(
+                "sohoa_ingest_rebalances_total",
+                "Consumer-group rebalance events, by kind (assign, revoke).",
+                &["kind"],
+            ),
+            assigned_partitions: gauge(
+                "sohoa_ingest_assigned_partitions",
+                "Partitions currently assigned to this ingestor.",
+            ),
+            buffered_bytes: gauge(
+                "sohoa_ingest_buffered_bytes",
+                "Bytes buffered: decoded rows not yet written, and messages in flight.",
+            ),
+            paused: gauge(
+                "sohoa_ingest_paused",
+                "1 while consumption is paused for backpressure.",
+            ),
+            lag_messages: gauge_vec(
+                "sohoa_ingest_consumer_lag_messages",
+                "High watermark minus the next offset to make durable.",
+                &["topic", "partition"],
+            ),
+            lag_seconds: gauge_vec(
+                "sohoa_ingest_consumer_lag_seconds",
+                "Age of the oldest message not yet durable, in seconds.",
+                &["topic", "partition"],
+            ),
+            durable_offset: gauge_vec(
+                "sohoa_ingest_durable_offset",
+                "Next offset to make durable (the committed position in storage).",
+                &["topic", "partition"],
+            ),
+            last_flush_timestamp: gauge(
+                "sohoa_ingest_last_flush_timestamp_seconds",
+                "Unix time of the last successful flush.",
+            ),
+            registry,
+            lag: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Update one partition's lag inputs and recompute its gauges.
+    pub fn update_lag(&self, topic: &str, partition: i32, f: impl FnOnce(&mut PartitionLag)) {
+        let mut lag = self.lag.lock().expect("lag lock");
+        let entry = lag
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| PartitionLag {
+                last_progress_ms: now_ms(),
+                ..Default::default()
+            });
+        f(entry);
+        self.publish_lag(topic, partition, entry);
+    }
+
+    /// A high watermark from librdkafka's statistics, for partitions this ingestor owns.
+    pub fn set_watermarks(&self, topic: &str, partition: i32, low: i64, high: i64) {
+        let mut lag = self.lag.lock().expect("lag lock");
+        if let Some(l) = lag.get_mut(&(topic.to_owned(), partition)) {
+            l.high_watermark = Some(high);
+            l.low_watermark = Some(low.max(0));
+            self.publish_lag(topic, partition, l);
+        }
+    }
+
+    /// Forget a partition that is no longer assigned, so its gauges do not go stale.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        self.lag
+            .lock()
+            .expect("lag lock")
+            .remove(&(topic.to_owned(), partition));
+        let p = partition.to_string();
+        for g in [&self.lag_messages, &self.lag_seconds, &self.durable_offset] {
+            let _ = g.remove_label_values(&[topic, &p]);
+        }
+    }
+
+    /// Recompute every partition's lag seconds (time passes even without events).
+    pub fn refresh_lag(&self) {
+        let lag = self.lag.lock().expect("lag lock");
+        for ((topic, partition), l) in lag.iter() {
+            self.publish_lag(topic, *partition, l);
+        }
+    }
+
+    fn publish_lag(&self, topic: &str, partition: i32, l: &PartitionLag) {
+        let p = partition.to_string();
+        let labels = [topic, p.as_str()];
+        if let Some(d) = l.durable_next {
+            self.durable_offset.with_label_values(&labels).set(d);
+        }
+        let (Some(hw), Some(next)) = (l.high_watermark, l.durable_next.or(l.low_watermark)) else {
+            return;
+        };
+        let messages = (hw - next).max(0);
+        self.lag_messages.with_label_values(&labels).set(messages);
+        let seconds = match (messages, l.oldest_pending_ms) {
+            (0, _) => 0,
+            (_, Some(ts)) => (now_ms() - ts).max(0) / 1000,
+            (_, None) => (now_ms() - l.last_progress_ms).max(0) / 1000,
+        };
+        self.lag_seconds.with_label_values(&labels).set(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.refresh_lag();
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves. A deliberately
+/// small HTTP/1.1 responder: three GET routes do not justify a web framework.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (mut sock, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics endpoint accept failed");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = vec![0u8; 4096];
+            let mut len = 0;
+            // Read until the end of the request head; GET requests have no body.
+            while len < req.len() {
+                match sock.read(&mut req[len..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => len += n,
+                }
+                if req[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&req[..len]);
+            let path = head.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if metrics.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".to_owned(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,593 @@
+//! The pipeline: decode → normalize → buffer per source partition and date → flush through
+//! the exactly-once protocol (`checkpoint`). Source-agnostic: Kafka and backfill files
+//! feed it the same [`Input`]s.
+//!
+//! It runs on its own thread. The source thread only moves bytes; all decoding, encoding
+//! and storage I/O happen here, so a slow flush applies backpressure instead of stalling
+//! the consumer's poll loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sohoa_runtime::config::FlushConfig;
+use sohoa_schemas::normalize::vn_day;
+use sohoa_schemas::{DecodeOutput, Decoder, EventBatchBuilder, Lineage};
+
+use crate::checkpoint::{CheckpointError, Checkpointer, CommittedFile, Marker, PartitionPaths};
+use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::metrics::{now_ms, Metrics};
+use crate::write::{FileFormat, WriteError};
+
+/// One source message.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Broker timestamp, in milliseconds, when the source has one.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// What a source tells the pipeline, in order.
+pub enum Input {
+    Record(Record),
+    /// Partitions now owned, each with the first offset not yet durable (from storage).
+    Assigned(Vec<(Arc<str>, i32, Option<i64>)>),
+    /// Partitions taken away: flush (or drop) them, then answer on the channel.
+    Revoked(Vec<(Arc<str>, i32)>, SyncSender<()>),
+    /// No more input: flush everything before the deadline and stop.
+    Drain(Instant),
+}
+
+/// Commits progress back to the source, after it is durable in storage.
+pub trait OffsetCommitter: Send {
+    fn commit(&self, topic: &str, partition: i32, next_offset: i64);
+}
+
+/// For sources with nothing to commit to (files).
+pub struct NoCommit;
+
+impl OffsetCommitter for NoCommit {
+    fn commit(&self, _: &str, _: i32, _: i64) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("encoding: {0}")]
+    Write(#[from] WriteError),
+    #[error("{0}")]
+    DeadLetter(#[from] DeadLetterError),
+    #[error("no decoder for topic {0}")]
+    UnknownTopic(String),
+    #[error("drain deadline passed with {0} partition(s) not flushed")]
+    DrainTimeout(usize),
+}
+
+impl PipelineError {
+    /// Worth retrying: storage or the dead-letter topic may come back.
+    fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Checkpoint(e) => e.is_transient(),
+            PipelineError::DeadLetter(_) => true,
+            _ => false,
+        }
+    }
+
+    fn stage(&self) -> &'static str {
+        match self {
+            PipelineError::Checkpoint(CheckpointError::Fenced { .. }) => "fenced",
+            PipelineError::Checkpoint(_) => "storage",
+            PipelineError::Write(_) => "encode",
+            PipelineError::DeadLetter(_) => "dead_letter",
+            _ => "other",
+        }
+    }
+}
+
+/// Totals for a run, for the command line's summary and the tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub messages: u64,
+    pub events: u64,
+    pub dead_lettered: u64,
+    pub rejected_records: u64,
+    pub files: u64,
+    pub skipped_durable: u64,
+}
+
+/// A flush whose files are encoded and whose commit is not done yet.
+struct Pending {
+    start: i64,
+    end: i64,
+    files: Vec<(String, Bytes, u64)>,
+    messages: u64,
+    events: u64,
+    dead_lettered: u64,
+    rejected_records: u64,
+    bytes: usize,
+    started: Instant,
+}
+
+struct PartState {
+    topic: Arc<str>,
+    partition: i32,
+    paths: PartitionPaths,
+    /// First offset not yet durable; `None` until known.
+    durable_next: Option<i64>,
+    /// Offsets buffered and not yet in a pending flush.
+    open: Option<(i64, i64)>,
+    days: BTreeMap<i64, EventBatchBuilder>,
+    rows: usize,
+    bytes: usize,
+    oldest: Option<Instant>,
+    oldest_ts_ms: Option<i64>,
+    messages: u64,
+    events: u64,
+    dead_lettered: u64,
+    rejected_records: u64,
+    pending: Option<Pending>,
+    retry_at: Option<Instant>,
+}
+
+impl PartState {
+    fn new(topic: Arc<str>, partition: i32, durable_next: Option<i64>) -> Self {
+        PartState {
+            paths: PartitionPaths::new(&topic, partition),
+            topic,
+            partition,
+            durable_next,
+            open: None,
+            days: BTreeMap::new(),
+            rows: 0,
+            bytes: 0,
+            oldest: None,
+            oldest_ts_ms: None,
+            messages: 0,
+            events: 0,
+            dead_lettered: 0,
+            rejected_records: 0,
+            pending: None,
+            retry_at: None,
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.bytes + self.pending.as_ref().map_or(0, |p| p.bytes)
+    }
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub flush: FlushConfig,
+    /// Cap on buffered bytes across partitions.
+    pub buffer_max_bytes: usize,
+}
+
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    decoders: HashMap<Arc<str>, Box<dyn Decoder>>,
+    parts: HashMap<(Arc<str>, i32), PartState>,
+    checkpointer: Checkpointer,
+    rt: tokio::runtime::Handle,
+    format: FileFormat,
+    dead: Box<dyn DeadLetters>,
+    committer: Box<dyn OffsetCommitter>,
+    metrics: Arc<Metrics>,
+    /// Shared with the source: bytes in flight plus bytes buffered here.
+    buffered: Arc<AtomicUsize>,
+    own_bytes: usize,
+    totals: Totals,
+    last_check: Instant,
+}
+
+fn day_string(day: i64) -> String {
+    let d = chrono::DateTime::from_timestamp(day * 86_400, 0).expect("a day in range");
+    d.format("%Y-%m-%d").to_string()
+}
+
+impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: PipelineConfig,
+        decoders: HashMap<Arc<str>, Box<dyn Decoder>>,
+        checkpointer: Checkpointer,
+        rt: tokio::runtime::Handle,
+        dead: Box<dyn DeadLetters>,
+        committer: Box<dyn OffsetCommitter>,
+        metrics: Arc<Metrics>,
+        buffered: Arc<AtomicUsize>,
+    ) -> Result<Self, PipelineError> {
+        let format = FileFormat::new(
+            &sohoa_schemas::events_schema(),
+            cfg.flush.row_group_rows,
+            cfg.flush.zstd_level,
+        )?;
+        Ok(Pipeline {
+            cfg,
+            decoders,
+            parts: HashMap::new(),
+            checkpointer,
+            rt,
+            format,
+            dead,
+            committer,
+            metrics,
+            buffered,
+            own_bytes: 0,
+            totals: Totals::default(),
+            last_check: Instant::now(),
+        })
+    }
+
+    /// Run until the source sends `Drain` (or hangs up).
+    pub fn run(mut self, rx: Receiver<Input>) -> Result<Totals, PipelineError> {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Input::Record(r)) => {
+                    self.buffered.fetch_sub(r.payload.len(), Ordering::SeqCst);
+                    self.on_record(r)?;
+                }
+                Ok(Input::Assigned(parts)) => {
+                    for (topic, partition, next) in parts {
+                        self.metrics
+                            .update_lag(&topic, partition, |l| l.durable_next = next);
+                        self.parts.insert(
+                            (topic.clone(), partition),
+                            PartState::new(topic, partition, next),
+                        );
+                    }
+                    self.metrics
+                        .assigned_partitions
+                        .set(self.parts.len() as i64);
+                }
+                Ok(Input::Revoked(parts, ack)) => {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    for (topic, partition) in parts {
+                        let key = (topic.clone(), partition);
+                        if let Err(e) = self.flush_until(&key, deadline) {
+                            // Dropping is safe: storage did not commit these offsets, so
+                            // the next owner consumes them again.
+                            tracing::warn!(%topic, partition, error = %e, "revoked partition dropped without flushing");
+                        }
+                        if let Some(st) = self.parts.remove(&key) {
+                            self.own_bytes -= st.buffered_bytes();
+                        }
+                        self.metrics.forget_partition(&topic, partition);
+                    }
+                    self.sync_buffered();
+                    self.metrics
+                        .assigned_partitions
+                        .set(self.parts.len() as i64);
+                    let _ = ack.send(());
+                }
+                Ok(Input::Drain(deadline)) => return self.drain(deadline),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self.drain(Instant::now() + Duration::from_secs(30))
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.last_check.elapsed() >= Duration::from_millis(50) {
+                self.last_check = Instant::now();
+                self.flush_due()?;
+            }
+        }
+    }
+
+    fn on_record(&mut self, r: Record) -> Result<(), PipelineError> {
+        let key = (r.topic.clone(), r.partition);
+        if !self.parts.contains_key(&key) {
+            // A source that does not announce assignments (files) starts from storage.
+            self.parts.insert(
+                key.clone(),
+                PartState::new(r.topic.clone(), r.partition, None),
+            );
+        }
+        let st = self.parts.get_mut(&key).expect("inserted above");
+        if st.durable_next.is_some_and(|n| r.offset < n) {
+            self.totals.skipped_durable += 1;
+            return Ok(());
+        }
+        let decoder = self
+            .decoders
+            .get(&r.topic)
+            .ok_or_else(|| PipelineError::UnknownTopic(r.topic.to_string()))?;
+        let mut out = DecodeOutput::default();
+        decoder.decode(&r.payload, &mut out);
+        let ingested_at = now_ms() * 1000;
+        let lineage = Lineage {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            ingested_at,
+        };
+        let before = st.bytes;
+        for e in &out.events {
+            let day = vn_day(e.event_time);
+            st.days.entry(day).or_default().append(e, &lineage);
+        }
+        st.bytes = st
+            .days
+            .values()
+            .map(EventBatchBuilder::estimated_bytes)
+            .sum();
+        st.rows += out.events.len();
+        st.events += out.events.len() as u64;
+        st.messages += 1;
+        if !out.rejects.is_empty() {
+            self.dead.send(&r, &out.rejects)?;
+            st.dead_lettered += 1;
+            st.rejected_records += out.rejects.len() as u64;
+            for rej in &out.rejects {
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[&*r.topic, rej.kind()])
+                    .inc();
+            }
+        }
+        for (w, n) in out.warnings.iter() {
+            self.metrics
+                .warnings
+                .with_label_values(&[&*r.topic, w.as_str()])
+                .inc_by(n as u64);
+        }
+        st.open = Some(match st.open {
+            None => (st.durable_next.unwrap_or(r.offset), r.offset),
+            Some((s, _)) => (s, r.offset),
+        });
+        if st.oldest.is_none() {
+            st.oldest = Some(Instant::now());
+            st.oldest_ts_ms = Some(r.timestamp_ms.unwrap_or(ingested_at / 1000));
+            let ts = st.oldest_ts_ms;
+            self.metrics
+                .update_lag(&r.topic, r.partition, |l| l.oldest_pending_ms = ts);
+        }
+        self.own_bytes = self.own_bytes + st.bytes - before;
+        let full = st.rows >= self.cfg.flush.max_rows || st.bytes >= self.cfg.flush.max_bytes;
+        self.sync_buffered();
+        if full {
+            self.try_flush(&key)?;
+        }
+        Ok(())
+    }
+
+    fn sync_buffered(&self) {
+        self.metrics
+            .buffered_bytes
+            .set(self.buffered.load(Ordering::SeqCst) as i64 + self.own_bytes as i64);
+    }
+
+    /// Age triggers, retries, and the global cap.
+    fn flush_due(&mut self) -> Result<(), PipelineError> {
+        let max_age = Duration::from_millis(self.cfg.flush.max_age_ms);
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .parts
+            .iter()
+            .filter(|(_, st)| {
+                let retry = st.pending.is_some() && st.retry_at.is_none_or(|t| t <= now);
+                let old = st.oldest.is_some_and(|t| now.duration_since(t) >= max_age);
+                retry || (old && st.retry_at.is_none_or(|t| t <= now))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.try_flush(&key)?;
+        }
+        // Over the cap: write out the largest buffers until below half of it.
+        let mut guard = 0;
+        while self.own_bytes + self.buffered.load(Ordering::SeqCst) > self.cfg.buffer_max_bytes
+            && guard < self.parts.len()
+        {
+            guard += 1;
+            let Some(key) = self
+                .parts
+                .iter()
+                .filter(|(_, st)| st.retry_at.is_none_or(|t| t <= now))
+                .max_by_key(|(_, st)| st.bytes)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.try_flush(&key)?;
+            if self.own_bytes < self.cfg.buffer_max_bytes / 2 {
+                break;
+            }
+        }
+        self.metrics.refresh_lag();
+        Ok(())
+    }
+
+    /// Flush, and on a transient failure schedule a retry instead of failing the run.
+    fn try_flush(&mut self, key: &(Arc<str>, i32)) -> Result<(), PipelineError> {
+        match self.flush(key) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => {
+                self.metrics
+                    .flush_failures
+                    .with_label_values(&[e.stage()])
+                    .inc();
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush failed; will retry");
+                if let Some(st) = self.parts.get_mut(key) {
+                    st.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics
+                    .flush_failures
+                    .with_label_values(&[e.stage()])
+                    .inc();
+                Err(e)
+            }
+        }
+    }
+
+    fn flush_until(
+        &mut self,
+        key: &(Arc<str>, i32),
+        deadline: Instant,
+    ) -> Result<(), PipelineError> {
+        loop {
+            match self.flush(key) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.is_transient()
+                        && Instant::now() + Duration::from_millis(500) < deadline =>
+                {
+                    self.metrics
+                        .flush_failures
+                        .with_label_values(&[e.stage()])
+                        .inc();
+                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn drain(mut self, deadline: Instant) -> Result<Totals, PipelineError> {
+        let keys: Vec<_> = self.parts.keys().cloned().collect();
+        let mut failed = 0;
+        for key in keys {
+            if let Err(e) = self.flush_until(&key, deadline) {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "not flushed at shutdown; it will be consumed again");
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            return Err(PipelineError::DrainTimeout(failed));
+        }
+        Ok(self.totals)
+    }
+
+    /// Move the open buffer into a pending flush (encoding its files), then try to commit
+    /// the pending flush through the protocol.
+    fn flush(&mut self, key: &(Arc<str>, i32)) -> Result<(), PipelineError> {
+        let Some(st) = self.parts.get_mut(key) else {
+            return Ok(());
+        };
+        if st.pending.is_none() {
+            let Some((start, end)) = st.open.take() else {
+                return Ok(());
+            };
+            let started = Instant::now();
+            let mut files = Vec::new();
+            for (day, builder) in st.days.iter_mut() {
+                if builder.is_empty() {
+                    continue;
+                }
+                let rows = builder.len() as u64;
+                let batch = builder.finish().map_err(WriteError::from)?;
+                files.push((day_string(*day), self.format.encode(&batch)?, rows));
+            }
+            st.days.clear();
+            let bytes: usize = files.iter().map(|f| f.1.len()).sum();
+            self.own_bytes = self.own_bytes - st.bytes + bytes;
+            st.pending = Some(Pending {
+                start,
+                end,
+                files,
+                messages: std::mem::take(&mut st.messages),
+                events: std::mem::take(&mut st.events),
+                dead_lettered: std::mem::take(&mut st.dead_lettered),
+                rejected_records: std::mem::take(&mut st.rejected_records),
+                bytes,
+                started,
+            });
+            st.rows = 0;
+            st.bytes = 0;
+            st.oldest = None;
+            st.oldest_ts_ms = None;
+        }
+        let p = st.pending.as_ref().expect("set above");
+        let paths = st.paths.clone();
+        let mut committed = Vec::with_capacity(p.files.len());
+        for (day, data, rows) in &p.files {
+            let staged = paths.staged(p.start, p.end, day);
+            self.rt
+                .block_on(self.checkpointer.stage(&staged, data.clone()))?;
+            crate::crashpoint::hit("after_stage_file");
+            committed.push(CommittedFile {
+                staged: staged.to_string(),
+                published: paths.published(p.start, p.end, day).to_string(),
+                rows: *rows,
+                bytes: data.len() as u64,
+            });
+        }
+        // Dead letters of this range must be durable before the range is committed.
+        self.dead.flush(Duration::from_secs(30))?;
+        crate::crashpoint::hit("before_commit");
+        let marker = Marker {
+            version: 1,
+            topic: st.topic.to_string(),
+            partition: st.partition,
+            start: p.start,
+            end: p.end,
+            files: committed,
+            messages: p.messages,
+            events: p.events,
+            dead_lettered: p.dead_lettered,
+            committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
+        };
+        self.rt
+            .block_on(self.checkpointer.commit(&paths, &marker))?;
+        crate::crashpoint::hit("after_commit");
+        self.rt.block_on(self.checkpointer.publish(&marker))?;
+        crate::crashpoint::hit("after_publish");
+        let p = st.pending.take().expect("still pending");
+        st.retry_at = None;
+        st.durable_next = Some(p.end + 1);
+        self.own_bytes -= p.bytes;
+        self.committer.commit(&st.topic, st.partition, p.end + 1);
+
+        let t = &*st.topic;
+        let m = &self.metrics;
+        m.messages
+            .with_label_values(&[t, "written"])
+            .inc_by(p.messages - p.dead_lettered);
+        m.messages
+            .with_label_values(&[t, "dead_lettered"])
+            .inc_by(p.dead_lettered);
+        m.events.with_label_values(&[t, "written"]).inc_by(p.events);
+        m.events
+            .with_label_values(&[t, "rejected"])
+            .inc_by(p.rejected_records);
+        m.files_written.inc_by(p.files.len() as u64);
+        m.bytes_written.inc_by(p.bytes as u64);
+        m.flush_seconds.observe(p.started.elapsed().as_secs_f64());
+        m.last_flush_timestamp.set(now_ms() / 1000);
+        let next = p.end + 1;
+        let oldest = st.oldest_ts_ms;
+        m.update_lag(t, st.partition, |l| {
+            l.durable_next = Some(next);
+            l.oldest_pending_ms = oldest;
+            l.last_progress_ms = now_ms();
+        });
+        self.totals.messages += p.messages;
+        self.totals.events += p.events;
+        self.totals.dead_lettered += p.dead_lettered;
+        self.totals.rejected_records += p.rejected_records;
+        self.totals.files += p.files.len() as u64;
+        tracing::debug!(
+            topic = t,
+            partition = st.partition,
+            start = p.start,
+            end = p.end,
+            events = p.events,
+            files = p.files.len(),
+            "flushed"
+        );
+        self.sync_buffered();
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The Kafka source: one consumer in the group, polled on a dedicated OS thread, never on
+//! the async runtime. librdkafka's callbacks (rebalances, statistics) run inside `poll`,
+//! so they run on that thread too, where blocking is allowed: a revocation waits until
+//! the pipeline has flushed or dropped the revoked partitions, then acknowledges.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use sohoa_runtime::config::StartFrom;
+
+use crate::checkpoint::{Checkpointer, PartitionPaths};
+use crate::metrics::Metrics;
+use crate::pipeline::{Input, OffsetCommitter, Record};
+
+/// What the consumer's callbacks need.
+pub struct IngestContext {
+    pub tx: SyncSender<Input>,
+    pub checkpointer: Checkpointer,
+    pub rt: tokio::runtime::Handle,
+    pub metrics: Arc<Metrics>,
+    pub start_from: StartFrom,
+    /// Set when a callback hits an error the process cannot recover from in place.
+    pub fatal: Arc<AtomicBool>,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.hi_offset >= 0 {
+                    self.metrics
+                        .set_watermarks(topic, *p, part.lo_offset, part.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl IngestContext {
+    /// Recover each partition from storage and start it exactly where storage stops.
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        let mut assigned = Vec::new();
+        for el in tpl.elements() {
+            let (topic, partition) = (el.topic().to_owned(), el.partition());
+            let paths = PartitionPaths::new(&topic, partition);
+            let mut attempt = 0;
+            let recovered = loop {
+                match self.rt.block_on(self.checkpointer.recover(&paths)) {
+                    Ok(r) => break Some(r),
+                    Err(e) if attempt < 5 => {
+                        attempt += 1;
+                        tracing::warn!(%topic, partition, error = %e, attempt, "recovery failed; retrying");
+                        std::thread::sleep(Duration::from_millis(200 << attempt));
+                    }
+                    Err(e) => {
+                        tracing::error!(%topic, partition, error = %e, "recovery failed; stopping so a restart can retry");
+                        break None;
+                    }
+                }
+            };
+            let Some(r) = recovered else {
+                self.fatal.store(true, Ordering::SeqCst);
+                let _ = consumer.assign(&TopicPartitionList::new());
+                return;
+            };
+            if r.rolled_forward + r.rolled_back > 0 {
+                tracing::info!(%topic, partition, rolled_forward = r.rolled_forward, rolled_back = r.rolled_back, "recovered an interrupted flush");
+            }
+            assigned.push((topic, partition, r.next_offset));
+        }
+        for (topic, partition, next) in &assigned {
+            let offset = match (next, self.start_from) {
+                (Some(n), _) => Offset::Offset(*n),
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::End,
+            };
+            let _ = tpl.set_partition_offset(topic, *partition, offset);
+            tracing::info!(%topic, partition, next = ?next, "partition assigned");
+        }
+        let announce = assigned
+            .into_iter()
+            .map(|(t, p, n)| (Arc::from(t.as_str()), p, n))
+            .collect();
+        if self.tx.send(Input::Assigned(announce)).is_err() {
+            return; // the pipeline has stopped; nothing will be consumed
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            tracing::error!(error = %e, "assign failed");
+            self.fatal.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Let the pipeline flush (or drop) the revoked partitions before giving them up, so
+    /// the next owner starts from a consistent point in storage.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        let parts: Vec<_> = tpl
+            .elements()
+            .iter()
+            .map(|e| (Arc::from(e.topic()), e.partition()))
+            .collect();
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(Input::Revoked(parts, ack_tx)).is_ok() {
+            // Bounded by the pipeline's own revoke deadline.
+            let _ = ack_rx.recv_timeout(Duration::from_secs(60));
+        }
+        let _ = consumer.unassign();
+    }
+}
+
+/// Commits the storage-durable offsets to the group, for lag tools.
+pub struct KafkaCommitter(pub Arc<BaseConsumer<IngestContext>>);
+
+impl OffsetCommitter for KafkaCommitter {
+    fn commit(&self, topic: &str, partition: i32, next_offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(topic, partition, Offset::Offset(next_offset))
+            .is_ok()
+        {
+            // Async: the commit is informational (storage is the truth), and a failure here
+            // is repaired by the next flush's commit.
+            if let Err(e) = self.0.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(%topic, partition, error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+/// The poll loop. Returns when `stop` is set, after handing the pipeline a drain.
+pub fn poll_loop(
+    consumer: Arc<BaseConsumer<IngestContext>>,
+    tx: SyncSender<Input>,
+    buffered: Arc<AtomicUsize>,
+    cap: usize,
+    stop: Arc<AtomicBool>,
+    drain_deadline: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut paused = false;
+    while !stop.load(Ordering::SeqCst) {
+        let level = buffered.load(Ordering::SeqCst) as i64 + metrics.buffered_bytes.get().max(0);
+        if level as usize > cap {
+            // Pausing is idempotent; re-pausing also covers partitions assigned meanwhile.
+            if let Ok(a) = consumer.assignment() {
+                let _ = consumer.pause(&a);
+            }
+            if !paused {
+                tracing::info!(buffered = level, cap, "buffer full: pausing consumption");
+                paused = true;
+                metrics.paused.set(1);
+            }
+        } else if paused && (level as usize) < cap / 2 {
+            if let Ok(a) = consumer.assignment() {
+                let _ = consumer.resume(&a);
+            }
+            tracing::info!(buffered = level, "buffer drained: resuming consumption");
+            paused = false;
+            metrics.paused.set(0);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                let rec = Record {
+                    topic: Arc::from(m.topic()),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload,
+                };
+                buffered.fetch_add(rec.payload.len(), Ordering::SeqCst);
+                if tx.send(Input::Record(rec)).is_err() {
+                    return; // the pipeline failed; its error is reported by the caller
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+    }
+    let _ = tx.send(Input::Drain(Instant::now() + drain_deadline));
+}

@@ -1,0 +1,400 @@
+//! Configuration: `config/default.toml` (embedded), then an optional `--config` file, then
+//! `SOHOA__SECTION__KEY` environment variables, each overriding the one before.
+//!
+//! Every struct denies unknown fields, so a misspelt key fails at startup with its name
+//! instead of being silently ignored. Cross-field rules (the drain deadline against the
+//! session timeout, for one) are checked in [`Config::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use sohoa_schemas::DecoderKind;
+
+/// The embedded defaults; the same file users read in `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SOHOA";
+
+/// Prefix of environment variables that set librdkafka properties (secrets, mostly).
+pub const KAFKA_PROP_ENV_PREFIX: &str = "SOHOA_KAFKA_PROP_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration of every sohoa service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and consumer-group settings.
+    pub kafka: KafkaConfig,
+    /// The topics to consume and the decoder of each.
+    pub topics: Vec<TopicConfig>,
+    /// Where the tables are written.
+    pub storage: StorageConfig,
+    /// When a partition's buffer is written out.
+    pub flush: FlushConfig,
+    /// The global cap on buffered bytes (backpressure).
+    pub buffer: BufferConfig,
+    /// Graceful stop.
+    pub shutdown: ShutdownConfig,
+    /// The metrics and health endpoint.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Personal-data handling.
+    pub privacy: PrivacyConfig,
+}
+
+/// Kafka connection and consumer-group settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated host:port.
+    pub brokers: String,
+    /// Consumer group shared by every ingestor replica.
+    pub group_id: String,
+    /// Topic receiving messages that fail decoding or validation.
+    pub dead_letter_topic: String,
+    /// Consumer group session timeout, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// librdkafka statistics interval, in milliseconds (feeds the lag metrics).
+    pub statistics_interval_ms: u64,
+    /// Where a partition without progress in storage starts.
+    pub start_from: StartFrom,
+    /// Extra librdkafka properties, passed through as-is. Never logged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    // Properties may hold credentials: show their names only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("statistics_interval_ms", &self.statistics_interval_ms)
+            .field("start_from", &self.start_from)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where a partition with no stored progress starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest message the broker still holds.
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+}
+
+/// One topic to consume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// The Kafka topic.
+    pub name: String,
+    /// The source format of its messages.
+    pub decoder: DecoderKind,
+    /// Written into each event's `source_system`; defaults to the decoder's name.
+    #[serde(default)]
+    pub source_system: Option<String>,
+}
+
+impl TopicConfig {
+    pub fn source_system(&self) -> &str {
+        self.source_system
+            .as_deref()
+            .unwrap_or_else(|| self.decoder.as_str())
+    }
+}
+
+/// Where the tables go.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A local path, or s3://bucket/prefix.
+    pub root: String,
+    /// object_store options for s3:// roots (endpoint, region, allow_http...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for StorageConfig {
+    // Options may carry access keys: show their names only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("root", &self.root)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// When a partition's buffer is written out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushConfig {
+    /// Rows in one partition's buffer that trigger a flush.
+    pub max_rows: usize,
+    /// Estimated bytes in one partition's buffer that trigger a flush.
+    pub max_bytes: usize,
+    /// Age of a buffer's oldest row that triggers a flush, in milliseconds.
+    pub max_age_ms: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd level of the Parquet pages.
+    pub zstd_level: i32,
+}
+
+/// The global cap on buffered bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Bytes buffered across all partitions before consumption pauses.
+    pub max_bytes: usize,
+}
+
+/// Graceful stop.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time allowed to flush, commit and leave the group, in milliseconds.
+    pub drain_deadline_ms: u64,
+}
+
+/// The metrics and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; empty disables the server.
+    pub listen: String,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// tracing filter directive.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines, for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Personal-data handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Pseudonymize with the public development key (demo and tests only).
+    pub development_mode: bool,
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment passed in (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut overrides = config::Map::new();
+        let mut props = Vec::new();
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix(KAFKA_PROP_ENV_PREFIX) {
+                props.push((name.to_ascii_lowercase().replace('_', "."), v));
+            } else if k.starts_with(&format!("{ENV_PREFIX}__")) {
+                overrides.insert(k, v);
+            }
+        }
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        );
+        let mut cfg: Config = builder.build()?.try_deserialize()?;
+        cfg.kafka.properties.extend(props);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rules that span keys; each error names the key to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.shutdown.drain_deadline_ms >= self.kafka.session_timeout_ms {
+            return invalid(
+                "shutdown.drain_deadline_ms",
+                format!(
+                    "{} ms must be shorter than kafka.session_timeout_ms ({} ms), or Kafka evicts \
+                     the replica before it has drained",
+                    self.shutdown.drain_deadline_ms, self.kafka.session_timeout_ms
+                ),
+            );
+        }
+        if self.topics.is_empty() {
+            return invalid("topics", "at least one topic is needed".into());
+        }
+        if self
+            .topics
+            .iter()
+            .any(|t| t.name == self.kafka.dead_letter_topic)
+        {
+            return invalid(
+                "kafka.dead_letter_topic",
+                format!("{:?} is also an input topic", self.kafka.dead_letter_topic),
+            );
+        }
+        if self.flush.max_rows == 0 || self.flush.row_group_rows == 0 {
+            return invalid("flush.max_rows", "must be positive".into());
+        }
+        if self.buffer.max_bytes < self.flush.max_bytes {
+            return invalid(
+                "buffer.max_bytes",
+                format!(
+                    "{} is smaller than flush.max_bytes ({}): one partition's buffer could never fill",
+                    self.buffer.max_bytes, self.flush.max_bytes
+                ),
+            );
+        }
+        if !(1..=22).contains(&self.flush.zstd_level) {
+            return invalid(
+                "flush.zstd_level",
+                format!("{} is not 1 to 22", self.flush.zstd_level),
+            );
+        }
+        for key in self.kafka.properties.keys() {
+            if matches!(
+                key.as_str(),
+                "enable.auto.commit" | "group.id" | "bootstrap.servers"
+            ) {
+                return invalid(
+                    "kafka.properties",
+                    format!("{key} is managed by sohoa and cannot be overridden"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_load_and_validate() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.kafka.group_id, "sohoa-ingestor");
+        assert_eq!(c.topics[0].decoder, DecoderKind::Dvcqg);
+        assert_eq!(c.topics[0].source_system(), "dvcqg");
+        assert_eq!(c.kafka.start_from, StartFrom::Earliest);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[flush]\nmax_rows = 10\nmax_age_ms = 5\n").unwrap();
+        let c = Config::load_with_env(
+            Some(&file),
+            env(&[
+                ("SOHOA__FLUSH__MAX_AGE_MS", "7"),
+                ("SOHOA__KAFKA__BROKERS", "k1:9092,k2:9092"),
+                ("SOHOA_KAFKA_PROP_SASL_PASSWORD", "hunter2"),
+                ("SOHOA_PSEUDONYM_KEY", "not a config key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.flush.max_rows, 10);
+        assert_eq!(c.flush.max_age_ms, 7);
+        assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(c.kafka.properties["sasl.password"], "hunter2");
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "secrets stay out of Debug"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_fail_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[flush]\nmax_rowz = 10\n").unwrap();
+        let e = Config::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_rowz"), "{e}");
+        let e = Config::load_with_env(None, env(&[("SOHOA__FLUSH__BOGUS", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn drain_deadline_must_be_shorter_than_the_session_timeout() {
+        let e = Config::load_with_env(
+            None,
+            env(&[("SOHOA__SHUTDOWN__DRAIN_DEADLINE_MS", "45000")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("configuration key shutdown.drain_deadline_ms:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_bad_decoders_name_the_key() {
+        let e = Config::load_with_env(None, env(&[("SOHOA__FLUSH__MAX_ROWS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_rows"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[[topics]]\nname = \"t\"\ndecoder = \"xml\"\n").unwrap();
+        let e = Config::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xml") && e.contains("decoder"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Pieces every sohoa service shares: configuration loading, the storage root, and
+//! logging. Each is here because more than one service needs it, not to be general.
+
+pub mod config;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError};
+pub use storage::{Storage, StorageError};

@@ -1,0 +1,87 @@
+//! The storage root: a local folder or an S3-compatible bucket, both behind `object_store`.
+
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+use object_store::ObjectStore;
+
+use crate::config::StorageConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage.root {root:?}: {source}")]
+    Open {
+        root: String,
+        source: object_store::Error,
+    },
+    #[error("storage.root {root:?}: cannot create the folder: {source}")]
+    CreateDir {
+        root: String,
+        source: std::io::Error,
+    },
+    #[error("storage.root {root:?}: {reason}")]
+    Url { root: String, reason: String },
+}
+
+/// An opened storage root. Paths given to `store` are relative to the root.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub store: Arc<dyn ObjectStore>,
+    /// The root as configured, for messages and for printing query examples.
+    pub root: String,
+    /// The local folder, when the root is local.
+    pub local: Option<std::path::PathBuf>,
+}
+
+impl Storage {
+    pub fn open(cfg: &StorageConfig) -> Result<Self, StorageError> {
+        let root = cfg.root.clone();
+        if root.contains("://") && !root.starts_with("file://") {
+            let url = url_parse(&root)?;
+            let (store, prefix) =
+                object_store::parse_url_opts(&url, cfg.options.iter()).map_err(|source| {
+                    StorageError::Open {
+                        root: root.clone(),
+                        source,
+                    }
+                })?;
+            let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+                Arc::from(store)
+            } else {
+                Arc::new(PrefixStore::new(store, prefix))
+            };
+            return Ok(Storage {
+                store,
+                root,
+                local: None,
+            });
+        }
+        let path = std::path::PathBuf::from(root.trim_start_matches("file://"));
+        std::fs::create_dir_all(&path).map_err(|source| StorageError::CreateDir {
+            root: root.clone(),
+            source,
+        })?;
+        let abs = std::fs::canonicalize(&path).map_err(|source| StorageError::CreateDir {
+            root: root.clone(),
+            source,
+        })?;
+        let store =
+            LocalFileSystem::new_with_prefix(&abs).map_err(|source| StorageError::Open {
+                root: root.clone(),
+                source,
+            })?;
+        Ok(Storage {
+            store: Arc::new(store),
+            root,
+            local: Some(abs),
+        })
+    }
+}
+
+fn url_parse(root: &str) -> Result<url::Url, StorageError> {
+    url::Url::parse(root).map_err(|e| StorageError::Url {
+        root: root.to_owned(),
+        reason: e.to_string(),
+    })
+}
