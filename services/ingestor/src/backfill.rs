@@ -133,6 +133,7 @@ pub fn run(
         .name("sohoa-pipeline".into())
         .spawn(move || pipeline.run(rx))?;
     let send = |input| tx.send(input).is_ok();
+    let mut skipped = 0;
     for (topic, bytes) in &contents {
         let recovered = rt
             .block_on(checkpointer.recover(&PartitionPaths::new(topic, 0)))
@@ -147,6 +148,7 @@ pub fn run(
         }
         for (offset, line) in messages(bytes, job.layout) {
             if next.is_some_and(|n| offset < n) {
+                skipped += 1;
                 continue;
             }
             // Backpressure: the pipeline writes out buffers past the cap; wait for it.
@@ -172,9 +174,10 @@ pub fn run(
     ));
 
     drop(tx);
-    let totals = worker
+    let mut totals = worker
         .join()
         .map_err(|_| pipeline::PipelineError::DrainTimeout(0))??;
+    totals.skipped_durable += skipped;
     if totals.dead_lettered > 0 {
         tracing::warn!(rejected_lines = totals.dead_lettered, path = %rejects_path.display(), "some lines were rejected");
     }

@@ -8,8 +8,10 @@ use crate::config::{LogConfig, LogFormat};
 /// Logs go to stderr so stdout stays free for command output.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (tests, the demo running several services) keeps the first.
     let _ = match cfg.format {
