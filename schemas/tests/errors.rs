@@ -126,3 +126,24 @@ fn canonical_errors_come_from_the_json_schema_with_a_path() {
         "{r:?}"
     );
 }
+
+#[test]
+fn ten_megabyte_messages_decode_or_reject_without_trouble() {
+    let big = format!(
+        r#"{{"MaHoSo":"X-1","TrangThaiHoSo":2,"NgayTiepNhan":"20230301080000","GhiChu":"{}"}}"#,
+        "ghi chú ".repeat(1_300_000)
+    );
+    assert!(big.len() > 10_000_000);
+    let mut out = DecodeOutput::default();
+    decoder(DecoderKind::Dvcqg).decode(big.as_bytes(), &mut out);
+    assert_eq!(
+        (out.events.len(), out.rejects.len()),
+        (1, 0),
+        "free text is skipped, not kept"
+    );
+    let truncated = &big[..big.len() - 10];
+    let mut out = DecodeOutput::default();
+    decoder(DecoderKind::Dvcqg).decode(truncated.as_bytes(), &mut out);
+    assert_eq!(out.events.len(), 0);
+    assert_eq!(out.rejects[0].kind(), "syntax");
+}

@@ -46,6 +46,7 @@ pub mod headers {
     pub const TOPIC: &str = "sohoa.source.topic";
     pub const PARTITION: &str = "sohoa.source.partition";
     pub const OFFSET: &str = "sohoa.source.offset";
+    pub const TRUNCATED: &str = "sohoa.payload.truncated";
 }
 
 /// All reasons of one message, one per line, bounded so a message with thousands of bad
@@ -96,12 +97,15 @@ pub struct KafkaDeadLetters {
     tracker: Arc<DeliveryTracker>,
     topic: String,
     pending: u64,
+    max_payload: usize,
 }
 
 impl KafkaDeadLetters {
+    /// `max_bytes` is the largest message the dead-letter topic accepts.
     pub fn new(
         producer_config: &rdkafka::ClientConfig,
         topic: &str,
+        max_bytes: usize,
     ) -> Result<Self, DeadLetterError> {
         let tracker = Arc::new(DeliveryTracker::default());
         let producer = producer_config
@@ -115,6 +119,8 @@ impl KafkaDeadLetters {
             tracker,
             topic: topic.to_owned(),
             pending: 0,
+            // Headers (reasons are capped near 4 KB) and the record framing need room.
+            max_payload: max_bytes.saturating_sub(16 * 1024),
         })
     }
 }
@@ -157,9 +163,20 @@ impl DeadLetters for KafkaDeadLetters {
                 key: headers::OFFSET,
                 value: Some(offset.as_str()),
             });
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic)
-            .payload(&record.payload[..])
-            .headers(hdrs);
+        // A message larger than the topic accepts would be refused forever and block the
+        // partition; keep its head and say how large it was.
+        let (payload, hdrs) = if record.payload.len() > self.max_payload {
+            let size = record.payload.len().to_string();
+            let h = hdrs.insert(Header {
+                key: headers::TRUNCATED,
+                value: Some(size.as_str()),
+            });
+            (&record.payload[..self.max_payload], h)
+        } else {
+            (&record.payload[..], hdrs)
+        };
+        let mut rec: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.topic).payload(payload).headers(hdrs);
         if let Some(k) = &record.key {
             rec = rec.key(&k[..]);
         }

@@ -34,15 +34,15 @@ use source::{IngestContext, KafkaCommitter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{0}")]
+    #[error(transparent)]
     Storage(#[from] sohoa_runtime::StorageError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pseudonym(#[from] sohoa_schemas::pseudonym::PseudonymError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("{0}")]
+    #[error(transparent)]
     DeadLetter(#[from] dead_letter::DeadLetterError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
     #[error("http.listen {addr:?}: {source}")]
     Listen {
@@ -51,7 +51,7 @@ pub enum IngestError {
     },
     #[error("could not recover partitions from storage; see the log above")]
     Recovery,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -113,8 +113,10 @@ fn producer_config(cfg: &Config) -> ClientConfig {
     let mut c = client_config(cfg);
     c.remove("queued.max.messages.kbytes");
     if !cfg.kafka.properties.contains_key("message.max.bytes") {
-        // Dead letters carry the original bytes, however large they were.
-        c.set("message.max.bytes", "16777216");
+        c.set(
+            "message.max.bytes",
+            cfg.kafka.dead_letter_max_bytes.to_string(),
+        );
     }
     c
 }
@@ -146,7 +148,11 @@ pub fn run(
         Arc::new(consumer_config(cfg).create_with_context(ctx)?);
     let topics: Vec<&str> = cfg.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
-    let dead = KafkaDeadLetters::new(&producer_config(cfg), &cfg.kafka.dead_letter_topic)?;
+    let dead = KafkaDeadLetters::new(
+        &producer_config(cfg),
+        &cfg.kafka.dead_letter_topic,
+        cfg.kafka.dead_letter_max_bytes,
+    )?;
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     if !cfg.http.listen.is_empty() {

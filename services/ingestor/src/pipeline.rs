@@ -59,11 +59,11 @@ impl OffsetCommitter for NoCommit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("{0}")]
+    #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("encoding: {0}")]
     Write(#[from] WriteError),
-    #[error("{0}")]
+    #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
     #[error("no decoder for topic {0}")]
     UnknownTopic(String),

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -23,6 +23,11 @@ struct Running {
 }
 
 fn start(cfg: sohoa_runtime::Config, metrics: Arc<Metrics>) -> Running {
+    // RUST_LOG=info shows the ingestor's log when a test needs explaining.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let rt = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -287,4 +292,166 @@ fn lag_metrics_match_high_watermark_minus_committed_offset() {
         "drained on stop"
     );
     assert_eq!(offsets_in_storage(dir.path()).len(), 100);
+}
+
+#[test]
+fn broker_down_then_up_mid_stream_loses_and_duplicates_nothing() {
+    let c = cluster(2);
+    let (msgs, bad) = feed(1200, 100);
+    produce(&c.brokers, TOPIC, &msgs[..600]);
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(config(&c.brokers, dir.path(), &[]), Metrics::new());
+    assert!(wait_for_rows(dir.path(), 100, Duration::from_secs(30)));
+    // The only broker goes away: fetches, commits and dead letters all fail meanwhile.
+    c.mock.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    c.mock.broker_up(1).unwrap();
+    produce(&c.brokers, TOPIC, &msgs[600..]);
+    let expected = expected_offsets(&c.brokers, TOPIC, msgs.len(), &bad);
+    assert!(
+        wait_for_rows(dir.path(), expected.len(), Duration::from_secs(60)),
+        "recovered after the outage"
+    );
+    let totals = run.stop();
+    let seen = offsets_in_storage(dir.path());
+    assert!(seen.values().all(|&n| n == 1), "no duplicates");
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected);
+    assert_eq!(totals.dead_lettered, 12);
+}
+
+#[test]
+fn each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_records_stay() {
+    let c = cluster(1);
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.brokers)
+        .set("message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    // Larger than the dead-letter topic takes (1 MB). The mock cluster keeps only about
+    // 5 MB per partition, so a 5 MB message would push the rest of this small feed out of
+    // it; the 5 MB and 10 MB cases run at the decoder level instead.
+    let huge = format!("{{\"MaHoSo\": \"{}", "x".repeat(2 * 1024 * 1024));
+    let envelope = format!(
+        r#"{{"service":"DongBoHoSoMC","data":[{},{},{}]}}"#,
+        record(1),
+        record(2).replace(
+            "\"NgayTiepNhan\":\"20230303080000\"",
+            "\"NgayTiepNhan\":\"20231345\""
+        ),
+        record(3)
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{\"MaHoSo\":\"\xff\xfe\"}".to_vec(), "syntax"),
+        (
+            br#"{"MaHoSo":"A","TrangThaiHoSo":"x","NgayTiepNhan":"20230301080000"}"#.to_vec(),
+            "wrong_type",
+        ),
+        (
+            br#"{"MaHoSo":"A","TrangThaiHoSo":99,"NgayTiepNhan":"20230301080000"}"#.to_vec(),
+            "unknown_code",
+        ),
+        (huge.into_bytes(), "syntax"),
+        (envelope.into_bytes(), "bad_date"),
+        (record(4).into_bytes(), ""),
+    ];
+    for (payload, _) in &cases {
+        producer
+            .send(rdkafka::producer::BaseRecord::<(), [u8]>::to(TOPIC).payload(&payload[..]))
+            .unwrap();
+    }
+    use rdkafka::producer::Producer;
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let run = start(config(&c.brokers, dir.path(), &[]), metrics.clone());
+    // Records 1 and 3 of the envelope (one offset), and record 4 (another).
+    assert!(wait_for_rows(dir.path(), 2, Duration::from_secs(30)));
+    let totals = run.stop();
+    assert_eq!(
+        (totals.messages, totals.dead_lettered, totals.events),
+        (6, 5, 3)
+    );
+    let codes: Vec<String> = read_events(dir.path())
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column_by_name("dossier_code")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            (0..a.len()).map(move |i| a.value(i).to_owned())
+        })
+        .collect();
+    assert_eq!(codes.len(), 3);
+    assert!(
+        codes.iter().all(|c| !c.ends_with("-000002")),
+        "the bad record stayed out: {codes:?}"
+    );
+
+    let dlq: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &c.brokers)
+        .set("group.id", "dlq-kinds")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[DLQ]).unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 5 && std::time::Instant::now() < deadline {
+        if let Some(Ok(msg)) = dlq.poll(Duration::from_millis(200)) {
+            let h = msg.headers().unwrap();
+            let get = |k: &str| {
+                h.iter()
+                    .find(|x| x.key == k)
+                    .and_then(|x| x.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let offset: usize = get("sohoa.source.offset").unwrap().parse().unwrap();
+            let original = &cases[offset].0[..];
+            match get("sohoa.payload.truncated") {
+                // The 2 MB message is larger than the dead-letter topic takes: its head is
+                // kept, with its full size.
+                Some(size) => {
+                    assert_eq!(size.parse::<usize>().unwrap(), original.len());
+                    let kept = msg.payload().unwrap();
+                    assert!(original.starts_with(kept) && kept.len() > 900_000);
+                }
+                None => assert_eq!(msg.payload().unwrap(), original, "original bytes kept"),
+            }
+            got.push((
+                offset,
+                get("sohoa.error.kind").unwrap(),
+                get("sohoa.error.reason").unwrap(),
+            ));
+        }
+    }
+    got.sort();
+    let kinds: Vec<_> = got.iter().map(|(o, k, _)| (*o, k.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, "syntax"),
+            (1, "wrong_type"),
+            (2, "unknown_code"),
+            (3, "syntax"),
+            (4, "bad_date")
+        ]
+    );
+    assert!(
+        got[4]
+            .2
+            .starts_with("data[1].NgayTiepNhan: \"20231345\" is not a date"),
+        "{}",
+        got[4].2
+    );
+    assert!(got[0].2.contains("not UTF-8"), "{}", got[0].2);
+    assert_eq!(
+        metrics
+            .dead_letters
+            .with_label_values(&[TOPIC, "bad_date"])
+            .get(),
+        1
+    );
 }

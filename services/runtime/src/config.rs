@@ -65,6 +65,8 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Consumer group session timeout, in milliseconds.
     pub session_timeout_ms: u64,
+    /// Largest dead letter the dead-letter topic accepts; bigger ones are truncated.
+    pub dead_letter_max_bytes: usize,
     /// librdkafka statistics interval, in milliseconds (feeds the lag metrics).
     pub statistics_interval_ms: u64,
     /// Where a partition without progress in storage starts.
@@ -82,6 +84,7 @@ impl fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("dead_letter_max_bytes", &self.dead_letter_max_bytes)
             .field("statistics_interval_ms", &self.statistics_interval_ms)
             .field("start_from", &self.start_from)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
@@ -284,6 +287,15 @@ impl Config {
                 format!(
                     "{} is smaller than flush.max_bytes ({}): one partition's buffer could never fill",
                     self.buffer.max_bytes, self.flush.max_bytes
+                ),
+            );
+        }
+        if self.kafka.dead_letter_max_bytes < 64 * 1024 {
+            return invalid(
+                "kafka.dead_letter_max_bytes",
+                format!(
+                    "{} leaves no room for a dead letter's headers: use at least 65536",
+                    self.kafka.dead_letter_max_bytes
                 ),
             );
         }

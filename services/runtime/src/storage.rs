@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
@@ -39,15 +40,28 @@ impl Storage {
         let root = cfg.root.clone();
         if root.contains("://") && !root.starts_with("file://") {
             let url = url_parse(&root)?;
-            let (store, prefix) =
-                object_store::parse_url_opts(&url, cfg.options.iter()).map_err(|source| {
-                    StorageError::Open {
-                        root: root.clone(),
-                        source,
-                    }
+            if url.scheme() != "s3" {
+                return Err(StorageError::Url {
+                    root,
+                    reason: "only local paths and s3:// URLs are supported".into(),
+                });
+            }
+            // from_env reads the usual AWS_* variables; storage.options override them.
+            let mut builder = AmazonS3Builder::from_env().with_url(root.as_str());
+            for (k, v) in &cfg.options {
+                let key = k.parse().map_err(|source| StorageError::Open {
+                    root: root.clone(),
+                    source,
                 })?;
-            let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
-                Arc::from(store)
+                builder = builder.with_config(key, v);
+            }
+            let store = builder.build().map_err(|source| StorageError::Open {
+                root: root.clone(),
+                source,
+            })?;
+            let prefix = url.path().trim_matches('/');
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(store)
             } else {
                 Arc::new(PrefixStore::new(store, prefix))
             };

@@ -1,0 +1,88 @@
+"""The same storage protocol against an S3-compatible server: moto in server mode, started
+by this test on 127.0.0.1 (a fake of S3 itself, since no real bucket is reachable here).
+Conditional puts (the commit point) and renames (publishing) go through object_store's S3
+client exactly as they would against AWS or MinIO."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+from conftest import FIXTURES, run
+
+BUCKET = "sohoa-test"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket=BUCKET)
+    yield endpoint, client
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def ingest(sohoa, endpoint, tmp_path, fixture):
+    env = dict(
+        os.environ,
+        SOHOA__PRIVACY__DEVELOPMENT_MODE="true",
+        SOHOA__HTTP__LISTEN="",
+        SOHOA__STORAGE__OPTIONS__AWS_ENDPOINT=endpoint,
+        SOHOA__STORAGE__OPTIONS__AWS_ALLOW_HTTP="true",
+        SOHOA__STORAGE__OPTIONS__AWS_REGION="us-east-1",
+        # Credentials as options, so no credential provider ever looks further.
+        SOHOA__STORAGE__OPTIONS__AWS_ACCESS_KEY_ID="test",
+        SOHOA__STORAGE__OPTIONS__AWS_SECRET_ACCESS_KEY="test",
+    )
+    return run([sohoa, "ingest", "--from-file", str(fixture), "--out", f"s3://{BUCKET}/province",
+                "--rejects", str(tmp_path / "rejects.jsonl")], env=env)
+
+
+def test_backfill_to_s3_is_exactly_once_and_readable(sohoa, s3, tmp_path):
+    endpoint, client = s3
+    fixture = FIXTURES / "dvcqg" / "samples-envelope.json"
+    first = ingest(sohoa, endpoint, tmp_path, fixture)
+    assert first.returncode == 0, first.stderr
+    assert "3 events written in 3 files" in first.stderr
+    again = ingest(sohoa, endpoint, tmp_path, fixture)
+    assert again.returncode == 0, again.stderr
+    assert "0 events written" in again.stderr
+
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="province/")["Contents"])
+    events = [k for k in keys if k.startswith("province/events/")]
+    assert len(events) == 3 and all(k.endswith(".parquet") for k in events)
+    assert any(k.startswith("province/_sohoa/commits/") for k in keys)
+    assert not any(k.startswith("province/_sohoa/staging/") for k in keys), "staging is empty after publish"
+
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                           access_key="test", secret_key="test")
+    table = ds.dataset(f"{BUCKET}/province/events", filesystem=fs, format="parquet",
+                       partitioning="hive").to_table()
+    assert table.num_rows == 3
+    assert sorted(table.column("dossier_code").to_pylist()) == [
+        "000.00.12.H55-230223-0001", "000.00.12.H55-230301-0107", "000.00.30.H55-230110-0042"]
