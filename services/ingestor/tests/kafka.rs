@@ -11,7 +11,6 @@ use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use sohoa_ingestor::Metrics;
@@ -130,32 +129,17 @@ fn every_event_lands_once_bad_input_is_dead_lettered_and_offsets_are_committed()
     assert_eq!(m("dead_lettered"), 40);
 
     // The dead-letter topic holds exactly the malformed messages, with their headers.
-    let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.brokers)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    dlq.subscribe(&[DLQ]).unwrap();
-    let mut dead = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while dead.len() < 40 && std::time::Instant::now() < deadline {
-        if let Some(Ok(msg)) = dlq.poll(Duration::from_millis(200)) {
-            let h = msg.headers().expect("dead letters carry headers");
-            let get = |k: &str| {
-                h.iter()
-                    .find(|x| x.key == k)
-                    .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            assert_eq!(get("sohoa.error.class").as_deref(), Some("permanent"));
-            assert_eq!(get("sohoa.error.kind").as_deref(), Some("syntax"));
-            assert!(get("sohoa.error.reason")
-                .unwrap()
+    let mut dead: Vec<usize> = read_dead_letters(&c.brokers, 40)
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.header("sohoa.error.class"), "permanent");
+            assert_eq!(d.header("sohoa.error.kind"), "syntax");
+            assert!(d
+                .header("sohoa.error.reason")
                 .starts_with("$: invalid JSON"));
-            assert_eq!(get("sohoa.source.topic").as_deref(), Some(TOPIC));
-            let payload = String::from_utf8(msg.payload().unwrap().to_vec()).unwrap();
-            let i: usize = payload
+            assert_eq!(d.header("sohoa.source.topic"), TOPIC);
+            let payload = String::from_utf8(d.payload).unwrap();
+            payload
                 .split("broken-")
                 .nth(1)
                 .unwrap()
@@ -163,10 +147,9 @@ fn every_event_lands_once_bad_input_is_dead_lettered_and_offsets_are_committed()
                 .next()
                 .unwrap()
                 .parse()
-                .unwrap();
-            dead.push(i);
-        }
-    }
+                .unwrap()
+        })
+        .collect();
     dead.sort();
     assert_eq!(
         dead, bad,
@@ -389,44 +372,27 @@ fn each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_records_stay
         "the bad record stayed out: {codes:?}"
     );
 
-    let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.brokers)
-        .set("group.id", "dlq-kinds")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.message.max.bytes", "16777216")
-        .create()
-        .unwrap();
-    dlq.subscribe(&[DLQ]).unwrap();
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while got.len() < 5 && std::time::Instant::now() < deadline {
-        if let Some(Ok(msg)) = dlq.poll(Duration::from_millis(200)) {
-            let h = msg.headers().unwrap();
-            let get = |k: &str| {
-                h.iter()
-                    .find(|x| x.key == k)
-                    .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            let offset: usize = get("sohoa.source.offset").unwrap().parse().unwrap();
+    let mut got: Vec<(usize, String, String)> = read_dead_letters(&c.brokers, 5)
+        .into_iter()
+        .map(|d| {
+            let offset: usize = d.header("sohoa.source.offset").parse().unwrap();
             let original = &cases[offset].0[..];
-            match get("sohoa.payload.truncated") {
+            match d.headers.get("sohoa.payload.truncated") {
                 // The 2 MB message is larger than the dead-letter topic takes: its head is
                 // kept, with its full size.
                 Some(size) => {
                     assert_eq!(size.parse::<usize>().unwrap(), original.len());
-                    let kept = msg.payload().unwrap();
-                    assert!(original.starts_with(kept) && kept.len() > 900_000);
+                    assert!(original.starts_with(&d.payload) && d.payload.len() > 900_000);
                 }
-                None => assert_eq!(msg.payload().unwrap(), original, "original bytes kept"),
+                None => assert_eq!(d.payload, original, "original bytes kept"),
             }
-            got.push((
+            (
                 offset,
-                get("sohoa.error.kind").unwrap(),
-                get("sohoa.error.reason").unwrap(),
-            ));
-        }
-    }
+                d.header("sohoa.error.kind").to_owned(),
+                d.header("sohoa.error.reason").to_owned(),
+            )
+        })
+        .collect();
     got.sort();
     let kinds: Vec<_> = got.iter().map(|(o, k, _)| (*o, k.as_str())).collect();
     assert_eq!(

@@ -201,3 +201,55 @@ pub fn null_count(batches: &[RecordBatch], col: &str) -> usize {
         .map(|b| b.column_by_name(col).unwrap().null_count())
         .sum()
 }
+
+/// One message read back from the dead-letter topic.
+pub struct DeadLetter {
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    pub fn header(&self, key: &str) -> &str {
+        self.headers.get(key).map_or("", String::as_str)
+    }
+}
+
+/// Read `n` dead letters (or fail after 20 s), in a group of the test's own.
+pub fn read_dead_letters(brokers: &str, n: usize) -> Vec<DeadLetter> {
+    use rdkafka::message::{Headers, Message};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "sohoa-test-dead-letters")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    c.subscribe(&[DLQ]).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < n && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                x.value
+                                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(DeadLetter {
+                headers,
+                payload: m.payload().unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    assert_eq!(out.len(), n, "dead letters read back");
+    out
+}
