@@ -65,6 +65,8 @@ pub enum PipelineError {
     Write(#[from] WriteError),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
+    #[error("dead letters not delivered: {0}")]
+    DeadLettersPending(String),
     #[error("no decoder for topic {0}")]
     UnknownTopic(String),
     #[error("drain deadline passed with {0} partition(s) not flushed")]
@@ -76,7 +78,7 @@ impl PipelineError {
     fn is_transient(&self) -> bool {
         match self {
             PipelineError::Checkpoint(e) => e.is_transient(),
-            PipelineError::DeadLetter(_) => true,
+            PipelineError::DeadLetter(_) | PipelineError::DeadLettersPending(_) => true,
             _ => false,
         }
     }
@@ -86,7 +88,7 @@ impl PipelineError {
             PipelineError::Checkpoint(CheckpointError::Fenced { .. }) => "fenced",
             PipelineError::Checkpoint(_) => "storage",
             PipelineError::Write(_) => "encode",
-            PipelineError::DeadLetter(_) => "dead_letter",
+            PipelineError::DeadLetter(_) | PipelineError::DeadLettersPending(_) => "dead_letter",
             _ => "other",
         }
     }
@@ -164,6 +166,34 @@ impl PartState {
     }
 }
 
+/// A source partition: topic and partition number.
+type PartKey = (Arc<str>, i32);
+
+/// How many partitions' storage writes run at once.
+const FLUSH_CONCURRENCY: usize = 16;
+
+/// The storage writes that commit one partition's pending flush, owned so that many can
+/// run concurrently.
+struct FlushIo {
+    paths: PartitionPaths,
+    marker: Marker,
+    staged: Vec<(object_store::path::Path, Bytes)>,
+}
+
+/// Steps 1, 3 and 4 of the protocol (`checkpoint`); step 2, the dead letters, is done
+/// for all partitions before any of them commits.
+async fn execute(cp: &Checkpointer, io: &FlushIo) -> Result<(), CheckpointError> {
+    for (path, data) in &io.staged {
+        cp.stage(path, data.clone()).await?;
+        crate::crashpoint::hit("after_stage_file");
+    }
+    cp.commit(&io.paths, &io.marker).await?;
+    crate::crashpoint::hit("after_commit");
+    cp.publish(&io.marker).await?;
+    crate::crashpoint::hit("after_publish");
+    Ok(())
+}
+
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -175,7 +205,7 @@ pub struct PipelineConfig {
 pub struct Pipeline {
     cfg: PipelineConfig,
     decoders: HashMap<Arc<str>, Box<dyn Decoder>>,
-    parts: HashMap<(Arc<str>, i32), PartState>,
+    parts: HashMap<PartKey, PartState>,
     checkpointer: Checkpointer,
     rt: tokio::runtime::Handle,
     format: FileFormat,
@@ -379,63 +409,60 @@ impl Pipeline {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for key in due {
-            self.try_flush(&key)?;
-        }
-        // Over the cap: write out the largest buffers until below half of it.
-        let mut guard = 0;
-        while self.own_bytes + self.buffered.load(Ordering::SeqCst) > self.cfg.buffer_max_bytes
-            && guard < self.parts.len()
-        {
-            guard += 1;
-            let Some(key) = self
+        self.try_flush_many(&due)?;
+        // Over the cap: write out the largest buffers, together, until below half of it.
+        let level = self.own_bytes + self.buffered.load(Ordering::SeqCst);
+        if level > self.cfg.buffer_max_bytes {
+            let mut by_size: Vec<_> = self
                 .parts
                 .iter()
-                .filter(|(_, st)| st.retry_at.is_none_or(|t| t <= now))
-                .max_by_key(|(_, st)| st.bytes)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            self.try_flush(&key)?;
-            if self.own_bytes < self.cfg.buffer_max_bytes / 2 {
-                break;
-            }
+                .filter(|(_, st)| st.bytes > 0 && st.retry_at.is_none_or(|t| t <= now))
+                .map(|(k, st)| (st.bytes, k.clone()))
+                .collect();
+            by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+            let mut freed = 0;
+            let target = level - self.cfg.buffer_max_bytes / 2;
+            let chosen: Vec<_> = by_size
+                .into_iter()
+                .take_while(|(bytes, _)| {
+                    let more = freed < target;
+                    freed += bytes;
+                    more
+                })
+                .map(|(_, k)| k)
+                .collect();
+            self.try_flush_many(&chosen)?;
         }
         self.metrics.refresh_lag();
         Ok(())
     }
 
-    /// Flush, and on a transient failure schedule a retry instead of failing the run.
-    fn try_flush(&mut self, key: &(Arc<str>, i32)) -> Result<(), PipelineError> {
-        match self.flush(key) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_transient() => {
-                self.metrics
-                    .flush_failures
-                    .with_label_values(&[e.stage()])
-                    .inc();
-                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush failed; will retry");
-                if let Some(st) = self.parts.get_mut(key) {
-                    st.retry_at = Some(Instant::now() + Duration::from_secs(1));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics
-                    .flush_failures
-                    .with_label_values(&[e.stage()])
-                    .inc();
-                Err(e)
-            }
-        }
+    fn try_flush(&mut self, key: &PartKey) -> Result<(), PipelineError> {
+        self.try_flush_many(std::slice::from_ref(key))
     }
 
-    fn flush_until(
-        &mut self,
-        key: &(Arc<str>, i32),
-        deadline: Instant,
-    ) -> Result<(), PipelineError> {
+    /// Flush; a transient failure schedules a retry instead of failing the run.
+    fn try_flush_many(&mut self, keys: &[PartKey]) -> Result<(), PipelineError> {
+        let mut fatal = None;
+        for (key, result) in self.flush_many(keys) {
+            let Err(e) = result else { continue };
+            self.metrics
+                .flush_failures
+                .with_label_values(&[e.stage()])
+                .inc();
+            if e.is_transient() {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush failed; will retry");
+                if let Some(st) = self.parts.get_mut(&key) {
+                    st.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                }
+            } else if fatal.is_none() {
+                fatal = Some(e);
+            }
+        }
+        fatal.map_or(Ok(()), Err)
+    }
+
+    fn flush_until(&mut self, key: &PartKey, deadline: Instant) -> Result<(), PipelineError> {
         loop {
             match self.flush(key) {
                 Ok(()) => return Ok(()),
@@ -457,8 +484,15 @@ impl Pipeline {
 
     fn drain(mut self, deadline: Instant) -> Result<Totals, PipelineError> {
         let keys: Vec<_> = self.parts.keys().cloned().collect();
+        // All at once first; whatever fails is retried one by one until the deadline.
+        let retry: Vec<_> = self
+            .flush_many(&keys)
+            .into_iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k)
+            .collect();
         let mut failed = 0;
-        for key in keys {
+        for key in retry {
             if let Err(e) = self.flush_until(&key, deadline) {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "not flushed at shutdown; it will be consumed again");
                 failed += 1;
@@ -470,15 +504,76 @@ impl Pipeline {
         Ok(self.totals)
     }
 
-    /// Move the open buffer into a pending flush (encoding its files), then try to commit
-    /// the pending flush through the protocol.
-    fn flush(&mut self, key: &(Arc<str>, i32)) -> Result<(), PipelineError> {
+    /// Flush one partition through the protocol.
+    fn flush(&mut self, key: &PartKey) -> Result<(), PipelineError> {
+        self.flush_many(std::slice::from_ref(key))
+            .pop()
+            .map_or(Ok(()), |(_, r)| r)
+    }
+
+    /// Flush several partitions. Encoding is sequential (it is CPU work on this thread);
+    /// the storage writes of all of them run concurrently, since each flush is a handful
+    /// of small, latency-bound operations and a replica may own hundreds of partitions.
+    fn flush_many(&mut self, keys: &[PartKey]) -> Vec<(PartKey, Result<(), PipelineError>)> {
+        let mut results = Vec::with_capacity(keys.len());
+        let mut jobs = Vec::new();
+        for key in keys {
+            match self.prepare(key) {
+                Ok(Some(io)) => jobs.push((key.clone(), io)),
+                Ok(None) => results.push((key.clone(), Ok(()))),
+                Err(e) => results.push((key.clone(), Err(e))),
+            }
+        }
+        if jobs.is_empty() {
+            return results;
+        }
+        // Dead letters of these ranges must be durable before the ranges are committed.
+        if let Err(e) = self.dead.flush(Duration::from_secs(30)) {
+            let reason = e.to_string();
+            results.extend(
+                jobs.into_iter()
+                    .map(|(k, _)| (k, Err(PipelineError::DeadLettersPending(reason.clone())))),
+            );
+            return results;
+        }
+        crate::crashpoint::hit("before_commit");
+        let cp = self.checkpointer.clone();
+        let outcomes: Vec<Result<(), CheckpointError>> = self.rt.block_on(async {
+            use futures::StreamExt;
+            let mut indexed: Vec<(usize, Result<(), CheckpointError>)> =
+                futures::stream::iter(jobs.iter().enumerate())
+                    .map(|(i, (_, io))| {
+                        let cp = &cp;
+                        async move { (i, execute(cp, io).await) }
+                    })
+                    .buffer_unordered(FLUSH_CONCURRENCY)
+                    .collect()
+                    .await;
+            indexed.sort_by_key(|(i, _)| *i);
+            indexed.into_iter().map(|(_, r)| r).collect()
+        });
+        for ((key, _), outcome) in jobs.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    self.finish(&key);
+                    results.push((key, Ok(())));
+                }
+                Err(e) => results.push((key, Err(e.into()))),
+            }
+        }
+        self.sync_buffered();
+        results
+    }
+
+    /// Move the open buffer into a pending flush (encoding its files), and describe the
+    /// storage writes that commit it. `None` when there is nothing to flush.
+    fn prepare(&mut self, key: &PartKey) -> Result<Option<FlushIo>, PipelineError> {
         let Some(st) = self.parts.get_mut(key) else {
-            return Ok(());
+            return Ok(None);
         };
         if st.pending.is_none() {
             let Some((start, end)) = st.open.take() else {
-                return Ok(());
+                return Ok(None);
             };
             let started = Instant::now();
             let mut files = Vec::new();
@@ -511,22 +606,18 @@ impl Pipeline {
         }
         let p = st.pending.as_ref().expect("set above");
         let paths = st.paths.clone();
+        let mut staged = Vec::with_capacity(p.files.len());
         let mut committed = Vec::with_capacity(p.files.len());
         for (day, data, rows) in &p.files {
-            let staged = paths.staged(p.start, p.end, day);
-            self.rt
-                .block_on(self.checkpointer.stage(&staged, data.clone()))?;
-            crate::crashpoint::hit("after_stage_file");
+            let path = paths.staged(p.start, p.end, day);
             committed.push(CommittedFile {
-                staged: staged.to_string(),
+                staged: path.to_string(),
                 published: paths.published(p.start, p.end, day).to_string(),
                 rows: *rows,
                 bytes: data.len() as u64,
             });
+            staged.push((path, data.clone()));
         }
-        // Dead letters of this range must be durable before the range is committed.
-        self.dead.flush(Duration::from_secs(30))?;
-        crate::crashpoint::hit("before_commit");
         let marker = Marker {
             version: 1,
             topic: st.topic.to_string(),
@@ -539,12 +630,21 @@ impl Pipeline {
             dead_lettered: p.dead_lettered,
             committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
         };
-        self.rt
-            .block_on(self.checkpointer.commit(&paths, &marker))?;
-        crate::crashpoint::hit("after_commit");
-        self.rt.block_on(self.checkpointer.publish(&marker))?;
-        crate::crashpoint::hit("after_publish");
-        let p = st.pending.take().expect("still pending");
+        Ok(Some(FlushIo {
+            paths,
+            marker,
+            staged,
+        }))
+    }
+
+    /// Book-keeping once a partition's pending flush is committed and published.
+    fn finish(&mut self, key: &PartKey) {
+        let Some(st) = self.parts.get_mut(key) else {
+            return;
+        };
+        let Some(p) = st.pending.take() else {
+            return;
+        };
         st.retry_at = None;
         st.durable_next = Some(p.end + 1);
         self.own_bytes -= p.bytes;
@@ -587,7 +687,5 @@ impl Pipeline {
             files = p.files.len(),
             "flushed"
         );
-        self.sync_buffered();
-        Ok(())
     }
 }
