@@ -167,7 +167,9 @@ pub fn poll_loop(
 ) {
     let mut paused = false;
     while !stop.load(Ordering::SeqCst) {
-        let level = buffered.load(Ordering::SeqCst) as i64 + metrics.buffered_bytes.get().max(0);
+        // The gauge is the pipeline's last count of everything buffered (in flight plus
+        // decoded); the in-flight counter alone covers a pipeline busy in a long flush.
+        let level = (buffered.load(Ordering::SeqCst) as i64).max(metrics.buffered_bytes.get());
         if level as usize > cap {
             // Pausing is idempotent; re-pausing also covers partitions assigned meanwhile.
             if let Ok(a) = consumer.assignment() {
