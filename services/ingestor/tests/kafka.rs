@@ -421,3 +421,42 @@ fn each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_records_stay
         1
     );
 }
+
+#[test]
+fn nothing_is_committed_past_a_dead_letter_the_broker_refused() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let c = cluster(1);
+    let (msgs, bad) = feed(100, 50);
+    assert_eq!(bad, vec![49, 99]);
+    produce(&c.brokers, TOPIC, &msgs);
+    // Every produce request (only the dead-letter producer produces from here on) fails
+    // with a retriable error until the faults are cleared.
+    c.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5000],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let run = start(config(&c.brokers, dir.path(), &[]), metrics.clone());
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        offsets_in_storage(dir.path()).len(),
+        0,
+        "nothing committed while dead letters are refused"
+    );
+    assert!(
+        committed(&c.brokers, "sohoa-ingestor", 1)[0] <= 0,
+        "no group offset either"
+    );
+    c.mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let expected = expected_offsets(&c.brokers, TOPIC, msgs.len(), &bad);
+    assert!(
+        wait_for_rows(dir.path(), expected.len(), Duration::from_secs(90)),
+        "progress after the broker accepts again"
+    );
+    let totals = run.stop();
+    assert_eq!(totals.dead_lettered, 2);
+    assert_eq!(read_dead_letters(&c.brokers, 2).len(), 2);
+    assert_eq!(committed(&c.brokers, "sohoa-ingestor", 1), vec![100]);
+}
