@@ -17,13 +17,18 @@
 //!    deterministic, so publishing twice is harmless.
 //! 5. **Kafka**: the offset `end + 1` is committed to the consumer group, for lag tools.
 //!
-//! Recovery, when a partition is assigned: the markers' chain gives the next offset (the
-//! largest `end` + 1); staged files a marker lists are published (roll forward), staged
-//! files no marker lists are deleted (roll back); consumption resumes at the next offset.
-//! A crash at any step therefore leaves either a committed range (published on recovery)
-//! or an uncommitted one (discarded and consumed again), never both.
+//! Recovery, when a partition is assigned: the newest marker gives the next offset (its
+//! `end` + 1); staged files a marker lists are published (roll forward); staged files of a
+//! range whose start has a marker that does not list them lost a commit race and are
+//! deleted. Consumption resumes at the next offset. A crash at any step therefore leaves
+//! either a committed range (published on recovery) or an uncommitted one (consumed again
+//! and superseded), never both.
+//!
+//! A writer that loses the race (a replica evicted from the group while it was still
+//! flushing, say) gets [`CheckpointError::Fenced`]: it drops what it buffered for the
+//! partition, deletes its losing staged files and resumes after the winner's range.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -219,68 +224,155 @@ impl Checkpointer {
         Ok(moved)
     }
 
-    /// All markers of a partition, oldest first.
-    pub async fn markers(&self, paths: &PartitionPaths) -> Result<Vec<Marker>, CheckpointError> {
+    /// The start offsets of a partition's markers, from their names alone, ascending.
+    async fn marker_starts(&self, paths: &PartitionPaths) -> Result<Vec<i64>, CheckpointError> {
         let metas: Vec<_> = self
             .store
             .list(Some(&paths.commits_dir()))
             .try_collect()
             .await?;
-        let mut markers = Vec::with_capacity(metas.len());
-        for meta in metas {
-            if meta.location.extension() != Some("json") {
-                continue;
-            }
-            let bytes = self.store.get(&meta.location).await?.bytes().await?;
-            let m: Marker =
-                serde_json::from_slice(&bytes).map_err(|e| CheckpointError::BadMarker {
-                    path: meta.location.to_string(),
-                    reason: e.to_string(),
-                })?;
-            markers.push(m);
+        let mut starts: Vec<i64> = metas
+            .iter()
+            .filter(|m| m.location.extension() == Some("json"))
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        starts.sort_unstable();
+        Ok(starts)
+    }
+
+    /// The marker of the range that starts at `start`, if one was committed.
+    pub async fn marker_at(
+        &self,
+        paths: &PartitionPaths,
+        start: i64,
+    ) -> Result<Option<Marker>, CheckpointError> {
+        let path = paths.marker(start);
+        let bytes = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CheckpointError::BadMarker {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// All markers of a partition, oldest first.
+    pub async fn markers(&self, paths: &PartitionPaths) -> Result<Vec<Marker>, CheckpointError> {
+        let mut markers = Vec::new();
+        for start in self.marker_starts(paths).await? {
+            markers.extend(self.marker_at(paths, start).await?);
         }
-        markers.sort_by_key(|m| m.start);
         Ok(markers)
     }
 
-    /// Recovery for one partition: roll forward what was committed, roll back what was not,
-    /// and say where to resume.
+    /// The first offset not yet durable, from the newest marker alone: what a writer that
+    /// lost a commit race resumes from.
+    pub async fn next_offset(
+        &self,
+        paths: &PartitionPaths,
+    ) -> Result<Option<i64>, CheckpointError> {
+        let Some(&last) = self.marker_starts(paths).await?.last() else {
+            return Ok(None);
+        };
+        Ok(self.marker_at(paths, last).await?.map(|m| m.end + 1))
+    }
+
+    /// Settle staged files of the range that starts at `start`, once a marker is committed
+    /// there. A file the marker does not list lost a commit race and can never be
+    /// committed: deleted. A file it lists whose published copy already exists is a second
+    /// copy of the same offsets (the loser of the race wrote the same range, or a copying
+    /// rename was interrupted): deleted too. A file it lists and that is not yet published
+    /// is published. Returns (published, deleted).
+    pub async fn settle(
+        &self,
+        paths: &PartitionPaths,
+        start: i64,
+        staged: &[Path],
+    ) -> Result<(usize, usize), CheckpointError> {
+        let Some(winner) = self.marker_at(paths, start).await? else {
+            return Ok((0, 0));
+        };
+        let (mut published, mut deleted) = (0, 0);
+        for s in staged {
+            let listed = winner.files.iter().find(|f| f.staged == s.as_ref());
+            if let Some(f) = listed {
+                let to = Path::from(f.published.as_str());
+                match self.store.head(&to).await {
+                    Err(object_store::Error::NotFound { .. }) => {
+                        match self.store.rename(s, &to).await {
+                            Ok(()) => published += 1,
+                            // Its writer published it meanwhile.
+                            Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => {}
+                }
+            }
+            match self.store.delete(s).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((published, deleted))
+    }
+
+    /// Recovery for one partition: roll forward what was committed, delete what lost a
+    /// commit race, and say where to resume.
+    ///
+    /// Only the newest marker and the markers of ranges with staged files are read, so
+    /// recovery stays fast however long the partition's history. A staged range with no
+    /// marker at its start is left alone: its writer may be a replica that has not yet
+    /// noticed it lost the partition, and may still commit it. Deleting it under that
+    /// writer would leave a marker naming missing files. Once any marker is committed at
+    /// that start, the range is superseded and the next recovery deletes it.
     pub async fn recover(&self, paths: &PartitionPaths) -> Result<Recovered, CheckpointError> {
-        let markers = self.markers(paths).await?;
+        let starts = self.marker_starts(paths).await?;
+        let next_offset = match starts.last() {
+            Some(&last) => self.marker_at(paths, last).await?.map(|m| m.end + 1),
+            None => None,
+        };
         let staged: Vec<Path> = self
             .store
             .list(Some(&paths.staging_dir()))
             .map_ok(|m| m.location)
             .try_collect()
             .await?;
+        let mut by_start: BTreeMap<i64, Vec<Path>> = BTreeMap::new();
+        for s in staged {
+            if let Some(start) = staged_start(&s) {
+                by_start.entry(start).or_default().push(s);
+            }
+        }
         let mut rolled_forward = 0;
         let mut rolled_back = 0;
-        if !staged.is_empty() {
-            let committed: BTreeSet<&str> = markers
-                .iter()
-                .flat_map(|m| m.files.iter().map(|f| f.staged.as_str()))
-                .collect();
-            for m in &markers {
-                if m.files
-                    .iter()
-                    .any(|f| staged.iter().any(|s| s.as_ref() == f.staged))
-                {
-                    rolled_forward += self.publish(m).await?;
-                }
-            }
-            for s in &staged {
-                if !committed.contains(s.as_ref()) {
-                    self.store.delete(s).await?;
-                    rolled_back += 1;
-                }
+        for (start, files) in by_start {
+            if starts.binary_search(&start).is_ok() {
+                let (published, deleted) = self.settle(paths, start, &files).await?;
+                rolled_forward += published;
+                rolled_back += deleted;
             }
         }
         Ok(Recovered {
-            next_offset: markers.iter().map(|m| m.end + 1).max(),
+            next_offset,
             rolled_forward,
             rolled_back,
         })
     }
+}
+
+/// The start offset of a staged file's range, from `.../<start>-<end>/date=<day>.parquet`.
+fn staged_start(path: &Path) -> Option<i64> {
+    let parts: Vec<_> = path.parts().collect();
+    let range = parts.get(parts.len().checked_sub(2)?)?;
+    range.as_ref().split_once('-')?.0.parse().ok()
 }
 
 #[cfg(test)]
@@ -359,11 +451,13 @@ mod tests {
             Recovered {
                 next_offset: Some(20),
                 rolled_forward: 1,
-                rolled_back: 1
+                rolled_back: 0
             }
         );
         assert!(exists(&*store, &p0).await && exists(&*store, &p1).await);
-        assert!(!exists(&*store, &s1).await && !exists(&*store, &s2).await);
+        assert!(!exists(&*store, &s1).await);
+        // The uncommitted range may belong to a writer still at work: it stays.
+        assert!(exists(&*store, &s2).await);
         // Recovering again changes nothing.
         let again = cp.recover(&paths).await.unwrap();
         assert_eq!(
@@ -374,6 +468,32 @@ mod tests {
                 rolled_back: 0
             }
         );
+        // The range is consumed again and committed as 20..=24: the old staged file lost.
+        let s3 = paths.staged(20, 24, "2023-02-25");
+        cp.stage(&s3, Bytes::from_static(b"d")).await.unwrap();
+        let m3 = marker(
+            20,
+            24,
+            vec![CommittedFile {
+                staged: s3.to_string(),
+                published: paths.published(20, 24, "2023-02-25").to_string(),
+                rows: 1,
+                bytes: 1,
+            }],
+        );
+        cp.commit(&paths, &m3).await.unwrap();
+        let r = cp.recover(&paths).await.unwrap();
+        assert_eq!(
+            r,
+            Recovered {
+                next_offset: Some(25),
+                rolled_forward: 1,
+                rolled_back: 1
+            }
+        );
+        assert!(!exists(&*store, &s2).await && !exists(&*store, &s3).await);
+        assert_eq!(cp.next_offset(&paths).await.unwrap(), Some(25));
+        assert_eq!(cp.markers(&paths).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -167,6 +167,7 @@ pub fn run(
         }));
     }
 
+    let (rewind_tx, rewind_rx) = std::sync::mpsc::channel();
     let pipeline = Pipeline::new(
         PipelineConfig {
             flush: cfg.flush.clone(),
@@ -176,7 +177,10 @@ pub fn run(
         checkpointer,
         rt.clone(),
         Box::new(dead),
-        Box::new(KafkaCommitter(consumer.clone())),
+        Box::new(KafkaCommitter {
+            consumer: consumer.clone(),
+            rewinds: rewind_tx,
+        }),
         metrics.clone(),
         buffered.clone(),
     )?;
@@ -195,7 +199,9 @@ pub fn run(
         let cap = cfg.buffer.max_bytes;
         std::thread::Builder::new()
             .name("sohoa-kafka-poll".into())
-            .spawn(move || source::poll_loop(consumer, tx, buffered, cap, stop, drain, metrics))?
+            .spawn(move || {
+                source::poll_loop(consumer, tx, rewind_rx, buffered, cap, stop, drain, metrics)
+            })?
     };
     metrics.set_ready(true);
     tracing::info!(brokers = %cfg.kafka.brokers, group = %cfg.kafka.group_id, topics = ?topics, root = %storage.root, "ingestor started");

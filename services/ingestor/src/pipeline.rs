@@ -43,11 +43,18 @@ pub enum Input {
     Revoked(Vec<(Arc<str>, i32)>, SyncSender<()>),
     /// No more input: flush everything before the deadline and stop.
     Drain(Instant),
+    /// A partition that lost a commit race now resumes at this offset: every record of it
+    /// sent after this one comes from there.
+    Rewound(Arc<str>, i32, i64),
 }
 
-/// Commits progress back to the source, after it is durable in storage.
+/// What the pipeline asks of its source.
 pub trait OffsetCommitter: Send {
+    /// Progress is durable in storage up to `next_offset` (exclusive).
     fn commit(&self, topic: &str, partition: i32, next_offset: i64);
+    /// Another writer committed this partition's next range: re-read storage, resume after
+    /// it, and announce that with [`Input::Rewound`]. `false` if the source cannot.
+    fn rewind(&self, topic: &str, partition: i32) -> bool;
 }
 
 /// For sources with nothing to commit to (files).
@@ -55,6 +62,9 @@ pub struct NoCommit;
 
 impl OffsetCommitter for NoCommit {
     fn commit(&self, _: &str, _: i32, _: i64) {}
+    fn rewind(&self, _: &str, _: i32) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +147,8 @@ struct PartState {
     rejected_records: u64,
     pending: Option<Pending>,
     retry_at: Option<Instant>,
+    /// Lost a commit race: records are dropped until the source says where it resumed.
+    fenced: bool,
 }
 
 impl PartState {
@@ -158,6 +170,16 @@ impl PartState {
             rejected_records: 0,
             pending: None,
             retry_at: None,
+            fenced: false,
+        }
+    }
+
+    /// The first offset this partition has not seen: a record below it is a redelivery.
+    fn next_expected(&self) -> Option<i64> {
+        match (self.open, &self.pending) {
+            (Some((_, end)), _) => Some(end + 1),
+            (None, Some(p)) => Some(p.end + 1),
+            (None, None) => self.durable_next,
         }
     }
 
@@ -299,6 +321,16 @@ impl Pipeline {
                         .set(self.parts.len() as i64);
                     let _ = ack.send(());
                 }
+                Ok(Input::Rewound(topic, partition, next)) => {
+                    let key = (topic.clone(), partition);
+                    if self.parts.get(&key).is_some_and(|st| st.fenced) {
+                        tracing::info!(%topic, partition, next, "resuming after the winning writer's range");
+                        self.metrics
+                            .update_lag(&topic, partition, |l| l.durable_next = Some(next));
+                        self.parts
+                            .insert(key, PartState::new(topic, partition, Some(next)));
+                    }
+                }
                 Ok(Input::Drain(deadline)) => return self.drain(deadline),
                 Err(RecvTimeoutError::Disconnected) => {
                     return self.drain(Instant::now() + Duration::from_secs(30))
@@ -322,7 +354,9 @@ impl Pipeline {
             );
         }
         let st = self.parts.get_mut(&key).expect("inserted above");
-        if st.durable_next.is_some_and(|n| r.offset < n) {
+        // Redeliveries (after a restart, a rebalance or a rewind) and a fenced partition's
+        // stale records are already, or about to be, someone's durable range.
+        if st.fenced || st.next_expected().is_some_and(|n| r.offset < n) {
             self.totals.skipped_durable += 1;
             return Ok(());
         }
@@ -552,10 +586,13 @@ impl Pipeline {
             indexed.sort_by_key(|(i, _)| *i);
             indexed.into_iter().map(|(_, r)| r).collect()
         });
-        for ((key, _), outcome) in jobs.into_iter().zip(outcomes) {
+        for ((key, io), outcome) in jobs.into_iter().zip(outcomes) {
             match outcome {
                 Ok(()) => {
                     self.finish(&key);
+                    results.push((key, Ok(())));
+                }
+                Err(CheckpointError::Fenced { .. }) if self.lost_race(&key, &io) => {
                     results.push((key, Ok(())));
                 }
                 Err(e) => results.push((key, Err(e.into()))),
@@ -563,6 +600,39 @@ impl Pipeline {
         }
         self.sync_buffered();
         results
+    }
+
+    /// Another writer committed the range this partition's flush started at: a replica
+    /// that was evicted from the group while still flushing, or the new owner after this
+    /// one was. Its range is the durable one. Drop ours (its records are in the winner's
+    /// range or will be consumed again), clean up our staged files, and resume after it.
+    /// `false` when the source cannot resume, which leaves the error to the caller.
+    fn lost_race(&mut self, key: &PartKey, io: &FlushIo) -> bool {
+        if !self.committer.rewind(&key.0, key.1) {
+            return false;
+        }
+        self.metrics
+            .flush_failures
+            .with_label_values(&["fenced"])
+            .inc();
+        tracing::warn!(topic = %key.0, partition = key.1, start = io.marker.start, end = io.marker.end,
+            "another writer committed this range first; dropping ours and resuming after it");
+        let staged: Vec<_> = io.staged.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = self.rt.block_on(self.checkpointer.settle(
+            &io.paths,
+            io.marker.start,
+            &staged,
+        )) {
+            // Harmless: the next recovery of the partition deletes them.
+            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not delete the losing staged files");
+        }
+        if let Some(st) = self.parts.get_mut(key) {
+            self.own_bytes -= st.buffered_bytes();
+            let (topic, partition) = (st.topic.clone(), st.partition);
+            *st = PartState::new(topic, partition, None);
+            st.fenced = true;
+        }
+        true
     }
 
     /// Move the open buffer into a pending flush (encoding its files), and describe the

@@ -4,7 +4,7 @@
 //! the pipeline has flushed or dropped the revoked partitions, then acknowledges.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,10 +136,21 @@ impl IngestContext {
     }
 }
 
-/// Commits the storage-durable offsets to the group, for lag tools.
-pub struct KafkaCommitter(pub Arc<BaseConsumer<IngestContext>>);
+/// Commits the storage-durable offsets to the group, for lag tools, and hands rewinds to
+/// the poll loop, which owns the consumer's position.
+pub struct KafkaCommitter {
+    pub consumer: Arc<BaseConsumer<IngestContext>>,
+    pub rewinds: Sender<(Arc<str>, i32)>,
+}
 
 impl OffsetCommitter for KafkaCommitter {
+    fn rewind(&self, topic: &str, partition: i32) -> bool {
+        // With the poll loop gone (draining at shutdown) there is nothing to resume: the
+        // partition's next owner recovers from storage.
+        let _ = self.rewinds.send((Arc::from(topic), partition));
+        true
+    }
+
     fn commit(&self, topic: &str, partition: i32, next_offset: i64) {
         let mut tpl = TopicPartitionList::new();
         if tpl
@@ -148,17 +159,56 @@ impl OffsetCommitter for KafkaCommitter {
         {
             // Async: the commit is informational (storage is the truth), and a failure here
             // is repaired by the next flush's commit.
-            if let Err(e) = self.0.commit(&tpl, CommitMode::Async) {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::warn!(%topic, partition, error = %e, "offset commit failed");
             }
         }
     }
 }
 
+/// Seek a partition that lost a commit race to just after the winner's newest range, then
+/// tell the pipeline. librdkafka drops messages fetched before a seek, so every record of
+/// the partition sent after `Rewound` comes from the new position. `false` to retry later.
+fn rewind(
+    consumer: &BaseConsumer<IngestContext>,
+    tx: &SyncSender<Input>,
+    topic: &Arc<str>,
+    partition: i32,
+) -> bool {
+    let ctx = consumer.context();
+    let paths = PartitionPaths::new(topic, partition);
+    let next = match ctx.rt.block_on(ctx.checkpointer.next_offset(&paths)) {
+        Ok(Some(n)) => n,
+        Ok(None) => return true, // nothing committed after all; a rebalance will sort it out
+        Err(e) => {
+            tracing::warn!(%topic, partition, error = %e, "rewind: storage unreadable; retrying");
+            return false;
+        }
+    };
+    match consumer.seek(
+        topic,
+        partition,
+        Offset::Offset(next),
+        Duration::from_secs(5),
+    ) {
+        Ok(()) => {
+            let _ = tx.send(Input::Rewound(topic.clone(), partition, next));
+        }
+        // No longer ours: the revocation already dropped its state, and the next owner
+        // recovers from storage.
+        Err(e) => {
+            tracing::info!(%topic, partition, error = %e, "rewind: partition not seekable; leaving it to the rebalance")
+        }
+    }
+    true
+}
+
 /// The poll loop. Returns when `stop` is set, after handing the pipeline a drain.
+#[allow(clippy::too_many_arguments)]
 pub fn poll_loop(
     consumer: Arc<BaseConsumer<IngestContext>>,
     tx: SyncSender<Input>,
+    rewinds: Receiver<(Arc<str>, i32)>,
     buffered: Arc<AtomicUsize>,
     cap: usize,
     stop: Arc<AtomicBool>,
@@ -166,7 +216,14 @@ pub fn poll_loop(
     metrics: Arc<Metrics>,
 ) {
     let mut paused = false;
+    let mut retry: Vec<(Arc<str>, i32)> = Vec::new();
+    let mut retry_at = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        let requested = rewinds_pending(&rewinds, &mut retry);
+        if requested || (!retry.is_empty() && Instant::now() >= retry_at) {
+            retry.retain(|(t, p)| !rewind(&consumer, &tx, t, *p));
+            retry_at = Instant::now() + Duration::from_secs(1);
+        }
         // The gauge is the pipeline's last count of everything buffered (in flight plus
         // decoded); the in-flight counter alone covers a pipeline busy in a long flush.
         let level = (buffered.load(Ordering::SeqCst) as i64).max(metrics.buffered_bytes.get());
@@ -210,4 +267,11 @@ pub fn poll_loop(
         }
     }
     let _ = tx.send(Input::Drain(Instant::now() + drain_deadline));
+}
+
+/// Move newly requested rewinds into `queue`; `true` if there were any.
+fn rewinds_pending(rx: &Receiver<(Arc<str>, i32)>, queue: &mut Vec<(Arc<str>, i32)>) -> bool {
+    let before = queue.len();
+    queue.extend(rx.try_iter());
+    queue.len() > before
 }

@@ -460,3 +460,74 @@ fn nothing_is_committed_past_a_dead_letter_the_broker_refused() {
     assert_eq!(read_dead_letters(&c.brokers, 2).len(), 2);
     assert_eq!(committed(&c.brokers, "sohoa-ingestor", 1), vec![100]);
 }
+
+#[test]
+fn a_writer_that_loses_the_commit_race_drops_its_copy_and_resumes_after_the_winner() {
+    // Two consumer groups writing the same storage stand in for a replica the group evicted
+    // while it was still flushing: both believe they own the partition. The fast one wins
+    // every range; the slow one must neither fail nor duplicate anything.
+    let c = cluster(1);
+    let (msgs, bad) = feed(600, 0);
+    produce(&c.brokers, TOPIC, &msgs[..300]);
+    let dir = tempfile::tempdir().unwrap();
+    let fast = start(
+        config(
+            &c.brokers,
+            dir.path(),
+            &[
+                ("SOHOA__KAFKA__GROUP_ID", "fast"),
+                ("SOHOA__FLUSH__MAX_AGE_MS", "100"),
+            ],
+        ),
+        Metrics::new(),
+    );
+    let slow_metrics = Metrics::new();
+    let slow = start(
+        config(
+            &c.brokers,
+            dir.path(),
+            &[
+                ("SOHOA__KAFKA__GROUP_ID", "slow"),
+                ("SOHOA__FLUSH__MAX_AGE_MS", "2500"),
+            ],
+        ),
+        slow_metrics.clone(),
+    );
+    let fenced = || {
+        slow_metrics
+            .flush_failures
+            .with_label_values(&["fenced"])
+            .get()
+    };
+    let wait_fenced = |n: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while fenced() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        fenced() >= n
+    };
+    assert!(wait_fenced(1), "the slow writer lost the first range");
+    // After the rewind the slow writer consumes from the winner's end, and loses again.
+    produce(&c.brokers, TOPIC, &msgs[300..]);
+    assert!(
+        wait_fenced(2),
+        "the slow writer resumed and lost the next range"
+    );
+    let expected = expected_offsets(&c.brokers, TOPIC, msgs.len(), &bad);
+    assert!(wait_for_rows(
+        dir.path(),
+        expected.len(),
+        Duration::from_secs(30)
+    ));
+    let slow_totals = slow.stop();
+    fast.stop();
+    let seen = offsets_in_storage(dir.path());
+    assert!(seen.values().all(|&n| n == 1), "no duplicates");
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected);
+    assert_eq!(slow_totals.events, 0, "the slow writer committed nothing");
+    // The loser cleaned up its staged files.
+    assert_eq!(
+        parquet_files(&dir.path().join("_sohoa/staging")),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
