@@ -27,6 +27,10 @@ enum Command {
     /// Run an ingestor replica: consume the configured topics and write Parquet under
     /// <root>/events/, exactly once. With --from-file, backfill from exported files.
     Ingest(ingest::IngestArgs),
+    /// Fold <root>/events/ into one row per dossier (dossiers/), compute the 766 metrics by
+    /// period, agency and procedure (metrics/), the scorecard, and the HTML report
+    /// (report/index.html); print a summary table.
+    Aggregate(aggregate::AggregateArgs),
     /// Decode source messages into canonical v1 events (JSON lines on stdout).
     ///
     /// Rejected records go to stderr with the JSON path and the reason. Use it to check a
@@ -56,6 +60,7 @@ struct DecodeArgs {
     files: Vec<PathBuf>,
 }
 
+mod aggregate;
 mod ingest;
 
 /// Exit codes: 0 success; 1 the run failed (for decode: some records were rejected);
@@ -82,6 +87,8 @@ fn main() -> ExitCode {
                 c.downcast_ref::<sohoa_schemas::pseudonym::PseudonymError>()
                     .is_some()
                     || c.downcast_ref::<sohoa_runtime::ConfigError>().is_some()
+                    || c.downcast_ref::<sohoa_aggregator::AggregateError>()
+                        .is_some_and(|e| e.is_config())
             });
             ExitCode::from(if config_error {
                 EXIT_CONFIG
@@ -106,6 +113,7 @@ pub async fn shutdown_signal() {
 fn run(cfg: sohoa_runtime::Config, command: Command) -> Result<ExitCode> {
     match command {
         Command::Ingest(args) => ingest::run(cfg, args).map(|()| ExitCode::SUCCESS),
+        Command::Aggregate(args) => aggregate::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Decode(args) => decode(args),
         Command::Schema { arrow } => {
             if arrow {

@@ -51,6 +51,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Personal-data handling.
     pub privacy: PrivacyConfig,
+    /// The batch aggregator: reference data, periods and the scorecard.
+    pub aggregate: AggregateConfig,
 }
 
 /// Kafka connection and consumer-group settings.
@@ -212,6 +214,69 @@ pub struct PrivacyConfig {
     pub development_mode: bool,
 }
 
+/// The batch aggregator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// Shown as the report's title.
+    pub province: String,
+    /// The holiday table (days off and worked Saturdays per year); empty uses the one
+    /// embedded from `config/calendar/vn-public-sector.toml`.
+    pub calendar: String,
+    /// The procedure catalogue (statutory times, whether the result is a document); empty
+    /// uses the one embedded from `config/procedures.toml`.
+    pub catalogue: String,
+    /// Office hours in Vietnam local time, as "HH:MM-HH:MM" sessions.
+    pub office_hours: Vec<String>,
+    /// Procedures with fewer judged dossiers than this stay out of the report's "worst
+    /// procedures", so one late dossier does not top the list.
+    pub worst_procedures_min_dossiers: u64,
+    /// Points of each indicator the feed supports.
+    pub scorecard: ScorecardConfig,
+}
+
+/// The 766 indicators the dossier feed can measure, with their points.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScorecardConfig {
+    /// 2.1: processed early or on time.
+    pub on_time: IndicatorConfig,
+    /// 3.3: submitted online.
+    pub online: IndicatorConfig,
+    /// 3.6: paid online, of fee-bearing dossiers.
+    pub online_payment: IndicatorConfig,
+    /// 4.1: electronic results.
+    pub e_result: IndicatorConfig,
+    /// 4.2: digitized dossiers.
+    pub digitization: IndicatorConfig,
+    /// 4.3: reused components.
+    pub reuse: IndicatorConfig,
+}
+
+/// Points of one indicator: `points × min(1, rate ÷ full_at)`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndicatorConfig {
+    /// The most points the indicator gives.
+    pub points: f64,
+    /// The rate (0 to 1] at which it gives them all; below, points are proportional.
+    pub full_at: f64,
+}
+
+impl ScorecardConfig {
+    /// Each indicator with its key, for validation and display.
+    pub fn indicators(&self) -> [(&'static str, IndicatorConfig); 6] {
+        [
+            ("on_time", self.on_time),
+            ("online", self.online),
+            ("online_payment", self.online_payment),
+            ("e_result", self.e_result),
+            ("digitization", self.digitization),
+            ("reuse", self.reuse),
+        ]
+    }
+}
+
 impl Config {
     /// Defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -303,6 +368,23 @@ impl Config {
             return invalid(
                 "flush.zstd_level",
                 format!("{} is not 1 to 22", self.flush.zstd_level),
+            );
+        }
+        for (name, ind) in self.aggregate.scorecard.indicators() {
+            if !(ind.points >= 0.0 && ind.full_at > 0.0 && ind.full_at <= 1.0) {
+                return Err(ConfigError::Invalid {
+                    key: "aggregate.scorecard",
+                    reason: format!(
+                        "{name}: points must be >= 0 and full_at in (0, 1], got points = {}, full_at = {}",
+                        ind.points, ind.full_at
+                    ),
+                });
+            }
+        }
+        if self.aggregate.office_hours.is_empty() {
+            return invalid(
+                "aggregate.office_hours",
+                "at least one session is needed".into(),
             );
         }
         for key in self.kafka.properties.keys() {

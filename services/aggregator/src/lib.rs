@@ -1,0 +1,337 @@
+//! The batch aggregator: `events/` to one row per dossier (`dossiers/`), the 766 metrics by
+//! period, agency and procedure (`metrics/`), a scorecard and a report.
+//!
+//! One module per stage: `read` (events from storage), `fold` (one fact per dossier),
+//! `rules` (the 766 on-time rules), `calendar` and `catalog` (working days, statutory
+//! times), `metrics` (grouping and rollups), `scorecard`, `output` (Parquet and CSV) and
+//! `report` (HTML and the terminal summary).
+
+pub mod calendar;
+pub mod catalog;
+pub mod fold;
+pub mod metrics;
+pub mod model;
+pub mod output;
+pub mod read;
+pub mod report;
+pub mod rules;
+pub mod scorecard;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Date32Type, UInt64Type};
+use chrono::NaiveDate;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sohoa_runtime::config::AggregateConfig;
+
+use calendar::{Calendar, CalendarError, OfficeHours};
+use catalog::{Catalog, CatalogError};
+use fold::{Folder, Shard, NO_SYM};
+use metrics::{Base, Grouper};
+use model::{MetricRow, Period, Scorecard};
+use read::DateRange;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error("aggregate.office_hours: {0}")]
+    OfficeHours(CalendarError),
+    // The causes are part of the message, not a `source`, so a printed error chain does
+    // not say them twice.
+    #[error("aggregate.calendar {path:?}: {cause}")]
+    Calendar { path: String, cause: CalendarError },
+    #[error("aggregate.catalogue {path:?}: {cause}")]
+    Catalogue { path: String, cause: CatalogError },
+    #[error("{key}: cannot read {path}: {cause}")]
+    ReadFile {
+        key: &'static str,
+        path: String,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Read(#[from] read::ReadError),
+    #[error(transparent)]
+    Fold(#[from] fold::FoldError),
+    #[error(transparent)]
+    Rule(#[from] rules::RuleError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
+    #[error("storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("shard counts {path}: {reason}")]
+    ShardCounts { path: String, reason: String },
+}
+
+impl AggregateError {
+    /// A mistake in the configuration or its reference data, not in the run.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            AggregateError::OfficeHours(_)
+                | AggregateError::Calendar { .. }
+                | AggregateError::Catalogue { .. }
+                | AggregateError::ReadFile { .. }
+        )
+    }
+}
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Event dates to read.
+    pub range: DateRange,
+    /// The moment open dossiers are judged at (UTC µs); usually now.
+    pub as_of: i64,
+    /// This run's share of the dossiers.
+    pub shard: Shard,
+    /// Instead of reading events, add up the counts the `n` shards wrote.
+    pub merge_shards: Option<u32>,
+    /// Periods written to `metrics/`.
+    pub periods: Vec<Period>,
+}
+
+/// What a run produced, for the command line and the report.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files_read: usize,
+    pub bytes_read: u64,
+    pub events_read: u64,
+    pub dossiers: usize,
+    pub metric_rows: Vec<MetricRow>,
+    pub scorecards: Vec<Scorecard>,
+    pub written: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// The calendar and the catalogue the configuration names (or the embedded ones).
+pub fn reference_data(cfg: &AggregateConfig) -> Result<(Calendar, Catalog), AggregateError> {
+    let hours = OfficeHours::parse(&cfg.office_hours).map_err(AggregateError::OfficeHours)?;
+    let read = |key, path: &str| {
+        std::fs::read_to_string(path).map_err(|cause| AggregateError::ReadFile {
+            key,
+            path: path.to_string(),
+            cause,
+        })
+    };
+    let cal = if cfg.calendar.is_empty() {
+        Calendar::embedded(hours)
+    } else {
+        Calendar::from_toml(&read("aggregate.calendar", &cfg.calendar)?, hours)
+    }
+    .map_err(|cause| AggregateError::Calendar {
+        path: cfg.calendar.clone(),
+        cause,
+    })?;
+    let catalog = if cfg.catalogue.is_empty() {
+        Catalog::embedded()
+    } else {
+        Catalog::from_toml(&read("aggregate.catalogue", &cfg.catalogue)?)
+    }
+    .map_err(|cause| AggregateError::Catalogue {
+        path: cfg.catalogue.clone(),
+        cause,
+    })?;
+    Ok((cal, catalog))
+}
+
+/// Run the aggregator over `store`: fold, judge, group, and write `dossiers/` and
+/// `metrics/` (or, for one shard of several, its dossiers and its counts).
+pub fn run(
+    cfg: &AggregateConfig,
+    store: Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    opts: &Options,
+) -> Result<Summary, AggregateError> {
+    let started = Instant::now();
+    let (cal, catalog) = reference_data(cfg)?;
+    let mut summary = Summary::default();
+    let base = match opts.merge_shards {
+        Some(n) => rt.block_on(read_shards(&*store, n))?,
+        None => {
+            let files = rt.block_on(read::event_files(&*store, opts.range))?;
+            let mut folder = Folder::new(opts.shard);
+            for f in &files {
+                let data = rt.block_on(read::fetch(&*store, f))?;
+                summary.bytes_read += data.len() as u64;
+                read::decode(&f.path, data, fold::COLUMNS, |b: &RecordBatch| {
+                    folder.add(b).map_err(|e| e.to_string())
+                })?;
+            }
+            summary.files_read = files.len();
+            summary.events_read = folder.events_read;
+            tracing::info!(
+                files = files.len(),
+                events = folder.events_read,
+                dossiers = folder.facts.len(),
+                "events folded"
+            );
+
+            let mut codes: Vec<&str> = folder.facts.keys().map(|k| &**k).collect();
+            codes.sort_unstable();
+            let mut grouper = Grouper::new(&opts.periods, opts.as_of);
+            let mut judged = Vec::with_capacity(codes.len());
+            let mut names = Base::default();
+            for code in &codes {
+                let fact = &folder.facts[*code];
+                let j = rules::judge(code, fact, &folder.syms, &cal, &catalog, opts.as_of)?;
+                grouper.add(fact.agency, fact.procedure, &j);
+                if let (Some(c), Some(n)) = (
+                    (fact.procedure != NO_SYM)
+                        .then(|| folder.syms.get(fact.procedure))
+                        .flatten(),
+                    (fact.procedure_name != NO_SYM)
+                        .then(|| folder.syms.get(fact.procedure_name))
+                        .flatten(),
+                ) {
+                    names.add_name(c.to_owned(), n.to_owned());
+                }
+                judged.push(j);
+            }
+            summary.dossiers = codes.len();
+            let rows: Vec<output::DossierOut> = codes
+                .iter()
+                .zip(&judged)
+                .map(|(code, j)| output::DossierOut {
+                    code,
+                    fact: &folder.facts[*code],
+                    judged: j,
+                })
+                .collect();
+            let data = output::dossiers_parquet(&rows, &folder.syms, opts.as_of)?;
+            let path = output::dossiers_path(opts.shard.index, opts.shard.count);
+            rt.block_on(output::put(&*store, &path, data))?;
+            // A run with another shard count leaves parts this one does not replace.
+            let layout = format!("-of-{:05}.parquet", opts.shard.count);
+            rt.block_on(remove_other_layouts(&*store, "dossiers", &layout))?;
+            summary.written.push(path);
+            let mut base = grouper.base(&folder.syms);
+            base.names = names.names;
+            if opts.shard.count > 1 {
+                let path = output::shard_counts_path(opts.shard.index, opts.shard.count);
+                rt.block_on(output::put(&*store, &path, output::base_parquet(&base)?))?;
+                summary.written.push(path);
+                summary.elapsed_ms = started.elapsed().as_millis() as u64;
+                return Ok(summary);
+            }
+            base
+        }
+    };
+    let rows = base.with_rollups();
+    let cards = scorecard::scorecards(&rows, &cfg.scorecard);
+    let mut periods: Vec<(Period, NaiveDate)> =
+        rows.iter().map(|r| (r.period, r.period_start)).collect();
+    periods.dedup();
+    let writes = [
+        (
+            "metrics/metrics.csv",
+            bytes::Bytes::from(output::metrics_csv(&rows)),
+        ),
+        ("metrics/metrics.parquet", output::metrics_parquet(&rows)?),
+        (
+            "metrics/scorecard.csv",
+            bytes::Bytes::from(output::scorecard_csv(&cards)),
+        ),
+        (
+            "metrics/periods.parquet",
+            output::periods_parquet(&periods)?,
+        ),
+    ];
+    for (path, data) in writes {
+        rt.block_on(output::put(&*store, path, data))?;
+        summary.written.push(path.to_string());
+    }
+    summary.metric_rows = rows;
+    summary.scorecards = cards;
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+/// Delete the parts under `dir` written by a run with another shard count (whose names
+/// do not end in `layout`), so the table holds each dossier once.
+async fn remove_other_layouts(
+    store: &dyn ObjectStore,
+    dir: &str,
+    layout: &str,
+) -> Result<(), AggregateError> {
+    use futures::TryStreamExt;
+    let metas: Vec<_> = store.list(Some(&Path::from(dir))).try_collect().await?;
+    for m in metas {
+        let name = m.location.as_ref();
+        if name.contains("-of-") && !name.ends_with(layout) {
+            store.delete(&m.location).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Add up the counts `n` shards wrote.
+async fn read_shards(store: &dyn ObjectStore, n: u32) -> Result<Base, AggregateError> {
+    let mut base = Base::default();
+    for i in 0..n {
+        let path = output::shard_counts_path(i, n);
+        let bad = |reason: String| AggregateError::ShardCounts {
+            path: path.clone(),
+            reason,
+        };
+        let data = match store.get(&Path::from(path.as_str())).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(bad(format!("missing: run shard {i}/{n} first")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut cols: Vec<&str> = vec![
+            "period",
+            "period_start",
+            "agency_code",
+            "procedure_code",
+            "procedure_name",
+        ];
+        cols.extend(output::BASE_COUNTS);
+        read::decode(&Path::from(path.as_str()), data, &cols, |b| {
+            merge_batch(&mut base, b)
+        })
+        .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(base)
+}
+
+fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
+    let period = b.column(0).as_string::<i32>();
+    let start = b.column(1).as_primitive::<Date32Type>();
+    let agency = b.column(2).as_string::<i32>();
+    let procedure = b.column(3).as_string::<i32>();
+    let name = b.column(4).as_string::<i32>();
+    for i in 0..b.num_rows() {
+        let p = Period::ALL
+            .into_iter()
+            .find(|p| p.as_str() == period.value(i))
+            .ok_or_else(|| format!("unknown period {:?}", period.value(i)))?;
+        let d = NaiveDate::from_num_days_from_ce_opt(start.value(i) + 719_163)
+            .ok_or("period_start out of range")?;
+        let opt = |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_owned());
+        let mut c = model::Counts::default();
+        for (k, col) in output::BASE_COUNTS.iter().enumerate() {
+            output::set_count(
+                &mut c,
+                col,
+                b.column(5 + k).as_primitive::<UInt64Type>().value(i),
+            );
+        }
+        base.rows
+            .entry((p, d, opt(agency), opt(procedure)))
+            .or_default()
+            .add(&c);
+        if let (Some(code), Some(n)) = (opt(procedure), opt(name)) {
+            base.add_name(code, n);
+        }
+    }
+    Ok(())
+}
+
+/// The default periods: day, month, quarter and year.
+pub fn all_periods() -> Vec<Period> {
+    Period::ALL.to_vec()
+}

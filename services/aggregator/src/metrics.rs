@@ -1,0 +1,160 @@
+//! Group judged dossiers into counts by period × agency × procedure, then roll them up to
+//! agencies and the province.
+//!
+//! A dossier counts in a period when it was received in it, or its clock ended in it
+//! (766's "received or processed in the period"): received there, it adds to the
+//! received-based rates (online, digitization, e-result, reuse, payment); ended there, to
+//! early, on time or late; received there and still open at the period's end, to in
+//! progress in time or overdue, judged at that end.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+
+use crate::fold::{Interner, Sym};
+use crate::model::{Counts, MetricRow, Period};
+use crate::rules::{local_date, Judged, OnTime};
+
+/// Stands for a code the events did not carry, so such dossiers are not mistaken for a
+/// rollup row.
+pub const MISSING_CODE: &str = "(none)";
+
+/// The additive base: counts by (period, start, agency, procedure).
+#[derive(Debug, Default)]
+pub struct Grouper {
+    periods: Vec<Period>,
+    as_of: i64,
+    groups: HashMap<(Period, NaiveDate, Sym, Sym), Counts>,
+}
+
+fn bump(c: &mut Counts, class: OnTime) {
+    match class {
+        OnTime::Early => c.early += 1,
+        OnTime::OnTime => c.on_time += 1,
+        OnTime::Late => c.late += 1,
+        OnTime::InProgressInTime => c.in_progress_in_time += 1,
+        OnTime::InProgressOverdue => c.in_progress_overdue += 1,
+    }
+}
+
+impl Grouper {
+    pub fn new(periods: &[Period], as_of: i64) -> Self {
+        Grouper {
+            periods: periods.to_vec(),
+            as_of,
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, agency: Sym, procedure: Sym, j: &Judged) {
+        if !j.counted {
+            return;
+        }
+        for &p in &self.periods {
+            if let Some(r) = j.received_at {
+                let start = p.start_of(local_date(r));
+                let c = self
+                    .groups
+                    .entry((p, start, agency, procedure))
+                    .or_default();
+                c.received += 1;
+                c.online_received += u64::from(j.online);
+                c.digitized += u64::from(j.digitized);
+                c.e_result_eligible += u64::from(j.e_result_eligible);
+                c.e_result += u64::from(j.e_result);
+                c.reused += u64::from(j.reused);
+                c.fee_bearing += u64::from(j.fee_bearing);
+                c.paid_online += u64::from(j.paid_online);
+                if let Some(class) = j.open_class_at(p.last_day(start), self.as_of) {
+                    bump(c, class);
+                }
+            }
+            if let (Some(e), Some(class)) = (j.end_at, j.ended_class()) {
+                let start = p.start_of(local_date(e));
+                bump(
+                    self.groups
+                        .entry((p, start, agency, procedure))
+                        .or_default(),
+                    class,
+                );
+            }
+        }
+    }
+
+    /// The base rows, with codes resolved: what shards write and merges add up.
+    pub fn base(&self, syms: &Interner) -> Base {
+        let mut out = Base::default();
+        for (&(p, start, agency, procedure), c) in &self.groups {
+            // Empty codes mean "rollup" in the output, so a missing code gets a name.
+            let code = |s: Sym| Some(syms.get(s).unwrap_or(MISSING_CODE).to_owned());
+            let key = (p, start, code(agency), code(procedure));
+            out.rows.entry(key).or_default().add(c);
+        }
+        out
+    }
+}
+
+/// Group key with codes as text.
+pub type BaseKey = (Period, NaiveDate, Option<String>, Option<String>);
+
+/// Counts by period × agency × procedure, before rollups. Adds up across shards.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Base {
+    pub rows: BTreeMap<BaseKey, Counts>,
+    /// Procedure code to name, as the events spell it (the smallest spelling wins, so
+    /// every shard picks the same).
+    pub names: BTreeMap<String, String>,
+}
+
+impl Base {
+    pub fn merge(&mut self, other: Base) {
+        for (k, c) in other.rows {
+            self.rows.entry(k).or_default().add(&c);
+        }
+        for (code, name) in other.names {
+            self.add_name(code, name);
+        }
+    }
+
+    pub fn add_name(&mut self, code: String, name: String) {
+        match self.names.get_mut(&code) {
+            Some(n) if name < *n => *n = name,
+            Some(_) => {}
+            None => {
+                self.names.insert(code, name);
+            }
+        }
+    }
+
+    /// Base rows plus agency rollups (procedure empty) and province rollups (both empty),
+    /// ordered by period, start, agency and procedure (rollups first).
+    pub fn with_rollups(&self) -> Vec<MetricRow> {
+        let names = &self.names;
+        // The outer `Option` of the agency sorts the province rollup (None) first, and a
+        // `None` procedure sorts an agency's rollup before its detail rows.
+        type RollupKey = (Period, NaiveDate, Option<Option<String>>, Option<String>);
+        let mut all: BTreeMap<RollupKey, Counts> = BTreeMap::new();
+        for ((p, start, agency, procedure), c) in &self.rows {
+            let detail = (*p, *start, Some(agency.clone()), procedure.clone());
+            all.entry(detail).or_default().add(c);
+            if procedure.is_some() {
+                all.entry((*p, *start, Some(agency.clone()), None))
+                    .or_default()
+                    .add(c);
+            }
+            all.entry((*p, *start, None, None)).or_default().add(c);
+        }
+        all.into_iter()
+            .map(
+                |((period, period_start, agency, procedure), counts)| MetricRow {
+                    period,
+                    period_start,
+                    agency_code: agency.flatten(),
+                    procedure_name: procedure.as_ref().and_then(|p| names.get(p).cloned()),
+                    procedure_code: procedure,
+                    counts,
+                },
+            )
+            .collect()
+    }
+}

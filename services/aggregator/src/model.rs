@@ -1,0 +1,221 @@
+//! The shapes shared by the aggregator's stages: periods, the additive counts behind every
+//! metric, metric rows and scorecards.
+
+use chrono::{Datelike, NaiveDate};
+
+/// A reporting period's granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Period {
+    Day,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Period {
+    pub const ALL: [Period; 4] = [Period::Day, Period::Month, Period::Quarter, Period::Year];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Quarter => "quarter",
+            Period::Year => "year",
+        }
+    }
+
+    /// The first day of the period that contains `d`.
+    pub fn start_of(self, d: NaiveDate) -> NaiveDate {
+        let (y, m) = (d.year(), d.month());
+        match self {
+            Period::Day => d,
+            Period::Month => NaiveDate::from_ymd_opt(y, m, 1).expect("valid"),
+            Period::Quarter => NaiveDate::from_ymd_opt(y, (m - 1) / 3 * 3 + 1, 1).expect("valid"),
+            Period::Year => NaiveDate::from_ymd_opt(y, 1, 1).expect("valid"),
+        }
+    }
+
+    /// The last day of the period that starts at `start`.
+    pub fn last_day(self, start: NaiveDate) -> NaiveDate {
+        let months = match self {
+            Period::Day => return start,
+            Period::Month => 1,
+            Period::Quarter => 3,
+            Period::Year => 12,
+        };
+        let next = start
+            .checked_add_months(chrono::Months::new(months))
+            .expect("in range");
+        next.pred_opt().expect("in range")
+    }
+
+    /// A readable label: `2023-02-24`, `2023-02`, `2023-Q1`, `2023`.
+    pub fn label(self, start: NaiveDate) -> String {
+        match self {
+            Period::Day => start.format("%Y-%m-%d").to_string(),
+            Period::Month => start.format("%Y-%m").to_string(),
+            Period::Quarter => format!("{}-Q{}", start.year(), (start.month() - 1) / 3 + 1),
+            Period::Year => start.year().to_string(),
+        }
+    }
+}
+
+/// Counts of one group of dossiers in one period. Every field adds up across groups and
+/// across shards, so rollups and shard merges are sums; rates are computed last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Dossiers received in the period.
+    pub received: u64,
+    /// Of those, submitted online.
+    pub online_received: u64,
+    /// Dossiers whose clock ended in the period, by class.
+    pub early: u64,
+    pub on_time: u64,
+    pub late: u64,
+    /// Dossiers received in the period and still open at its end, judged then.
+    pub in_progress_in_time: u64,
+    pub in_progress_overdue: u64,
+    /// Of the received: with a submitted file and, where the result is a document, an
+    /// electronic result (indicator 4.2).
+    pub digitized: u64,
+    /// Of the received: procedures whose result is a document (4.1's denominator)...
+    pub e_result_eligible: u64,
+    /// ...and of those, with a result file link.
+    pub e_result: u64,
+    /// Of the received: with a reused component (4.3).
+    pub reused: u64,
+    /// Of the received: fee-bearing (3.6's denominator)...
+    pub fee_bearing: u64,
+    /// ...and of those, paid online.
+    pub paid_online: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.received += o.received;
+        self.online_received += o.online_received;
+        self.early += o.early;
+        self.on_time += o.on_time;
+        self.late += o.late;
+        self.in_progress_in_time += o.in_progress_in_time;
+        self.in_progress_overdue += o.in_progress_overdue;
+        self.digitized += o.digitized;
+        self.e_result_eligible += o.e_result_eligible;
+        self.e_result += o.e_result;
+        self.reused += o.reused;
+        self.fee_bearing += o.fee_bearing;
+        self.paid_online += o.paid_online;
+    }
+
+    pub fn ontime_total(&self) -> u64 {
+        self.early + self.on_time + self.late + self.in_progress_in_time + self.in_progress_overdue
+    }
+
+    pub fn online_rate(&self) -> Option<f64> {
+        rate(self.online_received, self.received)
+    }
+
+    /// Indicator 2.1: processed early or on time, or still in time, over all judged.
+    pub fn on_time_rate(&self) -> Option<f64> {
+        rate(
+            self.early + self.on_time + self.in_progress_in_time,
+            self.ontime_total(),
+        )
+    }
+
+    pub fn digitization_rate(&self) -> Option<f64> {
+        rate(self.digitized, self.received)
+    }
+
+    pub fn e_result_rate(&self) -> Option<f64> {
+        rate(self.e_result, self.e_result_eligible)
+    }
+
+    pub fn reuse_rate(&self) -> Option<f64> {
+        rate(self.reused, self.received)
+    }
+
+    pub fn online_payment_rate(&self) -> Option<f64> {
+        rate(self.paid_online, self.fee_bearing)
+    }
+}
+
+/// A fraction from 0 to 1; `None` when there is nothing to divide by.
+pub fn rate(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+/// One row of `metrics/`: a period × agency × procedure, or a rollup (agency-level rows
+/// have no procedure; the province-level row has neither).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub period: Period,
+    pub period_start: NaiveDate,
+    pub agency_code: Option<String>,
+    pub procedure_code: Option<String>,
+    /// The procedure's name from the events (or the catalogue), for readers.
+    pub procedure_name: Option<String>,
+    pub counts: Counts,
+}
+
+/// One indicator's points on a scorecard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndicatorScore {
+    /// The 766 indicator number, for example "2.1".
+    pub id: String,
+    pub name: String,
+    pub rate: Option<f64>,
+    pub points: f64,
+    pub max_points: f64,
+}
+
+/// A 766-style scorecard of one agency (or the province, `agency_code` None) in a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scorecard {
+    pub period: Period,
+    pub period_start: NaiveDate,
+    pub agency_code: Option<String>,
+    pub indicators: Vec<IndicatorScore>,
+    pub total: f64,
+    /// The points this feed can support (indicators it cannot measure are left out).
+    pub max_total: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_start_end_and_label() {
+        let d = NaiveDate::from_ymd_opt(2023, 2, 24).unwrap();
+        let q = Period::Quarter.start_of(d);
+        assert_eq!(q, NaiveDate::from_ymd_opt(2023, 1, 1).unwrap());
+        assert_eq!(
+            Period::Quarter.last_day(q),
+            NaiveDate::from_ymd_opt(2023, 3, 31).unwrap()
+        );
+        assert_eq!(Period::Quarter.label(q), "2023-Q1");
+        assert_eq!(
+            Period::Month.last_day(Period::Month.start_of(d)),
+            NaiveDate::from_ymd_opt(2023, 2, 28).unwrap()
+        );
+        assert_eq!(Period::Year.label(d), "2023");
+    }
+
+    #[test]
+    fn rates_are_empty_without_a_denominator() {
+        let c = Counts::default();
+        assert_eq!(c.on_time_rate(), None);
+        let c = Counts {
+            received: 4,
+            online_received: 1,
+            early: 1,
+            late: 1,
+            in_progress_in_time: 1,
+            in_progress_overdue: 1,
+            ..Counts::default()
+        };
+        assert_eq!(c.online_rate(), Some(0.25));
+        assert_eq!(c.on_time_rate(), Some(0.5));
+    }
+}

@@ -1,0 +1,120 @@
+//! Read `events/` from storage: only the date partitions asked for, only the columns the
+//! fold needs.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// The event dates to read, both ends included; `None` is open-ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DateRange {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl DateRange {
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.from.is_none_or(|f| d >= f) && self.to.is_none_or(|t| d <= t)
+    }
+}
+
+/// One Parquet file of `events/`, with its partition date.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventFile {
+    pub date: NaiveDate,
+    pub path: Path,
+    pub size: u64,
+}
+
+/// The files of the date partitions in `range`. Partitions outside it are never listed.
+pub async fn event_files(
+    store: &dyn ObjectStore,
+    range: DateRange,
+) -> Result<Vec<EventFile>, ReadError> {
+    let top = store
+        .list_with_delimiter(Some(&Path::from("events")))
+        .await?;
+    let mut out = Vec::new();
+    for prefix in top.common_prefixes {
+        let Some(date) = prefix
+            .filename()
+            .and_then(|n| n.strip_prefix("date="))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        else {
+            continue; // not a partition of ours
+        };
+        if !range.contains(date) {
+            continue;
+        }
+        let files: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+        out.extend(
+            files
+                .into_iter()
+                .filter(|m| m.location.extension() == Some("parquet"))
+                .map(|m| EventFile {
+                    date,
+                    path: m.location,
+                    size: m.size,
+                }),
+        );
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fetch one file whole: event files are tens of MB at most, and one GET beats many
+/// ranged reads on an object store.
+pub async fn fetch(store: &dyn ObjectStore, file: &EventFile) -> Result<Bytes, ReadError> {
+    Ok(store.get(&file.path).await?.bytes().await?)
+}
+
+/// Decode a file's `columns` into batches.
+pub fn decode(
+    path: &Path,
+    data: Bytes,
+    columns: &[&str],
+    mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
+) -> Result<(), ReadError> {
+    let err = |reason: String| ReadError::File {
+        path: path.to_string(),
+        reason,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| err(e.to_string()))?;
+    let schema = builder.schema().clone();
+    let mut roots = Vec::with_capacity(columns.len());
+    for c in columns {
+        let (i, _) = schema
+            .column_with_name(c)
+            .ok_or_else(|| err(format!("column {c} is missing")))?;
+        roots.push(i);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(16 * 1024)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        each(&batch).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Shared handle, for the reader threads.
+pub type Store = Arc<dyn ObjectStore>;

@@ -1,0 +1,509 @@
+//! The 766 on-time rules, applied to one folded dossier.
+//!
+//! Every rule is written out, with a worked example, in the README ("The 766 rules").
+
+use chrono::{Datelike, NaiveDate};
+
+use crate::calendar::{Calendar, CalendarError};
+use crate::catalog::Catalog;
+use crate::fold::{Fact, Interner, CHANNEL_ONLINE, FLAG_E_RESULT};
+use crate::fold::{FLAG_FEE_BEARING, FLAG_HAS_RESULT_DOCUMENT, FLAG_PAID_ONLINE, FLAG_REUSED};
+use crate::fold::{FLAG_SUBMITTED_FILE, NO_SYM};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("dossier {dossier}: {cause}")]
+    Calendar {
+        dossier: String,
+        cause: CalendarError,
+    },
+}
+
+/// The on-time class of a dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OnTime {
+    Early,
+    OnTime,
+    Late,
+    InProgressInTime,
+    InProgressOverdue,
+}
+
+impl OnTime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTime::Early => "early",
+            OnTime::OnTime => "on_time",
+            OnTime::Late => "late",
+            OnTime::InProgressInTime => "in_progress_in_time",
+            OnTime::InProgressOverdue => "in_progress_overdue",
+        }
+    }
+}
+
+/// What ended the dossier's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Processed,
+    Returned,
+    Stopped,
+    Refused,
+    Withdrawn,
+    /// The single supplement request the applicant never answered.
+    SupplementUnanswered,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Processed => "processed",
+            EndReason::Returned => "returned",
+            EndReason::Stopped => "stopped",
+            EndReason::Refused => "refused",
+            EndReason::Withdrawn => "withdrawn",
+            EndReason::SupplementUnanswered => "supplement_unanswered",
+        }
+    }
+}
+
+/// Where the due date came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueSource {
+    /// `NgayHenTra`, or the source's own moved date after a supplement.
+    Source,
+    /// Received + the procedure's statutory time from the catalogue.
+    Catalogue,
+}
+
+/// One row of `dossiers/`: the judged fact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub status: i8,
+    pub received_at: Option<i64>,
+    pub due_at: Option<i64>,
+    pub due_source: Option<DueSource>,
+    pub end_at: Option<i64>,
+    pub end_reason: Option<EndReason>,
+    pub supplement_count: u32,
+    /// Completed pauses, in seconds, and the part of them subtracted from the clock (the
+    /// pauses the source had not already added to the due date).
+    pub paused_seconds: i64,
+    pub pause_subtracted_seconds: i64,
+    /// The end minus the subtracted pauses.
+    pub effective_end_at: Option<i64>,
+    /// Office time from receipt to the end (or to the judging moment), less every pause,
+    /// in 8-hour working days.
+    pub working_days: Option<f64>,
+    /// Judged at the end (or, while open, at the judging moment); `None` when the dossier
+    /// is outside the count (statuses 1 and 3) or cannot be judged (no due date at all).
+    pub on_time: Option<OnTime>,
+    /// The first period-end date at which the dossier counts as overdue if it is still
+    /// open then: the local date of the due date plus the subtracted pauses. SQL judges an
+    /// open dossier at each period's end with it (`schemas/sql/metrics.sql`).
+    pub overdue_from: Option<NaiveDate>,
+    /// Counted in the metrics at all (not status 1 or 3).
+    pub counted: bool,
+    pub online: bool,
+    pub digitized: bool,
+    pub e_result_eligible: bool,
+    pub e_result: bool,
+    pub reused: bool,
+    pub fee_bearing: bool,
+    pub paid_online: bool,
+}
+
+/// Local Vietnam date of an instant.
+pub fn local_date(us: i64) -> NaiveDate {
+    let day = sohoa_schemas::normalize::vn_day(us);
+    NaiveDate::from_num_days_from_ce_opt((day + 719_163) as i32).expect("dates in range")
+}
+
+impl Judged {
+    /// The class of a dossier still open at the end of a period whose last local day is
+    /// `last_day`: judged at that period's last moment, or at `as_of` for a period not over
+    /// yet. `None` when it is not open then or cannot be judged.
+    pub fn open_class_at(&self, last_day: NaiveDate, as_of: i64) -> Option<OnTime> {
+        self.on_time?;
+        if self.end_at.is_some_and(|e| local_date(e) <= last_day) {
+            return None;
+        }
+        if self.supplement_count > 1 {
+            return Some(OnTime::InProgressOverdue);
+        }
+        let due = self.due_at?;
+        let period_end = day_start(last_day.succ_opt()?);
+        let at = period_end.min(as_of);
+        Some(if at - self.pause_subtracted_seconds * 1_000_000 > due {
+            OnTime::InProgressOverdue
+        } else {
+            OnTime::InProgressInTime
+        })
+    }
+
+    /// The class of a dossier whose clock ended (early, on time or late).
+    pub fn ended_class(&self) -> Option<OnTime> {
+        self.end_at?;
+        self.on_time
+    }
+}
+
+/// The first instant (UTC µs) of a local Vietnam day.
+pub fn day_start(d: NaiveDate) -> i64 {
+    let days = i64::from(d.num_days_from_ce()) - 719_163;
+    (days * 86_400 - sohoa_schemas::normalize::VN_OFFSET_SECS) * 1_000_000
+}
+
+/// Judge one dossier at `as_of` (UTC µs).
+pub fn judge(
+    code: &str,
+    f: &Fact,
+    syms: &Interner,
+    cal: &Calendar,
+    catalog: &Catalog,
+    as_of: i64,
+) -> Result<Judged, RuleError> {
+    let cal_err = |cause| RuleError::Calendar {
+        dossier: code.to_string(),
+        cause,
+    };
+    let procedure = (f.procedure != NO_SYM)
+        .then(|| syms.get(f.procedure))
+        .flatten()
+        .and_then(|c| catalog.get(c));
+    let status = f.status;
+    let counted = f.snapshot.is_some() && !matches!(status, 1 | 3);
+
+    // The clock's end: the first ending status, in the 766 priority order.
+    let received = f.received_at;
+    let ends = [
+        (f.finished_at.or(f.first_seen(9)), EndReason::Processed),
+        (f.returned_at.or(f.first_seen(10)), EndReason::Returned),
+    ];
+    let mut end = ends.iter().find_map(|(t, r)| t.map(|t| (t, *r)));
+    if end.is_none() {
+        end = match (f.first_seen(8), f.refused_at) {
+            (Some(s), Some(r)) if r < s => Some((r, EndReason::Refused)),
+            (Some(s), _) => Some((s, EndReason::Stopped)),
+            (None, Some(r)) => Some((r, EndReason::Refused)),
+            (None, None) => None,
+        };
+    }
+    if end.is_none() && received.is_some() {
+        // A withdrawal ends the clock only once the dossier was received.
+        end = f.first_seen(7).map(|t| (t, EndReason::Withdrawn));
+    }
+    let n = f.supplements.len() as u32;
+    if end.is_none() && n == 1 && f.supplements[0].completed_at.is_none() {
+        end = Some((
+            f.supplements[0].requested_at,
+            EndReason::SupplementUnanswered,
+        ));
+    }
+
+    // Pauses: a pause the source already added to the due date is not subtracted again.
+    let (mut paused, mut subtracted, mut paused_working) = (0i64, 0i64, 0i64);
+    let mut moved_due: Option<i64> = None;
+    for s in f.supplements.iter() {
+        if let Some(done) = s.completed_at.filter(|&d| d > s.requested_at) {
+            let secs = (done - s.requested_at) / 1_000_000;
+            paused += secs;
+            paused_working += cal.working_seconds(s.requested_at, done).map_err(cal_err)?;
+            if s.due_after.is_none() {
+                subtracted += secs;
+            }
+        }
+        if let Some(a) = s.due_after {
+            moved_due = Some(moved_due.map_or(a, |m: i64| m.max(a)));
+        }
+    }
+
+    let (due, due_source) = match (f.due_at, moved_due) {
+        (Some(d), Some(m)) => (Some(d.max(m)), Some(DueSource::Source)),
+        (Some(d), None) | (None, Some(d)) => (Some(d), Some(DueSource::Source)),
+        (None, None) => match (procedure, received) {
+            (Some(p), Some(r)) => (
+                Some(p.due_from(r, cal).map_err(cal_err)?),
+                Some(DueSource::Catalogue),
+            ),
+            _ => (None, None),
+        },
+    };
+
+    let end_at = end.map(|e| e.0);
+    let effective_end = end_at.map(|e| e - subtracted * 1_000_000);
+    let judge_at = end_at.unwrap_or(as_of);
+    let working_days = match received {
+        Some(r) if judge_at > r => {
+            let w = cal.working_seconds(r, judge_at).map_err(cal_err)? - paused_working;
+            Some(w.max(0) as f64 / cal.office_hours().seconds_per_day() as f64)
+        }
+        Some(_) => Some(0.0),
+        None => None,
+    };
+    let overdue_from = match due {
+        // More than one supplement request is late, so overdue from the start.
+        _ if n > 1 => received.map(local_date),
+        Some(d) => Some(local_date(d + subtracted * 1_000_000)),
+        None => None,
+    };
+    let on_time = if !counted {
+        None
+    } else {
+        match (effective_end, due) {
+            _ if n > 1 => Some(if end_at.is_some() {
+                OnTime::Late
+            } else {
+                OnTime::InProgressOverdue
+            }),
+            (Some(e), Some(d)) => Some(match local_date(e).cmp(&local_date(d)) {
+                std::cmp::Ordering::Less => OnTime::Early,
+                std::cmp::Ordering::Equal => OnTime::OnTime,
+                std::cmp::Ordering::Greater => OnTime::Late,
+            }),
+            // Never received (withdrawn before receipt, say): its clock never started.
+            (None, Some(_)) if received.is_none() => None,
+            (None, Some(d)) => Some(if as_of - subtracted * 1_000_000 > d {
+                OnTime::InProgressOverdue
+            } else {
+                OnTime::InProgressInTime
+            }),
+            (_, None) => None,
+        }
+    };
+
+    let result_is_document = procedure
+        .map(|p| p.result_is_document)
+        .unwrap_or(f.flag(FLAG_HAS_RESULT_DOCUMENT));
+    let e_result = f.flag(FLAG_E_RESULT);
+    Ok(Judged {
+        status,
+        received_at: received,
+        due_at: due,
+        due_source,
+        end_at,
+        end_reason: end.map(|e| e.1),
+        supplement_count: n,
+        paused_seconds: paused,
+        pause_subtracted_seconds: subtracted,
+        effective_end_at: effective_end,
+        working_days,
+        on_time,
+        overdue_from,
+        counted,
+        online: f.channel == CHANNEL_ONLINE,
+        digitized: f.flag(FLAG_SUBMITTED_FILE) && (e_result || !result_is_document),
+        e_result_eligible: result_is_document,
+        e_result: result_is_document && e_result,
+        reused: f.flag(FLAG_REUSED),
+        fee_bearing: f.flag(FLAG_FEE_BEARING),
+        paid_online: f.flag(FLAG_FEE_BEARING) && f.flag(FLAG_PAID_ONLINE),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The README's worked examples ("The 766 rules"), one test each.
+    use super::*;
+    use crate::calendar::OfficeHours;
+    use crate::fold::FLAG_HAS_RESULT_DOCUMENT;
+    use crate::fold::{EventKey, Supplement, FLAG_E_RESULT, FLAG_SUBMITTED_FILE};
+
+    /// Vietnam local time to UTC µs.
+    fn vn(s: &str) -> i64 {
+        let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+        (t.and_utc().timestamp() - 7 * 3600) * 1_000_000
+    }
+
+    fn cal() -> Calendar {
+        let hours =
+            OfficeHours::parse(&["07:00-11:30".to_string(), "13:30-17:00".to_string()]).unwrap();
+        Calendar::embedded(hours).unwrap()
+    }
+
+    struct Case {
+        fact: Fact,
+        syms: Interner,
+    }
+
+    fn case(procedure: &str, status: i8, received: &str, due: Option<&str>) -> Case {
+        let mut syms = Interner::default();
+        let fact = Fact {
+            snapshot: Some(EventKey::default()),
+            status,
+            procedure: syms.intern(Some(procedure)),
+            received_at: Some(vn(received)),
+            due_at: due.map(vn),
+            ..Fact::default()
+        };
+        Case { fact, syms }
+    }
+
+    fn judge_at(c: &Case, as_of: &str) -> Judged {
+        let catalog = Catalog::embedded().unwrap();
+        judge("D", &c.fact, &c.syms, &cal(), &catalog, vn(as_of)).unwrap()
+    }
+
+    #[test]
+    fn same_date_as_due_is_on_time_earlier_date_is_early() {
+        // The sample's birth registration: due 24 Feb 16:30, processed 24 Feb 10:00.
+        let mut c = case("1.001193", 10, "2023-02-23 08:05", Some("2023-02-24 16:30"));
+        c.fact.finished_at = Some(vn("2023-02-24 10:00"));
+        c.fact.returned_at = Some(vn("2023-02-24 14:30"));
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.on_time, Some(OnTime::OnTime));
+        // Processed (9) comes before returned (10) in the priority.
+        assert_eq!(j.end_reason, Some(EndReason::Processed));
+        assert_eq!(j.end_at, Some(vn("2023-02-24 10:00")));
+        c.fact.finished_at = Some(vn("2023-02-23 15:00"));
+        assert_eq!(
+            judge_at(&c, "2023-03-31 23:59").on_time,
+            Some(OnTime::Early)
+        );
+    }
+
+    #[test]
+    fn a_pause_the_source_already_added_to_the_due_date_is_not_subtracted_again() {
+        // The sample's construction permit: paused 16–30 Jan 2023, the source moved the
+        // due date from 8 to 15 Feb, and it finished on 20 Feb: late.
+        let mut c = case("1.004227", 9, "2023-01-10 14:30", Some("2023-02-15 17:00"));
+        c.fact.finished_at = Some(vn("2023-02-20 09:00"));
+        c.fact.supplements = Box::new([Supplement {
+            requested_at: vn("2023-01-16 09:00"),
+            completed_at: Some(vn("2023-01-30 09:00")),
+            due_after: Some(vn("2023-02-15 17:00")),
+        }]);
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.on_time, Some(OnTime::Late));
+        assert_eq!(j.paused_seconds, 14 * 86_400);
+        assert_eq!(j.pause_subtracted_seconds, 0);
+        assert_eq!(j.effective_end_at, j.end_at);
+    }
+
+    #[test]
+    fn a_pause_the_source_did_not_account_for_is_subtracted_from_the_end() {
+        // Due 3 Mar; paused 1 Mar 10:00 to 3 Mar 10:00 with the due date unchanged;
+        // finished 4 Mar 15:00. Effective end 2 Mar 15:00: early.
+        let mut c = case("X", 9, "2023-03-01 08:00", Some("2023-03-03 17:00"));
+        c.fact.finished_at = Some(vn("2023-03-04 15:00"));
+        c.fact.supplements = Box::new([Supplement {
+            requested_at: vn("2023-03-01 10:00"),
+            completed_at: Some(vn("2023-03-03 10:00")),
+            due_after: None,
+        }]);
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.pause_subtracted_seconds, 2 * 86_400);
+        assert_eq!(j.effective_end_at, Some(vn("2023-03-02 15:00")));
+        assert_eq!(j.on_time, Some(OnTime::Early));
+    }
+
+    #[test]
+    fn one_unanswered_supplement_ends_the_clock_and_two_requests_are_late() {
+        let mut c = case("X", 5, "2023-03-06 08:00", Some("2023-03-10 17:00"));
+        c.fact.supplements = Box::new([Supplement {
+            requested_at: vn("2023-03-08 09:00"),
+            completed_at: None,
+            due_after: None,
+        }]);
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.end_reason, Some(EndReason::SupplementUnanswered));
+        assert_eq!(j.on_time, Some(OnTime::Early));
+        let second = Supplement {
+            requested_at: vn("2023-03-09 09:00"),
+            completed_at: Some(vn("2023-03-09 15:00")),
+            due_after: None,
+        };
+        c.fact.supplements = Box::new([c.fact.supplements[0], second]);
+        c.fact.finished_at = Some(vn("2023-03-09 16:00"));
+        c.fact.status = 9;
+        assert_eq!(judge_at(&c, "2023-03-31 23:59").on_time, Some(OnTime::Late));
+    }
+
+    #[test]
+    fn withdrawal_ends_the_clock_only_once_received() {
+        let mut c = case("X", 7, "2023-03-01 09:00", Some("2023-03-01 16:30"));
+        c.fact.first_seen = [Some(vn("2023-03-01 09:00")), None, None, None];
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.end_reason, Some(EndReason::Withdrawn));
+        assert_eq!(j.on_time, Some(OnTime::OnTime));
+        c.fact.received_at = None;
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!((j.end_at, j.on_time), (None, None));
+    }
+
+    #[test]
+    fn statuses_1_and_3_are_outside_the_count() {
+        for status in [1, 3] {
+            let c = case("X", status, "2023-03-01 09:00", Some("2023-03-02 16:30"));
+            let j = judge_at(&c, "2023-03-31 23:59");
+            assert!(!j.counted);
+            assert_eq!(j.on_time, None);
+        }
+    }
+
+    #[test]
+    fn a_missing_due_date_comes_from_the_catalogue_in_working_time() {
+        // Birth registration: 1 working day in the catalogue. Received Friday 24 Feb 2023
+        // at 16:00, so due Monday 27 Feb 16:00; processed Monday 15:00: on time.
+        let catalog = Catalog::embedded().unwrap();
+        let p = catalog.get("1.001193").expect("in the catalogue");
+        let mut c = case("1.001193", 9, "2023-02-24 16:00", None);
+        c.fact.finished_at = Some(vn("2023-02-27 15:00"));
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.due_source, Some(DueSource::Catalogue));
+        assert_eq!(
+            j.due_at,
+            Some(p.due_from(vn("2023-02-24 16:00"), &cal()).unwrap())
+        );
+        assert_eq!(j.on_time, Some(OnTime::OnTime));
+        // Unknown procedure and no due date: not judged.
+        let c = case("NOT-IN-CATALOGUE", 9, "2023-02-24 16:00", None);
+        assert_eq!(judge_at(&c, "2023-03-31 23:59").on_time, None);
+    }
+
+    #[test]
+    fn an_open_dossier_is_judged_at_the_end_of_each_period() {
+        // Received 30 Jan, due 3 Feb, still open on 10 Mar.
+        let c = case("X", 4, "2023-01-30 09:00", Some("2023-02-03 17:00"));
+        let j = judge_at(&c, "2023-03-10 12:00");
+        assert_eq!(j.on_time, Some(OnTime::InProgressOverdue));
+        let jan = NaiveDate::from_ymd_opt(2023, 1, 31).unwrap();
+        let feb3 = NaiveDate::from_ymd_opt(2023, 2, 3).unwrap();
+        assert_eq!(
+            j.open_class_at(jan, vn("2023-03-10 12:00")),
+            Some(OnTime::InProgressInTime)
+        );
+        // On its due date it is still in time; the day after, overdue.
+        assert_eq!(
+            j.open_class_at(feb3, vn("2023-03-10 12:00")),
+            Some(OnTime::InProgressOverdue)
+        );
+        assert_eq!(j.overdue_from, Some(feb3));
+        // A period not over yet is judged at the run's moment.
+        assert_eq!(
+            j.open_class_at(
+                NaiveDate::from_ymd_opt(2023, 12, 31).unwrap(),
+                vn("2023-02-01 12:00")
+            ),
+            Some(OnTime::InProgressInTime)
+        );
+    }
+
+    #[test]
+    fn working_days_leave_out_nights_weekends_holidays_and_pauses() {
+        // Received Friday 24 Feb 2023 16:00, processed Tuesday 28 Feb 09:00: 1 h Friday,
+        // 8 h Monday, 2 h Tuesday = 11 h = 1.375 working days.
+        let mut c = case("X", 9, "2023-02-24 16:00", Some("2023-03-03 17:00"));
+        c.fact.finished_at = Some(vn("2023-02-28 09:00"));
+        // Not in the catalogue: the result is a document when the dossier lists one.
+        c.fact.flags = FLAG_SUBMITTED_FILE | FLAG_E_RESULT | FLAG_HAS_RESULT_DOCUMENT;
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert_eq!(j.working_days, Some(1.375));
+        assert!(j.digitized && j.e_result && j.e_result_eligible);
+        c.fact.flags = FLAG_SUBMITTED_FILE;
+        let j = judge_at(&c, "2023-03-31 23:59");
+        assert!(
+            j.digitized && !j.e_result_eligible,
+            "no document result to wait for"
+        );
+    }
+}

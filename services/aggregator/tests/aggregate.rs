@@ -1,0 +1,388 @@
+//! The aggregator end to end on real Parquet: national sync records are decoded with the
+//! shared decoders, written as `events/` partitions, aggregated, and the tables read back.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use serde_json::{json, Value};
+use sohoa_aggregator::fold::Shard;
+use sohoa_aggregator::read::DateRange;
+use sohoa_aggregator::{model::Period, Options};
+use sohoa_schemas::{
+    build_decoder, DecodeOutput, DecoderContext, DecoderKind, EventBatchBuilder, Lineage,
+    Pseudonymizer,
+};
+
+const SAMPLES: &str = include_str!("../../../tests/fixtures/dvcqg/samples-envelope.json");
+
+/// Decode `messages` (each one Kafka message) and write them as `events/` partitions, one
+/// file per (message group, date), with offsets in message order.
+fn write_events(root: &Path, file: &str, messages: &[String]) {
+    let dec = build_decoder(
+        DecoderKind::Dvcqg,
+        DecoderContext {
+            source_system: Arc::from("dvcqg"),
+            pseudonymizer: Arc::new(Pseudonymizer::development()),
+        },
+    );
+    let mut by_day: std::collections::BTreeMap<i64, EventBatchBuilder> = Default::default();
+    for (offset, m) in messages.iter().enumerate() {
+        let mut out = DecodeOutput::default();
+        dec.decode(m.as_bytes(), &mut out);
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        for e in &out.events {
+            let day = sohoa_schemas::normalize::vn_day(e.event_time);
+            by_day.entry(day).or_default().append(
+                e,
+                &Lineage {
+                    topic: "t",
+                    partition: 0,
+                    offset: offset as i64,
+                    ingested_at: 0,
+                },
+            );
+        }
+    }
+    for (day, mut b) in by_day {
+        let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
+            .unwrap()
+            .format("%Y-%m-%d");
+        let dir = root.join(format!("events/date={date}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let batch = b.finish().unwrap();
+        let f = std::fs::File::create(dir.join(format!("{file}.parquet"))).unwrap();
+        let mut w = ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+}
+
+fn config() -> sohoa_runtime::Config {
+    sohoa_runtime::Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap()
+}
+
+fn vn(s: &str) -> i64 {
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+    (t.and_utc().timestamp() - 7 * 3600) * 1_000_000
+}
+
+fn options(as_of: &str) -> Options {
+    Options {
+        range: DateRange::default(),
+        as_of: vn(as_of),
+        shard: Shard::ALL,
+        merge_shards: None,
+        periods: Period::ALL.to_vec(),
+    }
+}
+
+fn aggregate(root: &Path, opts: &Options) -> sohoa_aggregator::Summary {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).unwrap());
+    sohoa_aggregator::run(&config().aggregate, store, rt.handle(), opts).unwrap()
+}
+
+fn read_table(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `metrics.csv` as (period, period_label, agency, procedure) → column → value.
+fn metrics_csv(root: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(root.join("metrics/metrics.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn row<'a>(
+    rows: &'a [std::collections::BTreeMap<String, String>],
+    label: &str,
+    agency: &str,
+    procedure: &str,
+) -> &'a std::collections::BTreeMap<String, String> {
+    rows.iter()
+        .find(|r| {
+            r["period_label"] == label
+                && r["agency_code"] == agency
+                && r["procedure_code"] == procedure
+        })
+        .unwrap_or_else(|| panic!("no row {label} {agency:?} {procedure:?}"))
+}
+
+#[test]
+fn the_three_samples_give_the_classes_and_counts_of_the_readme() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path(), "samples", &[SAMPLES.to_string()]);
+    let s = aggregate(dir.path(), &options("2023-12-31 23:59"));
+    assert_eq!((s.files_read, s.events_read, s.dossiers), (3, 3, 3));
+
+    let batches = read_table(&dir.path().join("dossiers/part-00000-of-00001.parquet"));
+    let b = &batches[0];
+    let code = b.column_by_name("dossier_code").unwrap().as_string::<i32>();
+    let class = b
+        .column_by_name("on_time_class")
+        .unwrap()
+        .as_string::<i32>();
+    let got: Vec<(String, String)> = (0..b.num_rows())
+        .map(|i| (code.value(i).to_string(), class.value(i).to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("000.00.12.H55-230223-0001".into(), "on_time".into()),
+            ("000.00.12.H55-230301-0107".into(), "on_time".into()),
+            ("000.00.30.H55-230110-0042".into(), "late".into()),
+        ]
+    );
+
+    let rows = metrics_csv(dir.path());
+    // January: the permit was received and was still in time at the month's end.
+    let jan = row(&rows, "2023-01", "", "");
+    assert_eq!(
+        (
+            jan["received"].as_str(),
+            jan["in_progress_in_time"].as_str()
+        ),
+        ("1", "1")
+    );
+    assert_eq!(jan["on_time_rate"], "1");
+    // February: the birth registration on time, the permit late; one received, online.
+    let feb = row(&rows, "2023-02", "", "");
+    assert_eq!(
+        [
+            &feb["received"],
+            &feb["online_received"],
+            &feb["on_time"],
+            &feb["late"],
+            &feb["ontime_total"]
+        ],
+        ["1", "1", "1", "1", "2"]
+    );
+    assert_eq!(feb["on_time_rate"], "0.5");
+    // Only the notarised copy (withdrawn) is received in March; its only fee is zero.
+    let mar = row(&rows, "2023-03", "", "");
+    assert_eq!(
+        (
+            mar["fee_bearing"].as_str(),
+            mar["online_payment_rate"].as_str()
+        ),
+        ("0", "")
+    );
+    let year = row(&rows, "2023", "", "");
+    assert_eq!(
+        [
+            &year["received"],
+            &year["on_time"],
+            &year["late"],
+            &year["in_progress_in_time"]
+        ],
+        ["3", "2", "1", "0"]
+    );
+    // The birth registration is digitized with an electronic result; the agency rollup
+    // and its procedure row agree.
+    let agency = row(&rows, "2023", "000.00.12.H55", "");
+    let detail = row(&rows, "2023", "000.00.12.H55", "1.001193");
+    assert_eq!(agency["digitized"], "1");
+    assert_eq!(detail["e_result"], "1");
+    assert_eq!(detail["procedure_name"], "Đăng ký khai sinh");
+    // The scorecard gives the province points for what it can measure.
+    let cards = std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap();
+    assert!(cards.lines().next().unwrap().contains("points_2_1"));
+    assert!(s
+        .scorecards
+        .iter()
+        .any(|c| c.agency_code.is_none() && c.period == Period::Year));
+}
+
+#[test]
+fn repeats_and_a_stale_snapshot_arriving_late_change_nothing() {
+    let clean = tempfile::tempdir().unwrap();
+    write_events(clean.path(), "a", &[SAMPLES.to_string()]);
+    aggregate(clean.path(), &options("2023-12-31 23:59"));
+
+    let dirty = tempfile::tempdir().unwrap();
+    let mut env: Value = serde_json::from_str(SAMPLES).unwrap();
+    // An older snapshot of the permit (still processing, before it finished), synced
+    // after the final one: it must not win.
+    let mut stale = env["data"][1].clone();
+    stale["TrangThaiHoSo"] = json!(4);
+    stale.as_object_mut().unwrap().remove("NgayKetThucXuLy");
+    let stale_msg = json!({"service": "DongBoHoSoMC", "data": [stale]}).to_string();
+    write_events(
+        dirty.path(),
+        "a",
+        &[SAMPLES.to_string(), stale_msg, SAMPLES.to_string()],
+    );
+    // The same file replayed under another name.
+    write_events(dirty.path(), "b", &[SAMPLES.to_string()]);
+    let s = aggregate(dirty.path(), &options("2023-12-31 23:59"));
+    assert_eq!(s.dossiers, 3);
+    assert_eq!(s.events_read, 10);
+    let a = std::fs::read_to_string(clean.path().join("metrics/metrics.csv")).unwrap();
+    let b = std::fs::read_to_string(dirty.path().join("metrics/metrics.csv")).unwrap();
+    assert_eq!(a, b);
+    env["data"][1]["TrangThaiHoSo"] = json!(9);
+}
+
+/// A deterministic feed: `n` dossiers over 2024 across agencies, procedures and fates.
+fn synthetic(n: usize) -> Vec<String> {
+    let agencies = [
+        "000.00.12.H55",
+        "000.00.30.H55",
+        "000.20.31.H55",
+        "000.21.32.H55",
+    ];
+    let procedures = [
+        ("1.001193", "Đăng ký khai sinh"),
+        ("1.004227", "Cấp giấy phép xây dựng"),
+        ("2.000908", "Chứng thực bản sao"),
+        ("9.999999", "Thủ tục chưa có trong danh mục"),
+    ];
+    let mut seed: u64 = 42;
+    let mut rnd = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    let fmt = |t: chrono::NaiveDateTime| t.format("%Y%m%d%H%M%S").to_string();
+    (0..n)
+        .map(|i| {
+            let received = chrono::NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_opt(7, 30, 0).unwrap()
+                + chrono::Duration::hours(rnd(24 * 330) as i64);
+            let due = received + chrono::Duration::days(1 + rnd(10) as i64);
+            let (proc_code, proc_name) = procedures[rnd(4) as usize];
+            let mut r = json!({
+                "MaHoSo": format!("H55-{i:06}"),
+                "MaTTHC": proc_code,
+                "TenTTHC": proc_name,
+                "DonViXuLy": agencies[rnd(4) as usize],
+                "KenhThucHien": 1 + rnd(2),
+                "NgayTiepNhan": fmt(received),
+                "TrangThaiHoSo": 4,
+                "HoSoCoThanhPhanSoHoa": rnd(2),
+                "DuocThanhToanTrucTuyen": rnd(3),
+                "TaiLieuNop": [{"IsDeleted": false, "DuongDanTaiTepTin": "https://f.example.invalid/x", "DuocSoHoa": rnd(2)}],
+                "DanhSachLePhi": [{"Gia": rnd(2) * 50000}],
+                "DanhSachGiayToKetQua": if rnd(3) > 0 { json!([{"TenGiayTo": "KQ", "DuongDanTepTinKetQua": "https://f.example.invalid/r"}]) } else { json!([]) },
+            });
+            if rnd(5) > 0 {
+                r["NgayHenTra"] = json!(fmt(due));
+            }
+            match rnd(6) {
+                0 => {}
+                1 => {
+                    let asked = received + chrono::Duration::hours(5);
+                    r["DanhSachHoSoBoSung"] = json!([{"NgayBoSung": fmt(asked), "NgayTiepNhanBoSung": fmt(asked + chrono::Duration::days(3))}]);
+                    r["NgayKetThucXuLy"] = json!(fmt(due + chrono::Duration::days(rnd(5) as i64 - 1)));
+                    r["TrangThaiHoSo"] = json!(9);
+                }
+                2 => r["TrangThaiHoSo"] = json!(7),
+                _ => {
+                    r["NgayKetThucXuLy"] = json!(fmt(received + chrono::Duration::hours(rnd(24 * 12) as i64)));
+                    r["TrangThaiHoSo"] = json!(10);
+                }
+            }
+            json!({"service": "DongBoHoSoMC", "data": [r]}).to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn shards_merged_equal_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path(), "feed", &synthetic(600));
+    let whole = aggregate(dir.path(), &options("2024-12-31 12:00"));
+    assert_eq!(whole.dossiers, 600);
+    let one = std::fs::read_to_string(dir.path().join("metrics/metrics.csv")).unwrap();
+    let one_cards = std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("metrics")).unwrap();
+
+    let mut dossiers = 0;
+    for index in 0..3 {
+        let mut o = options("2024-12-31 12:00");
+        o.shard = Shard { index, count: 3 };
+        let s = aggregate(dir.path(), &o);
+        assert!(
+            s.dossiers > 100,
+            "each shard gets a fair share: {}",
+            s.dossiers
+        );
+        dossiers += s.dossiers;
+    }
+    assert_eq!(dossiers, 600);
+    let mut o = options("2024-12-31 12:00");
+    o.merge_shards = Some(3);
+    aggregate(dir.path(), &o);
+    let merged = std::fs::read_to_string(dir.path().join("metrics/metrics.csv")).unwrap();
+    assert_eq!(one, merged);
+    assert_eq!(
+        one_cards,
+        std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap()
+    );
+    // The three parts replaced the single run's file.
+    let parts: Vec<_> = std::fs::read_dir(dir.path().join("dossiers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(parts.len(), 3, "{parts:?}");
+}
+
+#[test]
+fn a_year_missing_from_the_calendar_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: Value = serde_json::from_str(SAMPLES).unwrap();
+    env["data"][0]["NgayTiepNhan"] = json!("20210223080512");
+    env["data"][0]["NgayNopHoSo"] = json!("20210222080512");
+    env["data"].as_array_mut().unwrap().truncate(1);
+    write_events(dir.path(), "old", &[env.to_string()]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let err = sohoa_aggregator::run(
+        &config().aggregate,
+        store,
+        rt.handle(),
+        &options("2023-12-31 23:59"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("2021"), "{err}");
+    assert!(err.contains("000.00.12.H55-230223-0001"), "{err}");
+}
+
+#[test]
+fn only_the_date_partitions_asked_for_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path(), "samples", &[SAMPLES.to_string()]);
+    let mut o = options("2023-12-31 23:59");
+    o.range = DateRange {
+        from: Some(chrono::NaiveDate::from_ymd_opt(2023, 2, 1).unwrap()),
+        to: Some(chrono::NaiveDate::from_ymd_opt(2023, 2, 28).unwrap()),
+    };
+    let s = aggregate(dir.path(), &o);
+    assert_eq!((s.files_read, s.dossiers), (2, 2));
+}

@@ -1,0 +1,222 @@
+"""The aggregator checked by independent tools: its metrics by SQL in DuckDB, its report
+in a real headless browser.
+
+A generated feed is backfilled into events/, `sohoa aggregate` writes dossiers/ and
+metrics/, and DuckDB runs the SQL that ships for analysts (schemas/sql/metrics.sql) on
+dossiers/ alone. Every count of every metrics row must match exactly, and the rates must
+be the counts' quotients (empty when the denominator is 0)."""
+import csv
+import datetime as dt
+import html.parser
+import json
+import os
+import random
+import shutil
+
+import duckdb
+import pytest
+from conftest import ROOT, run
+
+AS_OF = "2024-09-15T12:00:00"
+AGENCIES = ["000.00.12.H55", "000.00.30.H55", "000.20.31.H55", "000.21.32.H55", "000.22.33.H55"]
+PROCEDURES = [
+    ("1.001193", "Đăng ký khai sinh"),
+    ("1.004227", "Cấp giấy phép xây dựng đối với nhà ở riêng lẻ"),
+    ("2.000908", "Chứng thực bản sao từ bản chính"),
+    ("1.000656", "Đăng ký thường trú"),
+    ("9.999999", "Thủ tục chưa có trong danh mục"),
+]
+COUNTS = ["received", "online_received", "ontime_total", "early", "on_time", "late",
+          "in_progress_in_time", "in_progress_overdue", "digitized", "e_result_eligible",
+          "e_result", "reused", "fee_bearing", "paid_online"]
+RATES = {
+    "online_rate": ("online_received", "received"),
+    "on_time_rate": (None, "ontime_total"),
+    "digitization_rate": ("digitized", "received"),
+    "e_result_rate": ("e_result", "e_result_eligible"),
+    "reuse_rate": ("reused", "received"),
+    "online_payment_rate": ("paid_online", "fee_bearing"),
+}
+
+
+def fmt(t):
+    return t.strftime("%Y%m%d%H%M%S")
+
+
+def record(i, rnd):
+    received = dt.datetime(2024, 1, 2, 7, 0) + dt.timedelta(hours=rnd.randrange(24 * 240))
+    code, name = rnd.choice(PROCEDURES)
+    r = {
+        "MaHoSo": f"H55-{i:06d}",
+        "MaTTHC": code,
+        "TenTTHC": name,
+        "DonViXuLy": rnd.choice(AGENCIES),
+        "KenhThucHien": rnd.choice([1, 2, 2, 3, None]),
+        "NgayTiepNhan": fmt(received),
+        "TrangThaiHoSo": 4,
+        "HoSoCoThanhPhanSoHoa": rnd.randrange(2),
+        "DuocThanhToanTrucTuyen": rnd.randrange(3),
+        "TaiLieuNop": [{"IsDeleted": False, "DuongDanTaiTepTin": "https://f.example.invalid/x" if rnd.random() < 0.8 else None, "DuocTaiSuDung": rnd.randrange(2)}],
+        "DanhSachLePhi": [{"Gia": rnd.choice([0, 0, 50000])}],
+        "DanhSachGiayToKetQua": [{"TenGiayTo": "KQ", "DuongDanTepTinKetQua": "https://f.example.invalid/r"}] if rnd.random() < 0.6 else [],
+    }
+    due = received + dt.timedelta(days=rnd.randrange(1, 12), hours=rnd.randrange(8))
+    if rnd.random() < 0.85:
+        r["NgayHenTra"] = fmt(due)
+    fate = rnd.randrange(10)
+    end = received + dt.timedelta(hours=rnd.randrange(24 * 20))
+    if fate == 0:
+        r["TrangThaiHoSo"] = rnd.choice([1, 3])
+    elif fate == 1:
+        r["TrangThaiHoSo"] = 7
+    elif fate in (2, 3):
+        asked = received + dt.timedelta(hours=rnd.randrange(1, 30))
+        sups = [{"NgayBoSung": fmt(asked)}]
+        if rnd.random() < 0.7:
+            sups[0]["NgayTiepNhanBoSung"] = fmt(asked + dt.timedelta(days=rnd.randrange(1, 6)))
+            if rnd.random() < 0.5 and "NgayHenTra" in r:
+                sups[0]["NgayHenTraMoi"] = r["NgayHenTra"]
+            if rnd.random() < 0.3:
+                sups.append({"NgayBoSung": fmt(asked + dt.timedelta(days=7)), "NgayTiepNhanBoSung": fmt(asked + dt.timedelta(days=8))})
+            r["NgayKetThucXuLy"] = fmt(end + dt.timedelta(days=3))
+            r["TrangThaiHoSo"] = 9
+        else:
+            r["TrangThaiHoSo"] = 5
+        r["DanhSachHoSoBoSung"] = sups
+    elif fate in (4, 5, 6, 7):
+        r["NgayKetThucXuLy"] = fmt(end)
+        r["NgayTra"] = fmt(end + dt.timedelta(hours=3))
+        r["TrangThaiHoSo"] = 10
+    # Only what had happened by the judging moment is in the feed.
+    limit = fmt(dt.datetime.fromisoformat(AS_OF))
+    for k in ("NgayKetThucXuLy", "NgayTra"):
+        if r.get(k, "0") > limit:
+            del r[k]
+            r["TrangThaiHoSo"] = 4
+    return r
+
+
+@pytest.fixture(scope="module")
+def aggregated(tmp_path_factory, sohoa):
+    work = tmp_path_factory.mktemp("aggregate")
+    rnd = random.Random(766)
+    export = work / "export.jsonl"
+    export.write_text("\n".join(json.dumps(record(i, rnd), ensure_ascii=False) for i in range(3000)) + "\n", encoding="utf-8")
+    out = work / "data"
+    env = dict(os.environ, SOHOA__PRIVACY__DEVELOPMENT_MODE="true", SOHOA__HTTP__LISTEN="", NO_COLOR="1")
+    ingest = run([sohoa, "ingest", "--from-file", str(export), "--out", str(out)], env=env)
+    assert ingest.returncode == 0, ingest.stderr
+    agg = run([sohoa, "aggregate", "--root", str(out), "--as-of", AS_OF], env=env)
+    assert agg.returncode == 0, agg.stderr
+    return out, agg
+
+
+def test_the_shipped_sql_reproduces_every_metric_row(aggregated):
+    out, _ = aggregated
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW dossiers AS SELECT * FROM read_parquet('{out}/dossiers/*.parquet')")
+    con.execute(f"CREATE VIEW periods AS SELECT * FROM read_parquet('{out}/metrics/periods.parquet')")
+    sql = (ROOT / "schemas" / "sql" / "metrics.sql").read_text()
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    expected = {}
+    for row in cur.fetchall():
+        r = dict(zip(names, row))
+        key = (r["period"], r["period_start"].isoformat(), r["agency_code"] or "", r["procedure_code"] or "")
+        expected[key] = {c: int(r[c]) for c in COUNTS}
+
+    with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    got = {(r["period"], r["period_start"], r["agency_code"], r["procedure_code"]): r for r in rows}
+    assert set(got) == set(expected)
+    assert len(rows) > 1000
+    for key, want in expected.items():
+        r = got[key]
+        assert {c: int(r[c]) for c in COUNTS} == want, key
+        for rate, (num, den) in RATES.items():
+            n = want["early"] + want["on_time"] + want["in_progress_in_time"] if num is None else want[num]
+            if want[den] == 0:
+                assert r[rate] == "", (key, rate)
+            else:
+                assert float(r[rate]) == pytest.approx(n / want[den], rel=1e-12), (key, rate)
+    # The feed exercises every class, and open dossiers judged at past period ends.
+    year = got[("year", "2024-01-01", "", "")]
+    for c in ["early", "on_time", "late", "in_progress_in_time", "in_progress_overdue"]:
+        assert int(year[c]) > 0, c
+
+
+def test_analysts_query_dossiers_directly(aggregated):
+    out, agg = aggregated
+    con = duckdb.connect()
+    n, judged, agencies = con.execute(
+        f"SELECT count(*), count(on_time_class), count(DISTINCT agency_code) FROM read_parquet('{out}/dossiers/*.parquet')"
+    ).fetchall()[0]
+    assert n == 3000
+    assert 2000 < judged < 3000
+    assert agencies == 5
+    # The terminal summary names every agency.
+    for a in AGENCIES:
+        assert a in agg.stdout
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("chromium is not installed: tests/run installs Debian's chromium package")
+
+
+def headless(*args, tmp):
+    # Flags from this machine's notes: no sandbox as root, and no background networking,
+    # which the closed network would refuse.
+    return run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp}", *args], timeout=120)
+
+
+class Dom(html.parser.HTMLParser):
+    """Elements of the rendered DOM: (tag, attributes, ids of the enclosing elements)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.elements = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.elements.append((tag, a, [x for x in self.stack if x]))
+        if tag not in ("br", "meta", "link", "img", "input", "hr", "col"):
+            self.stack.append(a.get("id"))
+
+    def handle_endtag(self, tag):
+        if self.stack:
+            self.stack.pop()
+
+
+def test_the_report_renders_in_a_real_browser_with_its_charts(aggregated, tmp_path):
+    out, _ = aggregated
+    page = out / "report" / "index.html"
+    assert "http://" not in page.read_text() and "https://" not in page.read_text(), "works offline"
+    dump = headless("--dump-dom", page.as_uri(), tmp=tmp_path / "profile")
+    assert dump.returncode == 0, dump.stderr
+    dom = Dom()
+    dom.feed(dump.stdout)
+    ids = {a.get("id") for _, a, _ in dom.elements}
+    for figure in ["ranking-ontime", "ranking-digitization", "trend-monthly", "worst-procedures", "scorecard"]:
+        assert figure in ids, figure
+    # One bar per agency in each ranking, best first.
+    for figure in ["ranking-ontime", "ranking-digitization"]:
+        rows = [a for t, a, inside in dom.elements if t == "g" and "bar-row" in a.get("class", "") and figure in inside]
+        assert len(rows) == len(AGENCIES), figure
+        rates = [float(a["data-rate"]) for a in rows]
+        assert rates == sorted(rates, reverse=True)
+        bars = [a for t, a, inside in dom.elements if t == "rect" and "bar" in a.get("class", "").split() and figure in inside]
+        assert len(bars) == len(AGENCIES)
+    # The monthly trend has a point per month with data (January to September).
+    points = {a["data-month"] for t, a, inside in dom.elements if t == "circle" and "pt-ontime" in a.get("class", "")}
+    assert len(points) == 9, points
+    # And it paints: a screenshot of the page is not blank.
+    shot = tmp_path / "report.png"
+    r = headless(f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri(), tmp=tmp_path / "profile2")
+    assert r.returncode == 0, r.stderr
+    assert shot.stat().st_size > 30_000
