@@ -47,8 +47,8 @@ def s3():
     proc.wait(timeout=10)
 
 
-def ingest(sohoa, endpoint, tmp_path, fixture):
-    env = dict(
+def s3_env(endpoint):
+    return dict(
         os.environ,
         SOHOA__PRIVACY__DEVELOPMENT_MODE="true",
         SOHOA__HTTP__LISTEN="",
@@ -59,6 +59,10 @@ def ingest(sohoa, endpoint, tmp_path, fixture):
         SOHOA__STORAGE__OPTIONS__AWS_ACCESS_KEY_ID="test",
         SOHOA__STORAGE__OPTIONS__AWS_SECRET_ACCESS_KEY="test",
     )
+
+
+def ingest(sohoa, endpoint, tmp_path, fixture):
+    env = s3_env(endpoint)
     return run([sohoa, "ingest", "--from-file", str(fixture), "--out", f"s3://{BUCKET}/province",
                 "--rejects", str(tmp_path / "rejects.jsonl")], env=env)
 
@@ -86,3 +90,20 @@ def test_backfill_to_s3_is_exactly_once_and_readable(sohoa, s3, tmp_path):
     assert table.num_rows == 3
     assert sorted(table.column("dossier_code").to_pylist()) == [
         "000.00.12.H55-230223-0001", "000.00.12.H55-230301-0107", "000.00.30.H55-230110-0042"]
+
+
+def test_aggregate_reads_and_writes_the_bucket(sohoa, s3, tmp_path):
+    endpoint, client = s3
+    # Idempotent: the backfill test may have loaded the samples already.
+    loaded = ingest(sohoa, endpoint, tmp_path, FIXTURES / "dvcqg" / "samples-envelope.json")
+    assert loaded.returncode == 0, loaded.stderr
+    agg = run([sohoa, "aggregate", "--root", f"s3://{BUCKET}/province", "--as-of", "2023-12-31"],
+              env=s3_env(endpoint))
+    assert agg.returncode == 0, agg.stderr
+    assert "3 events, 3 dossiers" in agg.stderr
+    csv = client.get_object(Bucket=BUCKET, Key="province/metrics/metrics.csv")["Body"].read().decode()
+    year = [l for l in csv.splitlines() if l.startswith("year,2023-01-01,2023,,,")]
+    assert len(year) == 1 and year[0].split(",")[6] == "3", year
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="province/")["Contents"]}
+    assert {"province/dossiers/part-00000-of-00001.parquet", "province/report/index.html",
+            "province/metrics/metrics.parquet", "province/metrics/scorecard.csv"} <= keys

@@ -152,19 +152,14 @@ pub fn run(
         None => {
             let files = rt.block_on(read::event_files(&*store, opts.range))?;
             let mut folder = Folder::new(opts.shard);
-            for f in &files {
-                let data = rt.block_on(read::fetch(&*store, f))?;
-                summary.bytes_read += data.len() as u64;
-                read::decode(&f.path, data, fold::COLUMNS, |b: &RecordBatch| {
-                    folder.add(b).map_err(|e| e.to_string())
-                })?;
-            }
+            summary.bytes_read = read_into(&files, &store, rt, &mut folder)?;
             summary.files_read = files.len();
             summary.events_read = folder.events_read;
             tracing::info!(
                 files = files.len(),
                 events = folder.events_read,
                 dossiers = folder.facts.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "events folded"
             );
 
@@ -190,6 +185,10 @@ pub fn run(
                 judged.push(j);
             }
             summary.dossiers = codes.len();
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "dossiers judged and grouped"
+            );
             let rows: Vec<output::DossierOut> = codes
                 .iter()
                 .zip(&judged)
@@ -206,6 +205,10 @@ pub fn run(
             let layout = format!("-of-{:05}.parquet", opts.shard.count);
             rt.block_on(remove_other_layouts(&*store, "dossiers", &layout))?;
             summary.written.push(path);
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "dossiers written"
+            );
             let mut base = grouper.base(&folder.syms);
             base.names = names.names;
             if opts.shard.count > 1 {
@@ -246,6 +249,68 @@ pub fn run(
     summary.scorecards = cards;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
+}
+
+/// Fetch and decode the files on worker threads while this one folds: Parquet decoding is
+/// most of the work, and the fold does not care about order.
+fn read_into(
+    files: &[read::EventFile],
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    folder: &mut Folder,
+) -> Result<u64, AggregateError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let bytes = AtomicUsize::new(0);
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<Result<RecordBatch, AggregateError>>(workers * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, failed, bytes) = (&next, &failed, &bytes);
+            scope.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        return;
+                    };
+                    let result = rt.block_on(read::fetch(&**store, f)).and_then(|data| {
+                        bytes.fetch_add(data.len(), Ordering::Relaxed);
+                        read::decode(&f.path, data, fold::COLUMNS, |b: &RecordBatch| {
+                            tx.send(Ok(b.clone()))
+                                .map_err(|_| "the fold stopped".to_string())
+                        })
+                    });
+                    if let Err(e) = result {
+                        failed.store(true, Ordering::Relaxed);
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut first_error = None;
+        for msg in rx {
+            match msg {
+                Ok(batch) if first_error.is_none() => {
+                    if let Err(e) = folder.add(&batch) {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error = Some(e.into());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })?;
+    Ok(bytes.load(Ordering::Relaxed) as u64)
 }
 
 /// Delete the parts under `dir` written by a run with another shard count (whose names
