@@ -25,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def generate(con, root, dossiers):
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"""
     CREATE TEMP TABLE d AS
     SELECT

@@ -9,12 +9,13 @@
 //! dossiers, not with events.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use arrow::array::{
-    Array, AsArray, BooleanArray, Int32Array, Int64Array, Int8Array, ListArray, RecordBatch,
-    StringArray, StructArray, TimestampMicrosecondArray,
+    Array, AsArray, BooleanArray, DictionaryArray, Int32Array, Int64Array, Int8Array, ListArray,
+    RecordBatch, StringArray, StructArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::datatypes::{Int32Type, TimestampMicrosecondType};
 
 /// The `events` columns the fold reads; the reader projects nothing else.
 pub const COLUMNS: &[&str] = &[
@@ -54,13 +55,60 @@ pub enum FoldError {
     },
 }
 
+/// FxHash (rustc's hasher): keys here are dossier codes and small tuples from our own
+/// files, not attacker-chosen, and SipHash's flood resistance costs a third of the fold.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A hash map keyed with [`FxHasher`].
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// An interned string: agency, procedure and system codes repeat across many dossiers.
 pub type Sym = u32;
 pub const NO_SYM: Sym = u32::MAX;
 
 #[derive(Debug, Default)]
 pub struct Interner {
-    ids: HashMap<Box<str>, Sym>,
+    ids: FxMap<Box<str>, Sym>,
     names: Vec<Box<str>>,
 }
 
@@ -78,6 +126,15 @@ impl Interner {
 
     pub fn get(&self, id: Sym) -> Option<&str> {
         self.names.get(id as usize).map(|s| &**s)
+    }
+
+    /// `current` if it already stands for `s` (a dossier's codes rarely change between its
+    /// snapshots, and comparing is cheaper than hashing), else `s` interned.
+    pub fn reintern(&mut self, current: Sym, s: Option<&str>) -> Sym {
+        if current != NO_SYM && self.get(current) == s {
+            return current;
+        }
+        self.intern(s)
     }
 }
 
@@ -166,24 +223,117 @@ impl Shard {
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
     /// FNV-1a of the dossier code: stable across runs, machines and versions.
-    pub fn owns(&self, dossier_code: &str) -> bool {
-        if self.count <= 1 {
-            return true;
-        }
+    pub fn hash(dossier_code: &str) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in dossier_code.bytes() {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
+        h
+    }
+
+    pub fn owns(&self, dossier_code: &str) -> bool {
+        self.count <= 1 || self.owns_hash(Self::hash(dossier_code))
+    }
+
+    fn owns_hash(&self, h: u64) -> bool {
         (h % u64::from(self.count)) as u32 == self.index
     }
 }
 
+/// Which part of a shard one fold thread owns: the shard's dossiers split again by the
+/// same hash, so threads never share a dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub shard: Shard,
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Part {
+    pub fn whole(shard: Shard) -> Self {
+        Part {
+            shard,
+            index: 0,
+            count: 1,
+        }
+    }
+
+    fn owns(&self, dossier_code: &str) -> bool {
+        if self.shard.count <= 1 && self.count <= 1 {
+            return true;
+        }
+        let h = Shard::hash(dossier_code);
+        self.shard.owns_hash(h)
+            && ((h / u64::from(self.shard.count.max(1))) % u64::from(self.count)) as u32
+                == self.index
+    }
+}
+
+/// A text column of codes, as interned symbols. A dictionary column (how the reader asks
+/// for [`DICTIONARY_COLUMNS`]) is interned once per distinct value per batch; a plain one,
+/// row by row.
+enum Codes<'a> {
+    Dict {
+        keys: &'a Int32Array,
+        syms: Vec<Sym>,
+    },
+    Plain(&'a StringArray),
+}
+
+impl<'a> Codes<'a> {
+    fn new(b: &'a RecordBatch, name: &'static str, syms: &mut Interner) -> Result<Self, FoldError> {
+        let c = col(b, name)?;
+        if let Some(d) = c.as_any().downcast_ref::<DictionaryArray<Int32Type>>() {
+            let values = d
+                .values()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| FoldError::Column {
+                    column: name,
+                    reason: format!("dictionary of {}, not text", d.values().data_type()),
+                })?;
+            let map = (0..values.len())
+                .map(|j| syms.intern(s(values, j)))
+                .collect();
+            return Ok(Codes::Dict {
+                keys: d.keys(),
+                syms: map,
+            });
+        }
+        typed(b, name).map(Codes::Plain)
+    }
+
+    /// The symbol of row `i`; `current` is kept when it already stands for the value.
+    fn sym(&self, i: usize, current: Sym, syms: &mut Interner) -> Sym {
+        match self {
+            Codes::Dict { keys, syms: map } => {
+                if keys.is_valid(i) {
+                    map[keys.value(i) as usize]
+                } else {
+                    NO_SYM
+                }
+            }
+            Codes::Plain(a) => syms.reintern(current, s(a, i)),
+        }
+    }
+}
+
+/// The text columns read as dictionaries.
+pub const DICTIONARY_COLUMNS: &[&str] = &[
+    "event_kind",
+    "source_system",
+    "procedure_code",
+    "procedure_name",
+    "agency_code",
+    "channel",
+];
+
 /// The fold's state: one fact per dossier code.
 #[derive(Debug)]
 pub struct Folder {
-    pub shard: Shard,
-    pub facts: HashMap<Box<str>, Fact>,
+    pub part: Part,
+    pub facts: FxMap<Box<str>, Fact>,
     pub syms: Interner,
     /// Events read, and events of dossiers other shards own.
     pub events_read: u64,
@@ -227,10 +377,10 @@ fn b(a: &BooleanArray, i: usize) -> bool {
 }
 
 impl Folder {
-    pub fn new(shard: Shard) -> Self {
+    pub fn new(part: Part) -> Self {
         Folder {
-            shard,
-            facts: HashMap::new(),
+            part,
+            facts: FxMap::default(),
             syms: Interner::default(),
             events_read: 0,
             events_skipped: 0,
@@ -239,13 +389,20 @@ impl Folder {
 
     /// Fold one batch of `events` (projected to [`COLUMNS`]).
     pub fn add(&mut self, batch: &RecordBatch) -> Result<(), FoldError> {
-        let kind: &StringArray = typed(batch, "event_kind")?;
-        let system: &StringArray = typed(batch, "source_system")?;
+        let syms = &mut self.syms;
+        let kind = Codes::new(batch, "event_kind", syms)?;
+        let system = Codes::new(batch, "source_system", syms)?;
         let code: &StringArray = typed(batch, "dossier_code")?;
-        let procedure: &StringArray = typed(batch, "procedure_code")?;
-        let procedure_name: &StringArray = typed(batch, "procedure_name")?;
-        let agency: &StringArray = typed(batch, "agency_code")?;
-        let channel: &StringArray = typed(batch, "channel")?;
+        let procedure = Codes::new(batch, "procedure_code", syms)?;
+        let procedure_name = Codes::new(batch, "procedure_name", syms)?;
+        let agency = Codes::new(batch, "agency_code", syms)?;
+        let channel = Codes::new(batch, "channel", syms)?;
+        let snapshot = syms.intern(Some("snapshot"));
+        let channels = [
+            (syms.intern(Some("in_person")), CHANNEL_IN_PERSON),
+            (syms.intern(Some("online")), CHANNEL_ONLINE),
+            (syms.intern(Some("postal")), CHANNEL_POSTAL),
+        ];
         let status: &Int8Array = typed(batch, "status_code")?;
         let time: &TimestampMicrosecondArray = typed(batch, "event_time")?;
         let received: &TimestampMicrosecondArray = typed(batch, "received_at")?;
@@ -277,7 +434,7 @@ impl Folder {
         for i in 0..batch.num_rows() {
             self.events_read += 1;
             let dossier = code.value(i);
-            if !self.shard.owns(dossier) {
+            if !self.part.owns(dossier) {
                 self.events_skipped += 1;
                 continue;
             }
@@ -308,21 +465,20 @@ impl Folder {
                 let slot = &mut fact.first_seen[(st - 7) as usize];
                 *slot = Some(slot.map_or(key.time, |t| t.min(key.time)));
             }
-            if kind.value(i) != "snapshot" || fact.snapshot.is_some_and(|k| k > key) {
+            if kind.sym(i, NO_SYM, syms) != snapshot || fact.snapshot.is_some_and(|k| k > key) {
                 continue;
             }
             // The newest snapshot is the dossier as the source last described it.
             fact.snapshot = Some(key);
-            fact.source_system = self.syms.intern(s(system, i));
-            fact.agency = self.syms.intern(s(agency, i));
-            fact.procedure = self.syms.intern(s(procedure, i));
-            fact.procedure_name = self.syms.intern(s(procedure_name, i));
-            fact.channel = match s(channel, i) {
-                Some("online") => CHANNEL_ONLINE,
-                Some("postal") => CHANNEL_POSTAL,
-                Some("in_person") => CHANNEL_IN_PERSON,
-                _ => CHANNEL_UNKNOWN,
-            };
+            fact.source_system = system.sym(i, fact.source_system, syms);
+            fact.agency = agency.sym(i, fact.agency, syms);
+            fact.procedure = procedure.sym(i, fact.procedure, syms);
+            fact.procedure_name = procedure_name.sym(i, fact.procedure_name, syms);
+            let ch = channel.sym(i, NO_SYM, syms);
+            fact.channel = channels
+                .iter()
+                .find(|(sym, _)| *sym == ch)
+                .map_or(CHANNEL_UNKNOWN, |(_, c)| *c);
             let mut flags = 0;
             for (a, f) in &flag_cols {
                 if b(a, i) {

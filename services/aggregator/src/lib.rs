@@ -29,7 +29,7 @@ use sohoa_runtime::config::AggregateConfig;
 
 use calendar::{Calendar, CalendarError, OfficeHours};
 use catalog::{Catalog, CatalogError};
-use fold::{Folder, Shard, NO_SYM};
+use fold::{Folder, Part, Shard, NO_SYM};
 use metrics::{Base, Grouper};
 use model::{MetricRow, Period, Scorecard};
 use read::DateRange;
@@ -151,54 +151,61 @@ pub fn run(
         Some(n) => rt.block_on(read_shards(&*store, n))?,
         None => {
             let files = rt.block_on(read::event_files(&*store, opts.range))?;
-            let mut folder = Folder::new(opts.shard);
-            summary.bytes_read = read_into(&files, &store, rt, &mut folder)?;
+            // One fold thread per core, each owning a disjoint part of the dossiers: the
+            // fold is hash-map lookups into a table far larger than the caches, so it is
+            // what bounds a run, not decoding.
+            let threads = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(8);
+            let mut folders: Vec<Folder> = (0..threads as u32)
+                .map(|index| {
+                    Folder::new(Part {
+                        shard: opts.shard,
+                        index,
+                        count: threads as u32,
+                    })
+                })
+                .collect();
+            summary.bytes_read = read_into(&files, &store, rt, &mut folders)?;
             summary.files_read = files.len();
-            summary.events_read = folder.events_read;
+            summary.events_read = folders.first().map_or(0, |f| f.events_read);
+            let dossiers: usize = folders.iter().map(|f| f.facts.len()).sum();
             tracing::info!(
                 files = files.len(),
-                events = folder.events_read,
-                dossiers = folder.facts.len(),
+                events = summary.events_read,
+                dossiers,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "events folded"
             );
 
-            let mut codes: Vec<&str> = folder.facts.keys().map(|k| &**k).collect();
-            codes.sort_unstable();
-            let mut grouper = Grouper::new(&opts.periods, opts.as_of);
-            let mut judged = Vec::with_capacity(codes.len());
-            let mut names = Base::default();
-            for code in &codes {
-                let fact = &folder.facts[*code];
-                let j = rules::judge(code, fact, &folder.syms, &cal, &catalog, opts.as_of)?;
-                grouper.add(fact.agency, fact.procedure, &j);
-                if let (Some(c), Some(n)) = (
-                    (fact.procedure != NO_SYM)
-                        .then(|| folder.syms.get(fact.procedure))
-                        .flatten(),
-                    (fact.procedure_name != NO_SYM)
-                        .then(|| folder.syms.get(fact.procedure_name))
-                        .flatten(),
-                ) {
-                    names.add_name(c.to_owned(), n.to_owned());
-                }
-                judged.push(j);
+            let judged: Vec<Judgement> = std::thread::scope(|scope| {
+                let handles: Vec<_> = folders
+                    .iter()
+                    .map(|f| scope.spawn(|| judge_part(f, &cal, &catalog, opts)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a judging thread panicked"))
+                    .collect::<Result<_, _>>()
+            })?;
+            let mut base = Base::default();
+            let mut rows: Vec<output::DossierOut> = Vec::with_capacity(dossiers);
+            for (part, folder) in judged.iter().zip(&folders) {
+                base.merge(part.base.clone());
+                rows.extend(part.rows.iter().map(|(code, j)| output::DossierOut {
+                    code,
+                    fact: &folder.facts[*code],
+                    judged: j,
+                    syms: &folder.syms,
+                }));
             }
-            summary.dossiers = codes.len();
+            rows.sort_unstable_by(|a, b| a.code.cmp(b.code));
+            summary.dossiers = rows.len();
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "dossiers judged and grouped"
             );
-            let rows: Vec<output::DossierOut> = codes
-                .iter()
-                .zip(&judged)
-                .map(|(code, j)| output::DossierOut {
-                    code,
-                    fact: &folder.facts[*code],
-                    judged: j,
-                })
-                .collect();
-            let data = output::dossiers_parquet(&rows, &folder.syms, opts.as_of)?;
+            let data = output::dossiers_parquet(&rows, opts.as_of)?;
             let path = output::dossiers_path(opts.shard.index, opts.shard.count);
             rt.block_on(output::put(&*store, &path, data))?;
             // A run with another shard count leaves parts this one does not replace.
@@ -209,8 +216,6 @@ pub fn run(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "dossiers written"
             );
-            let mut base = grouper.base(&folder.syms);
-            base.names = names.names;
             if opts.shard.count > 1 {
                 let path = output::shard_counts_path(opts.shard.index, opts.shard.count);
                 rt.block_on(output::put(&*store, &path, output::base_parquet(&base)?))?;
@@ -251,27 +256,77 @@ pub fn run(
     Ok(summary)
 }
 
-/// Fetch and decode the files on worker threads while this one folds: Parquet decoding is
-/// most of the work, and the fold does not care about order.
+/// One fold part's dossiers, judged, and its counts.
+struct Judgement<'a> {
+    rows: Vec<(&'a str, rules::Judged)>,
+    base: Base,
+}
+
+fn judge_part<'a>(
+    folder: &'a Folder,
+    cal: &Calendar,
+    catalog: &Catalog,
+    opts: &Options,
+) -> Result<Judgement<'a>, AggregateError> {
+    let mut grouper = Grouper::new(&opts.periods, opts.as_of);
+    let mut names = Base::default();
+    let mut rows = Vec::with_capacity(folder.facts.len());
+    let sym = |s| (s != NO_SYM).then(|| folder.syms.get(s)).flatten();
+    for (code, fact) in &folder.facts {
+        let j = rules::judge(code, fact, &folder.syms, cal, catalog, opts.as_of)?;
+        grouper.add(fact.agency, fact.procedure, &j);
+        if let (Some(c), Some(n)) = (sym(fact.procedure), sym(fact.procedure_name)) {
+            names.add_name(c.to_owned(), n.to_owned());
+        }
+        rows.push((&**code, j));
+    }
+    let mut base = grouper.base(&folder.syms);
+    base.names = names.names;
+    Ok(Judgement { rows, base })
+}
+
+/// Fetch and decode the files on worker threads, and fold every batch on each fold
+/// thread, each keeping only its own part of the dossiers. The fold does not care about
+/// order, so nothing is sorted or merged here.
 fn read_into(
     files: &[read::EventFile],
     store: &Arc<dyn ObjectStore>,
     rt: &tokio::runtime::Handle,
-    folder: &mut Folder,
+    folders: &mut [Folder],
 ) -> Result<u64, AggregateError> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let workers = std::thread::available_parallelism()
+    let decoders = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let bytes = AtomicUsize::new(0);
-    let (tx, rx) =
-        std::sync::mpsc::sync_channel::<Result<RecordBatch, AggregateError>>(workers * 2);
+    let error: std::sync::Mutex<Option<AggregateError>> = std::sync::Mutex::new(None);
+    let fail = |e: AggregateError| {
+        failed.store(true, Ordering::Relaxed);
+        error.lock().expect("not poisoned").get_or_insert(e);
+    };
+    let (txs, rxs): (Vec<_>, Vec<_>) = folders
+        .iter()
+        .map(|_| std::sync::mpsc::sync_channel::<RecordBatch>(4))
+        .unzip();
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (next, failed, bytes) = (&next, &failed, &bytes);
+        for (folder, rx) in folders.iter_mut().zip(rxs) {
+            let (failed, fail) = (&failed, &fail);
+            scope.spawn(move || {
+                for batch in rx {
+                    if failed.load(Ordering::Relaxed) {
+                        continue; // drain, so no decoder blocks forever
+                    }
+                    if let Err(e) = folder.add(&batch) {
+                        fail(e.into());
+                    }
+                }
+            });
+        }
+        for _ in 0..decoders {
+            let txs = txs.clone();
+            let (next, failed, bytes, fail) = (&next, &failed, &bytes, &fail);
             scope.spawn(move || {
                 while !failed.load(Ordering::Relaxed) {
                     let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
@@ -279,38 +334,28 @@ fn read_into(
                     };
                     let result = rt.block_on(read::fetch(&**store, f)).and_then(|data| {
                         bytes.fetch_add(data.len(), Ordering::Relaxed);
-                        read::decode(&f.path, data, fold::COLUMNS, |b: &RecordBatch| {
-                            tx.send(Ok(b.clone()))
-                                .map_err(|_| "the fold stopped".to_string())
+                        let columns = (fold::COLUMNS, fold::DICTIONARY_COLUMNS);
+                        read::decode(&f.path, data, columns.0, columns.1, |b: &RecordBatch| {
+                            for tx in &txs {
+                                tx.send(b.clone())
+                                    .map_err(|_| "a fold thread stopped".to_string())?;
+                            }
+                            Ok(())
                         })
                     });
                     if let Err(e) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        let _ = tx.send(Err(e.into()));
+                        fail(e.into());
                         return;
                     }
                 }
             });
         }
-        drop(tx);
-        let mut first_error = None;
-        for msg in rx {
-            match msg {
-                Ok(batch) if first_error.is_none() => {
-                    if let Err(e) = folder.add(&batch) {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error = Some(e.into());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    })?;
-    Ok(bytes.load(Ordering::Relaxed) as u64)
+        drop(txs);
+    });
+    match error.into_inner().expect("not poisoned") {
+        Some(e) => Err(e),
+        None => Ok(bytes.load(Ordering::Relaxed) as u64),
+    }
 }
 
 /// Delete the parts under `dir` written by a run with another shard count (whose names
@@ -355,7 +400,7 @@ async fn read_shards(store: &dyn ObjectStore, n: u32) -> Result<Base, AggregateE
             "procedure_name",
         ];
         cols.extend(output::BASE_COUNTS);
-        read::decode(&Path::from(path.as_str()), data, &cols, |b| {
+        read::decode(&Path::from(path.as_str()), data, &cols, &[], |b| {
             merge_batch(&mut base, b)
         })
         .map_err(|e| bad(e.to_string()))?;

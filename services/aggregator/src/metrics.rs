@@ -7,11 +7,11 @@
 //! early, on time or late; received there and still open at the period's end, to in
 //! progress in time or overdue, judged at that end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-use crate::fold::{Interner, Sym};
+use crate::fold::{FxMap, Interner, Sym};
 use crate::model::{Counts, MetricRow, Period};
 use crate::rules::{local_date, Judged, OnTime};
 
@@ -24,7 +24,7 @@ pub const MISSING_CODE: &str = "(none)";
 pub struct Grouper {
     periods: Vec<Period>,
     as_of: i64,
-    groups: HashMap<(Period, NaiveDate, Sym, Sym), Counts>,
+    groups: FxMap<(Period, NaiveDate, Sym, Sym), Counts>,
 }
 
 fn bump(c: &mut Counts, class: OnTime) {
@@ -42,7 +42,7 @@ impl Grouper {
         Grouper {
             periods: periods.to_vec(),
             as_of,
-            groups: HashMap::new(),
+            groups: FxMap::default(),
         }
     }
 

@@ -31,17 +31,28 @@ pub enum OutputError {
     Encode { table: &'static str, reason: String },
 }
 
+/// Rows per row group of the aggregator's tables.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+fn writer_props() -> Result<WriterProperties, OutputError> {
+    let level = ZstdLevel::try_new(1).map_err(|e| OutputError::Encode {
+        table: "any",
+        reason: e.to_string(),
+    })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build())
+}
+
 fn encode(table: &'static str, batch: &RecordBatch) -> Result<Bytes, OutputError> {
     let err = |e: parquet::errors::ParquetError| OutputError::Encode {
         table,
         reason: e.to_string(),
     };
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(err)?))
-        .set_max_row_group_row_count(Some(256 * 1024))
-        .build();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(err)?;
+    let mut w =
+        ArrowWriter::try_new(&mut buf, batch.schema(), Some(writer_props()?)).map_err(err)?;
     w.write(batch).map_err(err)?;
     w.close().map_err(err)?;
     Ok(Bytes::from(buf))
@@ -99,14 +110,31 @@ pub struct DossierOut<'a> {
     pub code: &'a str,
     pub fact: &'a Fact,
     pub judged: &'a Judged,
+    /// The interner of the fold part the fact comes from.
+    pub syms: &'a Interner,
 }
 
-/// Encode the `dossiers` table.
-pub fn dossiers_parquet(
-    rows: &[DossierOut<'_>],
-    syms: &Interner,
-    as_of: i64,
-) -> Result<Bytes, OutputError> {
+/// Encode the `dossiers` table, a row group at a time, so the Arrow copy of the table
+/// never exists whole.
+pub fn dossiers_parquet(rows: &[DossierOut<'_>], as_of: i64) -> Result<Bytes, OutputError> {
+    let err = |e: parquet::errors::ParquetError| OutputError::Encode {
+        table: "dossiers",
+        reason: e.to_string(),
+    };
+    let mut buf = Vec::new();
+    let mut chunks = rows.chunks(ROW_GROUP_ROWS);
+    let first = dossiers_batch(chunks.next().unwrap_or(&[]), as_of)?;
+    let mut writer =
+        ArrowWriter::try_new(&mut buf, first.schema(), Some(writer_props()?)).map_err(err)?;
+    writer.write(&first).map_err(err)?;
+    for chunk in chunks {
+        writer.write(&dossiers_batch(chunk, as_of)?).map_err(err)?;
+    }
+    writer.close().map_err(err)?;
+    Ok(Bytes::from(buf))
+}
+
+fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, OutputError> {
     let n = rows.len();
     let mut code = StringBuilder::with_capacity(n, n * 24);
     let mut system = StringBuilder::new();
@@ -136,8 +164,8 @@ pub fn dossiers_parquet(
         (bools(), bools(), bools(), bools(), bools());
     let (mut reused, mut warehouse, mut fee, mut paid) = (bools(), bools(), bools(), bools());
     let mut events = Int32Builder::with_capacity(n);
-    let sym = |s| (s != NO_SYM).then(|| syms.get(s)).flatten();
     for r in rows {
+        let sym = |s| (s != NO_SYM).then(|| r.syms.get(s)).flatten();
         let (f, j) = (r.fact, r.judged);
         code.append_value(r.code);
         system.append_option(sym(f.source_system));
@@ -191,7 +219,7 @@ pub fn dossiers_parquet(
         judged_date.append_value(days(local_date(as_of)));
     }
     let a = |b: &mut dyn arrow::array::ArrayBuilder| b.finish();
-    let b = batch(
+    batch(
         "dossiers",
         vec![
             ("dossier_code", a(&mut code), false),
@@ -232,8 +260,7 @@ pub fn dossiers_parquet(
             ("judged_at", a(&mut judged_at), false),
             ("judged_date", a(&mut judged_date), false),
         ],
-    )?;
-    encode("dossiers", &b)
+    )
 }
 
 /// The CSV header of `metrics/metrics.csv`; the Parquet table has the same columns.

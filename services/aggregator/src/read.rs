@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,18 +86,41 @@ pub async fn fetch(store: &dyn ObjectStore, file: &EventFile) -> Result<Bytes, R
     Ok(store.get(&file.path).await?.bytes().await?)
 }
 
-/// Decode a file's `columns` into batches.
+/// Decode a file's `columns` into batches. Text columns named in `dictionary` are read as
+/// dictionary arrays: codes repeat on almost every row, and keeping them as keys into a
+/// small dictionary saves materializing a string per row.
 pub fn decode(
     path: &Path,
     data: Bytes,
     columns: &[&str],
+    dictionary: &[&str],
     mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
 ) -> Result<(), ReadError> {
     let err = |reason: String| ReadError::File {
         path: path.to_string(),
         reason,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| err(e.to_string()))?;
+    let meta = ArrowReaderMetadata::load(&data, ArrowReaderOptions::new())
+        .map_err(|e| err(e.to_string()))?;
+    let hinted: Vec<Field> = meta
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let text = matches!(f.data_type(), DataType::Utf8);
+            if text && dictionary.contains(&f.name().as_str()) {
+                let dict =
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                Field::new(f.name(), dict, f.is_nullable()).with_metadata(f.metadata().clone())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(hinted)));
+    let meta = ArrowReaderMetadata::try_new(meta.metadata().clone(), options)
+        .map_err(|e| err(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(data, meta);
     let schema = builder.schema().clone();
     let mut roots = Vec::with_capacity(columns.len());
     for c in columns {
