@@ -94,7 +94,7 @@ impl Progress {
                 group(self.total),
                 self.started.elapsed().as_secs_f64()
             );
-        } else if tenth > self.last_tenth || done == self.total {
+        } else if tenth > self.last_tenth || (done == self.total && self.last_tenth < 10) {
             self.last_tenth = tenth;
             eprintln!(
                 "{:<12} {:>3}%  {} / {}",
@@ -397,7 +397,9 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         .map(|(code, t)| (code.clone(), t.name.clone()))
         .collect();
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let as_of = feed.truth.as_of.clone();
+    let as_of = chrono::DateTime::from_timestamp_micros(feed.as_of + 7 * 3_600_000_000)
+        .map(|t| t.format("%Y-%m-%d %H:%M ICT").to_string())
+        .unwrap_or_default();
     let input = ReportInput {
         title: &cfg.aggregate.province,
         generated_at: &generated,
