@@ -220,3 +220,22 @@ def test_the_report_renders_in_a_real_browser_with_its_charts(aggregated, tmp_pa
     r = headless(f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri(), tmp=tmp_path / "profile2")
     assert r.returncode == 0, r.stderr
     assert shot.stat().st_size > 30_000
+
+
+def test_run_results_for_the_textfile_collector(aggregated, sohoa, tmp_path):
+    out, _ = aggregated
+    prom = tmp_path / "sohoa_aggregate.prom"
+    r = run([sohoa, "aggregate", "--root", str(out), "--as-of", AS_OF, "--no-report", "--metrics-textfile", str(prom)],
+            env=dict(os.environ, NO_COLOR="1"))
+    assert r.returncode == 0, r.stderr
+    values = {l.split()[0]: float(l.split()[1]) for l in prom.read_text().splitlines() if not l.startswith("#")}
+    assert values["sohoa_aggregate_dossiers"] == 3000
+    assert values["sohoa_aggregate_events_read"] == 3000
+    assert abs(values["sohoa_aggregate_last_success_timestamp_seconds"] - dt.datetime.now().timestamp()) < 120
+    # The newest event is on or before the judging moment, in 2024.
+    newest = dt.datetime.fromtimestamp(values["sohoa_aggregate_newest_event_timestamp_seconds"], dt.timezone.utc)
+    assert newest.year == 2024
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: tests/run installs Debian's prometheus package"
+    check = run([promtool, "check", "metrics"], input=prom.read_text())
+    assert check.returncode == 0, check.stdout + check.stderr

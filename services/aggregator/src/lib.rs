@@ -103,6 +103,47 @@ pub struct Summary {
     pub scorecards: Vec<Scorecard>,
     pub written: Vec<String>,
     pub elapsed_ms: u64,
+    /// Event time of the newest event folded in (UTC µs): how fresh the metrics are.
+    pub newest_event_us: Option<i64>,
+}
+
+impl Summary {
+    /// The run's results in Prometheus' text format, for node-exporter's textfile
+    /// collector: a batch job has no endpoint to scrape.
+    pub fn prometheus_text(&self, finished_unix_s: i64) -> String {
+        let gauges = [
+            (
+                "sohoa_aggregate_last_success_timestamp_seconds",
+                "Unix time the last successful aggregation finished.",
+                finished_unix_s as f64,
+            ),
+            (
+                "sohoa_aggregate_duration_seconds",
+                "How long the last successful aggregation took.",
+                self.elapsed_ms as f64 / 1000.0,
+            ),
+            (
+                "sohoa_aggregate_events_read",
+                "Events the last successful aggregation read.",
+                self.events_read as f64,
+            ),
+            (
+                "sohoa_aggregate_dossiers",
+                "Dossiers the last successful aggregation judged.",
+                self.dossiers as f64,
+            ),
+            (
+                "sohoa_aggregate_newest_event_timestamp_seconds",
+                "Event time of the newest event the metrics include: their freshness.",
+                self.newest_event_us.map_or(0.0, |u| u as f64 / 1e6),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in gauges {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        }
+        out
+    }
 }
 
 /// The calendar and the catalogue the configuration names (or the embedded ones).
@@ -201,6 +242,7 @@ pub fn run(
             }
             rows.sort_unstable_by(|a, b| a.code.cmp(b.code));
             summary.dossiers = rows.len();
+            summary.newest_event_us = rows.iter().map(|r| r.fact.last.time).max();
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "dossiers judged and grouped"

@@ -39,6 +39,11 @@ pub struct AggregateArgs {
     /// Skip the HTML report.
     #[arg(long)]
     no_report: bool,
+    /// After a successful run, write its results (finish time, duration, events,
+    /// dossiers, newest event time) here in Prometheus' text format, for node-exporter's
+    /// textfile collector. Written atomically (a temporary file, then a rename).
+    #[arg(long, value_name = "PATH")]
+    metrics_textfile: Option<std::path::PathBuf>,
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -148,6 +153,13 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: AggregateArgs) -> Result<()> {
             "{}",
             report::terminal_summary(&input, std::io::stdout().is_terminal())
         );
+    }
+    if let Some(path) = &args.metrics_textfile {
+        let tmp = path.with_extension("prom.tmp");
+        let text = summary.prometheus_text(chrono::Utc::now().timestamp());
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing --metrics-textfile {}", path.display()))?;
     }
     let root = storage.root.trim_end_matches('/');
     for path in &summary.written {
