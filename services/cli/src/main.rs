@@ -31,6 +31,9 @@ enum Command {
     /// period, agency and procedure (metrics/), the scorecard, and the HTML report
     /// (report/index.html); print a summary table.
     Aggregate(aggregate::AggregateArgs),
+    /// Merge the small files of closed date partitions of <root>/events/ into larger
+    /// ones, exactly once (a crash at any point is settled by the next run).
+    Compact(compact::CompactArgs),
     /// The whole pipeline on this machine: an embedded Kafka cluster, a generated
     /// province, three ingestors, the aggregator and the report. Nothing to install.
     Demo(demo::DemoArgs),
@@ -71,6 +74,7 @@ struct DecodeArgs {
 }
 
 mod aggregate;
+mod compact;
 mod demo;
 mod generate;
 mod ingest;
@@ -140,6 +144,7 @@ fn run(cfg: sohoa_runtime::Config, command: Command) -> Result<ExitCode> {
         Command::Ingest(args) => ingest::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Aggregate(args) => aggregate::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(cfg, args).map(|()| ExitCode::SUCCESS),
+        Command::Compact(args) => compact::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lag(args) => lag::run(&cfg, args),
         Command::Decode(args) => decode(args),

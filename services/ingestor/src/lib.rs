@@ -6,6 +6,7 @@
 
 pub mod backfill;
 pub mod checkpoint;
+pub mod compact;
 pub mod crashpoint;
 pub mod dead_letter;
 pub mod metrics;
