@@ -118,6 +118,10 @@ fn main() -> ExitCode {
                     || c.downcast_ref::<sohoa_runtime::ConfigError>().is_some()
                     || c.downcast_ref::<sohoa_aggregator::AggregateError>()
                         .is_some_and(|e| e.is_config())
+                    || matches!(
+                        c.downcast_ref::<sohoa_ingestor::IngestError>(),
+                        Some(sohoa_ingestor::IngestError::Pseudonym(_))
+                    )
             });
             ExitCode::from(if config_error {
                 EXIT_CONFIG
