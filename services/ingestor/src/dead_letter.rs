@@ -68,10 +68,21 @@ pub fn reasons(rejects: &[DecodeError]) -> String {
 
 /// Counts delivery failures reported by librdkafka's delivery callback, which runs on the
 /// producer's own polling thread, never on the async runtime.
+/// A dead letter the broker refused, kept whole so it can be sent again.
+struct Refused {
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
 #[derive(Default)]
 pub struct DeliveryTracker {
     failed: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// Refused dead letters: librdkafka gives up on a message after a permanent error or
+    /// its delivery timeout, so sohoa keeps it and sends it again; the range it belongs
+    /// to stays uncommitted until the broker acknowledges it.
+    refused: std::sync::Mutex<Vec<Refused>>,
 }
 
 /// The producer's context: a handle on the shared tracker.
@@ -84,7 +95,21 @@ impl ProducerContext for Tracked {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
+        use rdkafka::message::{Headers, Message};
+        if let Err((e, m)) = result {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.0.refused.lock().expect("refused lock").push(Refused {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers,
+            });
             self.0.failed.fetch_add(1, Ordering::SeqCst);
             *self.0.last_error.lock().expect("error lock") = Some(e.to_string());
         }
@@ -92,6 +117,52 @@ impl ProducerContext for Tracked {
 }
 
 /// The Kafka dead-letter topic.
+impl KafkaDeadLetters {
+    fn resend(&mut self, r: &Refused) -> Result<(), DeadLetterError> {
+        let mut hdrs = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            hdrs = hdrs.insert(Header {
+                key: k.as_str(),
+                value: v.as_deref(),
+            });
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic)
+            .payload(&r.payload[..])
+            .headers(hdrs);
+        if let Some(k) = &r.key {
+            rec = rec.key(&k[..]);
+        }
+        produce(&self.producer, &self.topic, rec)?;
+        self.pending += 1;
+        Ok(())
+    }
+}
+
+/// Hand a record to librdkafka, waiting while its queue is full.
+fn produce(
+    producer: &ThreadedProducer<Tracked>,
+    topic: &str,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), DeadLetterError> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                producer.poll(Duration::from_millis(50));
+                rec = back;
+            }
+            Err((e, _)) => {
+                return Err(DeadLetterError::Kafka {
+                    topic: topic.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
 pub struct KafkaDeadLetters {
     producer: ThreadedProducer<Tracked>,
     tracker: Arc<DeliveryTracker>,
@@ -181,25 +252,7 @@ impl DeadLetters for KafkaDeadLetters {
             rec = rec.key(&k[..]);
         }
         // A full local queue is transient: wait for room rather than drop the message.
-        let mut rec = rec;
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => break,
-                Err((e, back))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                {
-                    self.producer.poll(Duration::from_millis(50));
-                    rec = back;
-                }
-                Err((e, _)) => {
-                    return Err(DeadLetterError::Kafka {
-                        topic: self.topic.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
+        produce(&self.producer, &self.topic, rec)?;
         self.pending += 1;
         Ok(())
     }
@@ -208,8 +261,9 @@ impl DeadLetters for KafkaDeadLetters {
         if self.pending == 0 && self.tracker.failed.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
+        let topic = self.topic.clone();
         let err = |reason: String| DeadLetterError::Kafka {
-            topic: self.topic.clone(),
+            topic: topic.clone(),
             reason,
         };
         self.producer
@@ -224,7 +278,15 @@ impl DeadLetters for KafkaDeadLetters {
                 .expect("error lock")
                 .take()
                 .unwrap_or_default();
-            return Err(err(format!("{failed} dead letters failed: {last}")));
+            // Queue the refused ones again; this flush fails, and a later one succeeds
+            // only once they are all acknowledged.
+            let refused = std::mem::take(&mut *self.tracker.refused.lock().expect("refused lock"));
+            for r in &refused {
+                self.resend(r)?;
+            }
+            return Err(err(format!(
+                "{failed} dead letters refused, sending them again: {last}"
+            )));
         }
         self.pending = 0;
         Ok(())

@@ -462,6 +462,65 @@ fn nothing_is_committed_past_a_dead_letter_the_broker_refused() {
 }
 
 #[test]
+fn a_dead_letter_the_broker_refuses_for_good_is_sent_again_not_lost() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let c = cluster(1);
+    let (msgs, bad) = feed(100, 50);
+    produce(&c.brokers, TOPIC, &msgs);
+    // The broker refuses for longer than the producer's delivery timeout: librdkafka
+    // gives up on the messages (as after a long outage), so only sohoa's resend keeps them.
+    c.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5000],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let run = start(
+        config(
+            &c.brokers,
+            dir.path(),
+            &[("SOHOA_KAFKA_PROP_MESSAGE_TIMEOUT_MS", "1500")],
+        ),
+        metrics.clone(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metrics
+        .flush_failures
+        .with_label_values(&["dead_letter"])
+        .get()
+        < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        offsets_in_storage(dir.path()).len(),
+        0,
+        "nothing committed meanwhile"
+    );
+    c.mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let expected = expected_offsets(&c.brokers, TOPIC, msgs.len(), &bad);
+    assert!(
+        wait_for_rows(dir.path(), expected.len(), Duration::from_secs(90)),
+        "progress once the broker accepts again"
+    );
+    let totals = run.stop();
+    assert!(
+        metrics
+            .flush_failures
+            .with_label_values(&["dead_letter"])
+            .get()
+            >= 2,
+        "the refusals failed flushes"
+    );
+    assert_eq!(totals.dead_lettered, 2);
+    let letters = read_dead_letters(&c.brokers, 2);
+    assert_eq!(letters.len(), 2, "both dead letters arrived");
+    assert_eq!(committed(&c.brokers, "sohoa-ingestor", 1), vec![100]);
+}
+
+#[test]
 fn a_writer_that_loses_the_commit_race_drops_its_copy_and_resumes_after_the_winner() {
     // Two consumer groups writing the same storage stand in for a replica the group evicted
     // while it was still flushing: both believe they own the partition. The fast one wins
