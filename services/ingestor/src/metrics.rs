@@ -138,7 +138,7 @@ impl Metrics {
             ),
             dead_letters: counter_vec(
                 "sohoa_ingest_dead_letters_total",
-                "Dead-letter messages produced, by topic and reason.",
+                "Records rejected into dead letters, by topic and reason (a message may hold several).",
                 &["topic", "reason"],
             ),
             warnings: counter_vec(
