@@ -300,6 +300,9 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     // Produce and consume at once; hold the producer back while the ingestors are far behind.
     // Flow control reads the group's progress from storage, not from counters: on a re-run
     // the ingestors skip what storage already holds and count nothing.
+    let storage = sohoa_runtime::Storage::open(&icfg.storage)?;
+    let checkpointer = sohoa_ingestor::checkpoint::Checkpointer::new(storage.store.clone());
+    let progressed = Progressed::new(checkpointer, &brokers, args.partitions)?;
     let p = producer(&brokers)?;
     let mut produced_bar = Progress::new("producing", total);
     let before = durable(&metrics);
@@ -307,7 +310,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         if i % 1000 == 0 {
             p.poll(Duration::ZERO);
             produced_bar.set(i as u64);
-            while (i as u64).saturating_sub(durable_offsets(&out, args.partitions)) > WINDOW
+            while (i as u64).saturating_sub(progressed.durable_total(&rt)) > WINDOW
                 && !interrupted()
             {
                 if handles.iter().any(|h| h.is_finished()) {
@@ -332,7 +335,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     loop {
         let done = durable(&metrics) - before;
         ingest_bar.set(done);
-        let caught_up = all_durable(&out, &mock, args.partitions);
+        let caught_up = progressed.caught_up(&rt);
         if caught_up
             || interrupted()
             || Instant::now() > deadline
@@ -380,7 +383,6 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
 
     let mut agg_bar = Progress::new("aggregating", 1);
     agg_bar.set(0);
-    let storage = sohoa_runtime::Storage::open(&icfg.storage)?;
     let opts = sohoa_aggregator::Options {
         range: DateRange::default(),
         as_of: feed.as_of,
@@ -436,44 +438,57 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Messages storage holds, summed over the partitions (the next offset of each).
-fn durable_offsets(out: &Path, partitions: i32) -> u64 {
-    (0..partitions)
-        .map(|p| next_durable(out, p).unwrap_or(0).max(0) as u64)
-        .sum()
-}
-
-/// Whether storage holds every partition up to its high watermark: the group is done.
-fn all_durable(
-    out: &Path,
-    mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+/// What the demo reads of the group's progress: storage, through the same checkpointer
+/// the ingestors recover with, and the topic's high watermarks.
+struct Progressed {
+    checkpointer: sohoa_ingestor::checkpoint::Checkpointer,
+    consumer: rdkafka::consumer::BaseConsumer,
     partitions: i32,
-) -> bool {
-    let consumer: rdkafka::consumer::BaseConsumer = match ClientConfig::new()
-        .set("bootstrap.servers", mock.bootstrap_servers())
-        .create()
-    {
-        Ok(c) => c,
-        Err(_) => return false,
-    };
-    use rdkafka::consumer::Consumer;
-    (0..partitions).all(|p| {
-        let Ok((_, high)) = consumer.fetch_watermarks(TOPIC, p, Duration::from_secs(5)) else {
-            return false;
-        };
-        high == 0 || next_durable(out, p).is_some_and(|n| n >= high)
-    })
 }
 
-/// The next offset storage holds for a partition: the newest commit marker's end + 1.
-fn next_durable(out: &Path, partition: i32) -> Option<i64> {
-    let dir = out.join(format!("_sohoa/commits/{TOPIC}/p{partition:05}"));
-    let newest = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .max()?;
-    let marker: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).ok()?).ok()?;
-    marker["end"].as_i64().map(|e| e + 1)
+impl Progressed {
+    fn new(
+        checkpointer: sohoa_ingestor::checkpoint::Checkpointer,
+        brokers: &str,
+        partitions: i32,
+    ) -> Result<Self> {
+        Ok(Progressed {
+            checkpointer,
+            consumer: ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .create()
+                .context("creating the progress reader")?,
+            partitions,
+        })
+    }
+
+    /// The next offset storage holds for each partition.
+    fn durable(&self, rt: &tokio::runtime::Runtime) -> Vec<i64> {
+        use sohoa_ingestor::checkpoint::PartitionPaths;
+        (0..self.partitions)
+            .map(|p| {
+                let paths = PartitionPaths::new(TOPIC, p);
+                rt.block_on(self.checkpointer.next_offset(&paths))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Messages storage holds, summed over the partitions.
+    fn durable_total(&self, rt: &tokio::runtime::Runtime) -> u64 {
+        self.durable(rt).iter().map(|&n| n.max(0) as u64).sum()
+    }
+
+    /// Whether storage holds every partition up to its high watermark: the group is done.
+    fn caught_up(&self, rt: &tokio::runtime::Runtime) -> bool {
+        use rdkafka::consumer::Consumer;
+        let durable = self.durable(rt);
+        (0..self.partitions).all(|p| {
+            self.consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                .is_ok_and(|(_, high)| high == 0 || durable[p as usize] >= high)
+        })
+    }
 }

@@ -2,8 +2,8 @@
 //! this test process on 127.0.0.1.
 
 mod common;
+mod running;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -13,50 +13,8 @@ use parquet::basic::Compression;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
+use running::*;
 use sohoa_ingestor::Metrics;
-
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    handle: std::thread::JoinHandle<Result<sohoa_ingestor::Totals, sohoa_ingestor::IngestError>>,
-    _rt: Arc<tokio::runtime::Runtime>,
-}
-
-fn start(cfg: sohoa_runtime::Config, metrics: Arc<Metrics>) -> Running {
-    // RUST_LOG=info shows the ingestor's log when a test needs explaining.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = rt.handle().clone();
-    let handle = std::thread::spawn(move || {
-        sohoa_ingestor::run(&cfg, &h, metrics, async move {
-            let _ = rx.await;
-        })
-    });
-    Running {
-        stop,
-        handle,
-        _rt: rt,
-    }
-}
-
-impl Running {
-    fn stop(self) -> sohoa_ingestor::Totals {
-        let _ = self.stop.send(());
-        self.handle
-            .join()
-            .unwrap()
-            .expect("ingestor drained cleanly")
-    }
-}
 
 fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<i64> {
     let c: BaseConsumer = ClientConfig::new()

@@ -14,16 +14,17 @@
 //! package). Without it these tests fail, saying so; they never skip.
 
 mod common;
+mod running;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use running::*;
 use sohoa_ingestor::Metrics;
 
 /// The gauges `sohoa aggregate --metrics-textfile PATH` writes after a successful run (no
@@ -590,49 +591,6 @@ fn check_queries(
 
 // ---------------------------------------------------------------------------------------
 // A live ingestor
-
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    handle: std::thread::JoinHandle<Result<sohoa_ingestor::Totals, sohoa_ingestor::IngestError>>,
-    _rt: Arc<tokio::runtime::Runtime>,
-}
-
-fn start(cfg: sohoa_runtime::Config, metrics: Arc<Metrics>) -> Running {
-    // RUST_LOG=info shows the ingestor's log when a test needs explaining.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = rt.handle().clone();
-    let handle = std::thread::spawn(move || {
-        sohoa_ingestor::run(&cfg, &h, metrics, async move {
-            let _ = rx.await;
-        })
-    });
-    Running {
-        stop,
-        handle,
-        _rt: rt,
-    }
-}
-
-impl Running {
-    fn stop(self) -> sohoa_ingestor::Totals {
-        let _ = self.stop.send(());
-        self.handle
-            .join()
-            .unwrap()
-            .expect("ingestor drained cleanly")
-    }
-}
 
 fn free_listen_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
