@@ -166,6 +166,7 @@ fn main() {
         partition: 0,
         offset: 0,
         ingested_at: 0,
+        arrived_at: 0,
     };
     let with_arrow = measure(
         "dvcqg decode + normalize + Arrow append",

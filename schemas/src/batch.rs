@@ -68,6 +68,7 @@ pub struct EventBatchBuilder {
     source_partition: Int32Builder,
     source_offset: Int64Builder,
     ingested_at: TimestampMicrosecondBuilder,
+    arrived_at: TimestampMicrosecondBuilder,
 }
 
 impl Default for EventBatchBuilder {
@@ -135,6 +136,7 @@ impl EventBatchBuilder {
             source_partition: Int32Builder::new(),
             source_offset: Int64Builder::new(),
             ingested_at: ts(),
+            arrived_at: ts(),
         }
     }
 
@@ -226,6 +228,7 @@ impl EventBatchBuilder {
         self.source_partition.append_value(lineage.partition);
         self.source_offset.append_value(lineage.offset);
         self.ingested_at.append_value(lineage.ingested_at);
+        self.arrived_at.append_value(lineage.arrived_at);
         strings += lineage.topic.len() + e.applicant_pseudonym.as_ref().map_or(0, |p| p.len());
         self.rows += 1;
         // ~24 fixed-width columns, validity bits, string offsets and supplement structs.
@@ -280,6 +283,7 @@ impl EventBatchBuilder {
             source_partition,
             source_offset,
             ingested_at,
+            arrived_at,
         );
         self.rows = 0;
         self.estimated_bytes = 0;

@@ -212,6 +212,9 @@ pub struct Lineage<'a> {
     pub partition: i32,
     pub offset: i64,
     pub ingested_at: Micros,
+    /// The broker timestamp of the source message, or the ingest time for a backfill
+    /// file: the sync delay is this minus the event time.
+    pub arrived_at: Micros,
 }
 
 /// RFC 3339 in UTC with microseconds only when needed, the form the JSON Schema's

@@ -30,6 +30,7 @@ fn lineage(i: usize) -> Lineage<'static> {
         partition: (i % 3) as i32,
         offset: 1000 + i as i64,
         ingested_at: 1_700_000_000_000_000 + i as i64,
+        arrived_at: 1_699_999_999_000_000 + i as i64,
     }
 }
 
@@ -96,6 +97,7 @@ fn every_decoded_event_validates_against_the_json_schema() {
             "source_partition",
             "source_offset",
             "ingested_at",
+            "arrived_at",
         ];
         let expected: Vec<&String> = event_json_schema()["properties"]
             .as_object()
@@ -123,6 +125,10 @@ fn builder_batch_equals_arrows_own_reading_of_the_canonical_json() {
         o.insert(
             "ingested_at".into(),
             sohoa_schemas::event::format_micros(l.ingested_at).into(),
+        );
+        o.insert(
+            "arrived_at".into(),
+            sohoa_schemas::event::format_micros(l.arrived_at).into(),
         );
         lines.push_str(&v.to_string());
         lines.push('\n');

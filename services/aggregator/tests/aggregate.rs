@@ -42,6 +42,7 @@ fn write_events(root: &Path, file: &str, messages: &[String]) {
                     partition: 0,
                     offset: offset as i64,
                     ingested_at: 0,
+                    arrived_at: 0,
                 },
             );
         }

@@ -372,6 +372,8 @@ impl Pipeline {
             partition: r.partition,
             offset: r.offset,
             ingested_at,
+            // Backfill files have no broker time: their arrival is the ingest.
+            arrived_at: r.timestamp_ms.map_or(ingested_at, |ms| ms * 1000),
         };
         let before = st.bytes;
         for e in &out.events {
