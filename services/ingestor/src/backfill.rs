@@ -134,6 +134,7 @@ pub fn run(
         .spawn(move || pipeline.run(rx))?;
     let send = |input| tx.send(input).is_ok();
     let mut skipped = 0;
+    let mut batch = Vec::new();
     for (topic, bytes) in &contents {
         let recovered = rt
             .block_on(checkpointer.recover(&PartitionPaths::new(topic, 0)))
@@ -164,9 +165,13 @@ pub fn run(
                 key: None,
                 payload: line.to_vec(),
             };
-            if !send(Input::Record(rec)) {
+            batch.push(rec);
+            if batch.len() >= 512 && !send(Input::Records(std::mem::take(&mut batch))) {
                 break;
             }
+        }
+        if !batch.is_empty() && !send(Input::Records(std::mem::take(&mut batch))) {
+            break;
         }
     }
     let _ = send(Input::Drain(

@@ -79,6 +79,10 @@ pub struct Marker {
     pub messages: u64,
     pub events: u64,
     pub dead_lettered: u64,
+    /// Rejected records of the range by reason (`syntax`, `missing`, ...): what the
+    /// aggregator's data-quality table reconciles against. Absent in older markers.
+    #[serde(default)]
+    pub dead_letters_by_reason: BTreeMap<String, u64>,
     pub committed_at: String,
 }
 
@@ -391,6 +395,7 @@ mod tests {
             messages: (end - start + 1) as u64,
             events: 0,
             dead_lettered: 0,
+            dead_letters_by_reason: BTreeMap::new(),
             committed_at: String::new(),
         }
     }

@@ -107,6 +107,12 @@ fn consumer_config(cfg: &Config) -> ClientConfig {
     if !cfg.kafka.properties.contains_key("fetch.message.max.bytes") {
         c.set("fetch.message.max.bytes", "16777216");
     }
+    // librdkafka stops fetching a partition whose prefetch queue is full and, by default,
+    // waits a whole second before trying again: with the queue bounded (default.toml),
+    // the consumer then idles most of the time. The queue drains in milliseconds here.
+    if !cfg.kafka.properties.contains_key("fetch.queue.backoff.ms") {
+        c.set("fetch.queue.backoff.ms", "10");
+    }
     c
 }
 
@@ -144,6 +150,7 @@ pub fn run(
         metrics: metrics.clone(),
         start_from: cfg.kafka.start_from,
         fatal: fatal.clone(),
+        batch: std::sync::Mutex::new(Vec::new()),
     };
     let consumer: Arc<BaseConsumer<IngestContext>> =
         Arc::new(consumer_config(cfg).create_with_context(ctx)?);

@@ -36,7 +36,8 @@ pub struct Record {
 
 /// What a source tells the pipeline, in order.
 pub enum Input {
-    Record(Record),
+    /// Records in source order (offsets ascending within each partition).
+    Records(Vec<Record>),
     /// Partitions now owned, each with the first offset not yet durable (from storage).
     Assigned(Vec<(Arc<str>, i32, Option<i64>)>),
     /// Partitions taken away: flush (or drop) them, then answer on the channel.
@@ -124,7 +125,17 @@ struct Pending {
     events: u64,
     dead_lettered: u64,
     rejected_records: u64,
+    dead_letters_by_reason: BTreeMap<&'static str, u64>,
     bytes: usize,
+    started: Instant,
+}
+
+/// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
+struct Unencoded {
+    key: PartKey,
+    start: i64,
+    end: i64,
+    batches: Vec<(String, arrow::record_batch::RecordBatch, u64)>,
     started: Instant,
 }
 
@@ -145,6 +156,7 @@ struct PartState {
     events: u64,
     dead_lettered: u64,
     rejected_records: u64,
+    dead_letters_by_reason: BTreeMap<&'static str, u64>,
     pending: Option<Pending>,
     retry_at: Option<Instant>,
     /// Lost a commit race: records are dropped until the source says where it resumed.
@@ -168,6 +180,7 @@ impl PartState {
             events: 0,
             dead_lettered: 0,
             rejected_records: 0,
+            dead_letters_by_reason: BTreeMap::new(),
             pending: None,
             retry_at: None,
             fenced: false,
@@ -181,6 +194,12 @@ impl PartState {
             (None, Some(p)) => Some(p.end + 1),
             (None, None) => self.durable_next,
         }
+    }
+
+    /// Redeliveries (after a restart, a rebalance or a rewind) and a fenced partition's
+    /// stale records are already, or about to be, someone's durable range.
+    fn skips(&self, offset: i64) -> bool {
+        self.fenced || self.next_expected().is_some_and(|n| offset < n)
     }
 
     fn buffered_bytes(&self) -> usize {
@@ -239,6 +258,8 @@ pub struct Pipeline {
     own_bytes: usize,
     totals: Totals,
     last_check: Instant,
+    /// Threads for decoding a batch and for encoding a flush's files.
+    threads: usize,
 }
 
 fn day_string(day: i64) -> String {
@@ -277,6 +298,8 @@ impl Pipeline {
             own_bytes: 0,
             totals: Totals::default(),
             last_check: Instant::now(),
+            // Respects a container's CPU quota.
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         })
     }
 
@@ -284,9 +307,10 @@ impl Pipeline {
     pub fn run(mut self, rx: Receiver<Input>) -> Result<Totals, PipelineError> {
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Input::Record(r)) => {
-                    self.buffered.fetch_sub(r.payload.len(), Ordering::SeqCst);
-                    self.on_record(r)?;
+                Ok(Input::Records(batch)) => {
+                    let bytes = batch.iter().map(|r| r.payload.len()).sum();
+                    self.buffered.fetch_sub(bytes, Ordering::SeqCst);
+                    self.on_batch(&batch)?;
                 }
                 Ok(Input::Assigned(parts)) => {
                     for (topic, partition, next) in parts {
@@ -344,7 +368,28 @@ impl Pipeline {
         }
     }
 
-    fn on_record(&mut self, r: Record) -> Result<(), PipelineError> {
+    /// Decoding is most of the work and each message decodes on its own, so a batch is
+    /// decoded on several threads; buffering stays on this thread, in source order.
+    fn on_batch(&mut self, batch: &[Record]) -> Result<(), PipelineError> {
+        let mut wanted = Vec::with_capacity(batch.len());
+        for r in batch {
+            if !self.decoders.contains_key(&r.topic) {
+                return Err(PipelineError::UnknownTopic(r.topic.to_string()));
+            }
+            let st = self.parts.get(&(r.topic.clone(), r.partition));
+            wanted.push(st.is_none_or(|st| !st.skips(r.offset)));
+        }
+        let outputs = decode_batch(&self.decoders, batch, &wanted, self.threads);
+        for (r, out) in batch.iter().zip(outputs) {
+            match out {
+                Some(out) => self.apply(r, out)?,
+                None => self.totals.skipped_durable += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, r: &Record, out: DecodeOutput<'_>) -> Result<(), PipelineError> {
         let key = (r.topic.clone(), r.partition);
         if !self.parts.contains_key(&key) {
             // A source that does not announce assignments (files) starts from storage.
@@ -354,18 +399,11 @@ impl Pipeline {
             );
         }
         let st = self.parts.get_mut(&key).expect("inserted above");
-        // Redeliveries (after a restart, a rebalance or a rewind) and a fenced partition's
-        // stale records are already, or about to be, someone's durable range.
-        if st.fenced || st.next_expected().is_some_and(|n| r.offset < n) {
+        // Checked again: a flush earlier in the batch may have fenced the partition.
+        if st.skips(r.offset) {
             self.totals.skipped_durable += 1;
             return Ok(());
         }
-        let decoder = self
-            .decoders
-            .get(&r.topic)
-            .ok_or_else(|| PipelineError::UnknownTopic(r.topic.to_string()))?;
-        let mut out = DecodeOutput::default();
-        decoder.decode(&r.payload, &mut out);
         let ingested_at = now_ms() * 1000;
         let lineage = Lineage {
             topic: &r.topic,
@@ -389,10 +427,11 @@ impl Pipeline {
         st.events += out.events.len() as u64;
         st.messages += 1;
         if !out.rejects.is_empty() {
-            self.dead.send(&r, &out.rejects)?;
+            self.dead.send(r, &out.rejects)?;
             st.dead_lettered += 1;
             st.rejected_records += out.rejects.len() as u64;
             for rej in &out.rejects {
+                *st.dead_letters_by_reason.entry(rej.kind()).or_default() += 1;
                 self.metrics
                     .dead_letters
                     .with_label_values(&[&*r.topic, rej.kind()])
@@ -547,13 +586,16 @@ impl Pipeline {
             .map_or(Ok(()), |(_, r)| r)
     }
 
-    /// Flush several partitions. Encoding is sequential (it is CPU work on this thread);
-    /// the storage writes of all of them run concurrently, since each flush is a handful
-    /// of small, latency-bound operations and a replica may own hundreds of partitions.
+    /// Flush several partitions. Their files are encoded on several threads, and the
+    /// storage writes of all of them run concurrently, since each flush is a handful of
+    /// small, latency-bound operations and a replica may own hundreds of partitions.
     fn flush_many(&mut self, keys: &[PartKey]) -> Vec<(PartKey, Result<(), PipelineError>)> {
-        let mut results = Vec::with_capacity(keys.len());
+        let mut results = self.encode_open(keys);
         let mut jobs = Vec::new();
         for key in keys {
+            if results.iter().any(|(k, _)| k == key) {
+                continue;
+            }
             match self.prepare(key) {
                 Ok(Some(io)) => jobs.push((key.clone(), io)),
                 Ok(None) => results.push((key.clone(), Ok(()))),
@@ -637,46 +679,89 @@ impl Pipeline {
         true
     }
 
-    /// Move the open buffer into a pending flush (encoding its files), and describe the
-    /// storage writes that commit it. `None` when there is nothing to flush.
-    fn prepare(&mut self, key: &PartKey) -> Result<Option<FlushIo>, PipelineError> {
-        let Some(st) = self.parts.get_mut(key) else {
-            return Ok(None);
-        };
-        if st.pending.is_none() {
+    /// Move the open buffers of `keys` into pending flushes, encoding their files on
+    /// several threads. Returns the partitions whose encoding failed.
+    fn encode_open(&mut self, keys: &[PartKey]) -> Vec<(PartKey, Result<(), PipelineError>)> {
+        let mut work = Vec::new();
+        let mut failed = Vec::new();
+        for key in keys {
+            let Some(st) = self.parts.get_mut(key) else {
+                continue;
+            };
+            if st.pending.is_some() {
+                continue;
+            }
             let Some((start, end)) = st.open.take() else {
-                return Ok(None);
+                continue;
             };
             let started = Instant::now();
-            let mut files = Vec::new();
-            for (day, builder) in st.days.iter_mut() {
-                if builder.is_empty() {
+            let batches = std::mem::take(&mut st.days)
+                .into_iter()
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(day, mut b)| {
+                    let rows = b.len() as u64;
+                    Ok((day_string(day), b.finish()?, rows))
+                })
+                .collect::<Result<Vec<_>, arrow::error::ArrowError>>();
+            self.own_bytes -= st.bytes;
+            st.rows = 0;
+            st.bytes = 0;
+            // Not retried: the buffer is gone and the run stops; the offsets were never
+            // committed, so a restart consumes them again.
+            let batches = match batches {
+                Ok(b) => b,
+                Err(e) => {
+                    failed.push((key.clone(), Err(WriteError::from(e).into())));
                     continue;
                 }
-                let rows = builder.len() as u64;
-                let batch = builder.finish().map_err(WriteError::from)?;
-                files.push((day_string(*day), self.format.encode(&batch)?, rows));
-            }
-            st.days.clear();
-            let bytes: usize = files.iter().map(|f| f.1.len()).sum();
-            self.own_bytes = self.own_bytes - st.bytes + bytes;
-            st.pending = Some(Pending {
+            };
+            work.push(Unencoded {
+                key: key.clone(),
                 start,
                 end,
+                batches,
+                started,
+            });
+        }
+        let encoded = encode_all(&self.format, &work, self.threads);
+        for (u, files) in work.into_iter().zip(encoded) {
+            let st = self.parts.get_mut(&u.key).expect("taken from above");
+            let files = match files {
+                Ok(files) => files,
+                Err(e) => {
+                    failed.push((u.key, Err(e.into())));
+                    continue;
+                }
+            };
+            let bytes: usize = files.iter().map(|f: &(String, Bytes, u64)| f.1.len()).sum();
+            self.own_bytes += bytes;
+            st.pending = Some(Pending {
+                start: u.start,
+                end: u.end,
                 files,
                 messages: std::mem::take(&mut st.messages),
                 events: std::mem::take(&mut st.events),
                 dead_lettered: std::mem::take(&mut st.dead_lettered),
                 rejected_records: std::mem::take(&mut st.rejected_records),
+                dead_letters_by_reason: std::mem::take(&mut st.dead_letters_by_reason),
                 bytes,
-                started,
+                started: u.started,
             });
-            st.rows = 0;
-            st.bytes = 0;
             st.oldest = None;
             st.oldest_ts_ms = None;
         }
-        let p = st.pending.as_ref().expect("set above");
+        failed
+    }
+
+    /// Describe the storage writes that commit a partition's pending flush. `None` when
+    /// there is nothing to flush.
+    fn prepare(&mut self, key: &PartKey) -> Result<Option<FlushIo>, PipelineError> {
+        let Some(st) = self.parts.get_mut(key) else {
+            return Ok(None);
+        };
+        let Some(p) = st.pending.as_ref() else {
+            return Ok(None);
+        };
         let paths = st.paths.clone();
         let mut staged = Vec::with_capacity(p.files.len());
         let mut committed = Vec::with_capacity(p.files.len());
@@ -700,6 +785,11 @@ impl Pipeline {
             messages: p.messages,
             events: p.events,
             dead_lettered: p.dead_lettered,
+            dead_letters_by_reason: p
+                .dead_letters_by_reason
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
         };
         Ok(Some(FlushIo {
@@ -760,4 +850,93 @@ impl Pipeline {
             "flushed"
         );
     }
+}
+
+/// Decode a batch on up to `threads` threads, in contiguous chunks so the outputs come
+/// back in the batch's order. `None` for the records not `wanted`.
+fn decode_batch<'a>(
+    decoders: &HashMap<Arc<str>, Box<dyn Decoder>>,
+    batch: &'a [Record],
+    wanted: &[bool],
+    threads: usize,
+) -> Vec<Option<DecodeOutput<'a>>> {
+    let decode = |(r, want): (&'a Record, &bool)| {
+        let decoder = decoders.get(&r.topic).filter(|_| *want)?;
+        let mut out = DecodeOutput::default();
+        decoder.decode(&r.payload, &mut out);
+        Some(out)
+    };
+    // Below this a thread costs more than it saves.
+    const MIN_PER_THREAD: usize = 32;
+    let threads = threads.min(batch.len() / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return batch.iter().zip(wanted).map(decode).collect();
+    }
+    let per = batch.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let rest: Vec<_> = batch[per..]
+            .chunks(per)
+            .zip(wanted[per..].chunks(per))
+            .map(|(b, w)| s.spawn(move || b.iter().zip(w).map(decode).collect::<Vec<_>>()))
+            .collect();
+        let mut out: Vec<_> = batch[..per]
+            .iter()
+            .zip(&wanted[..per])
+            .map(decode)
+            .collect();
+        for h in rest {
+            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        out
+    })
+}
+
+type Encoded = Result<Vec<(String, Bytes, u64)>, WriteError>;
+
+/// Encode every partition's files, spreading the files over up to `threads` threads.
+fn encode_all(format: &FileFormat, work: &[Unencoded], threads: usize) -> Vec<Encoded> {
+    let items: Vec<(usize, usize)> = work
+        .iter()
+        .enumerate()
+        .flat_map(|(w, u)| (0..u.batches.len()).map(move |b| (w, b)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let encode_some = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(w, b)) = items.get(i) else {
+                return done;
+            };
+            done.push((w, b, format.encode(&work[w].batches[b].1)));
+        }
+    };
+    let threads = threads.min(items.len()).max(1);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(encode_some)).collect();
+        let mut all = encode_some();
+        for h in others {
+            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all
+    });
+    let mut out: Vec<Vec<Option<Result<Bytes, WriteError>>>> = work
+        .iter()
+        .map(|u| (0..u.batches.len()).map(|_| None).collect())
+        .collect();
+    for (w, b, data) in results {
+        out[w][b] = Some(data);
+    }
+    out.into_iter()
+        .zip(work)
+        .map(|(files, u)| {
+            files
+                .into_iter()
+                .zip(&u.batches)
+                .map(|(data, (day, _, rows))| {
+                    Ok((day.clone(), data.expect("every file is encoded")?, *rows))
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -30,7 +30,18 @@ pub struct IngestContext {
     pub start_from: StartFrom,
     /// Set when a callback hits an error the process cannot recover from in place.
     pub fatal: Arc<AtomicBool>,
+    /// Records polled and not yet handed to the pipeline. It lives here, not in the poll
+    /// loop, because a rebalance can fire inside any `poll`: the callbacks send it first,
+    /// so the pipeline still sees every record before the assignment change that follows.
+    pub batch: Mutex<Vec<Record>>,
 }
+
+/// Records handed to the pipeline at once: one channel hand-off (and one wake-up of the
+/// pipeline thread) per batch instead of per message, and a batch big enough to decode
+/// on several threads.
+const BATCH_RECORDS: usize = 512;
+/// ...or fewer when they are large.
+const BATCH_BYTES: usize = 4 << 20;
 
 impl ClientContext for IngestContext {
     fn stats(&self, stats: Statistics) {
@@ -64,6 +75,12 @@ impl ConsumerContext for IngestContext {
 }
 
 impl IngestContext {
+    /// Hand the polled records to the pipeline; `false` when it has stopped.
+    fn send_batch(&self) -> bool {
+        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|e| e.into_inner()));
+        batch.is_empty() || self.tx.send(Input::Records(batch)).is_ok()
+    }
+
     /// Recover each partition from storage and start it exactly where storage stops.
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         self.metrics.rebalances.with_label_values(&["assign"]).inc();
@@ -109,7 +126,7 @@ impl IngestContext {
             .into_iter()
             .map(|(t, p, n)| (Arc::from(t.as_str()), p, n))
             .collect();
-        if self.tx.send(Input::Assigned(announce)).is_err() {
+        if !self.send_batch() || self.tx.send(Input::Assigned(announce)).is_err() {
             return; // the pipeline has stopped; nothing will be consumed
         }
         if let Err(e) = consumer.assign(tpl) {
@@ -128,7 +145,7 @@ impl IngestContext {
             .map(|e| (Arc::from(e.topic()), e.partition()))
             .collect();
         let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
-        if self.tx.send(Input::Revoked(parts, ack_tx)).is_ok() {
+        if self.send_batch() && self.tx.send(Input::Revoked(parts, ack_tx)).is_ok() {
             // Bounded by the pipeline's own revoke deadline.
             let _ = ack_rx.recv_timeout(Duration::from_secs(60));
         }
@@ -245,25 +262,45 @@ pub fn poll_loop(
             paused = false;
             metrics.paused.set(0);
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-                let rec = Record {
-                    topic: Arc::from(m.topic()),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp_ms: m.timestamp().to_millis(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload,
-                };
-                buffered.fetch_add(rec.payload.len(), Ordering::SeqCst);
-                if tx.send(Input::Record(rec)).is_err() {
-                    return; // the pipeline failed; its error is reported by the caller
+        // Wait for one message, then take whatever else is already fetched.
+        let ctx = consumer.context();
+        let mut topic: Arc<str> = Arc::from("");
+        let (mut count, mut bytes) = (0, 0);
+        let mut polled = consumer.poll(Duration::from_millis(100));
+        loop {
+            match polled {
+                Some(Ok(m)) => {
+                    if *topic != *m.topic() {
+                        topic = Arc::from(m.topic());
+                    }
+                    let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                    buffered.fetch_add(payload.len(), Ordering::SeqCst);
+                    count += 1;
+                    bytes += payload.len();
+                    let rec = Record {
+                        topic: topic.clone(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload,
+                    };
+                    ctx.batch
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(rec);
                 }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => break,
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            None => {}
+            if count >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+                break;
+            }
+            polled = consumer.poll(Duration::ZERO);
+        }
+        if !ctx.send_batch() {
+            return; // the pipeline failed; its error is reported by the caller
         }
     }
     let _ = tx.send(Input::Drain(Instant::now() + drain_deadline));

@@ -378,6 +378,39 @@ fn each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_records_stay
             .get(),
         1
     );
+    // The commit markers carry the same counts by reason, for the aggregator's
+    // data-quality table.
+    let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
+    for entry in walkdir(&dir.path().join("_sohoa/commits")) {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
+        for (k, v) in m["dead_letters_by_reason"].as_object().unwrap() {
+            *by_reason.entry(k.clone()).or_default() += v.as_u64().unwrap();
+        }
+    }
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("bad_date", 1),
+        ("syntax", 2),
+        ("unknown_code", 1),
+        ("wrong_type", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(by_reason, expected);
+}
+
+/// Every file under `dir`, recursively.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
