@@ -249,7 +249,10 @@ fn iso(s: &str, warnings: &mut Warnings) -> Option<(i32, Micros)> {
 /// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm):
 /// integer-only, so the hot path needs no calendar library.
 pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y } as i64;
+    // In i64 from the start: `y - 1` overflows i32 for the year i32::MIN, which a source
+    // can send (`01/01/-2147483648`).
+    let y = y as i64;
+    let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
     let m = m as i64;
@@ -280,8 +283,12 @@ fn civil_to_micros(
     {
         return None;
     }
-    let secs = days_from_civil(y, mo, d) * 86_400 + (h * 3600 + mi * 60 + s) as i64 - offset_secs;
-    Some(secs * 1_000_000)
+    // Checked: a year a few hundred thousand away overflows microseconds since 1970; such
+    // a value is no date at all.
+    let secs = days_from_civil(y, mo, d)
+        .checked_mul(86_400)?
+        .checked_add((h * 3600 + mi * 60 + s) as i64 - offset_secs)?;
+    secs.checked_mul(1_000_000)
 }
 
 /// The Vietnam-local calendar date of a UTC instant, as days since 1970-01-01.
@@ -377,6 +384,28 @@ mod tests {
             Err(Reason::DateOutOfRange { .. })
         ));
         assert_eq!(t("20240229000000").map(|o| o.is_some()), Ok(true));
+    }
+
+    #[test]
+    fn extreme_years_are_rejected_not_overflowed() {
+        // Found by the bad-input corpus (tests/bad-input): these panicked with an
+        // arithmetic overflow in debug builds.
+        for bad in [
+            "01/01/-2147483648",
+            "01/03/2147483647",
+            "31/12/-2147483648 23:59:59",
+        ] {
+            assert!(
+                matches!(t(bad), Err(Reason::BadDate(_))),
+                "{bad} parsed as {:?}",
+                t(bad)
+            );
+        }
+        assert!(matches!(
+            t("01/01/99999"),
+            Err(Reason::DateOutOfRange { .. })
+        ));
+        assert!(days_from_civil(i32::MIN, 1, 1) < 0);
     }
 
     #[test]

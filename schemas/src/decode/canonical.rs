@@ -58,8 +58,15 @@ impl CanonicalDecoder {
             .count();
         w.add_n(Warning::UnknownField, unknown as u32);
 
-        let status_code = obj["status_code"].as_i64().unwrap_or_default();
-        let status = Status::from_code(status_code).expect("the schema bounds status_code");
+        // JSON Schema counts 10.0 as an integer, so integral floats pass validation: read
+        // them as integers (with a warning) rather than as 0 or a panic.
+        let status_code = int_of(&obj["status_code"], w).unwrap_or_default();
+        let status = Status::from_code(status_code).ok_or_else(|| {
+            loc.key("status_code").error(Reason::UnknownCode {
+                value: status_code.to_string(),
+                expected: "a status code (1 to 10)",
+            })
+        })?;
         if obj["status"].as_str() != Some(status.as_str()) {
             return Err(loc.key("status").error(Reason::Inconsistent(format!(
                 "{:?} does not match status_code {status_code} ({})",
@@ -84,7 +91,9 @@ impl CanonicalDecoder {
             })
             .unwrap_or_default();
         let flag = |k: &str| obj[k].as_bool().unwrap_or_default();
-        let count = |k: &str| obj[k].as_u64().unwrap_or_default() as u32;
+        let count = |k: &str, w: &mut Warnings| {
+            int_of(&obj[k], w).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
         let code = |k: &str, w: &mut Warnings| {
             opt_str(obj, k).and_then(|s| normalize::code(Cow::Owned(s), w))
         };
@@ -107,7 +116,12 @@ impl CanonicalDecoder {
                 .and_then(Value::as_str)
                 .and_then(Channel::from_name),
             status,
-            event_time: time_of(v, "event_time").expect("the schema requires event_time"),
+            // The schema's date-time format and chrono's RFC 3339 parser may disagree on an
+            // odd value: that is a bad date, never a panic.
+            event_time: time_of(v, "event_time").ok_or_else(|| {
+                loc.key("event_time")
+                    .error(Reason::BadDate(str_of(obj, "event_time")))
+            })?,
             filed_at: time_of(v, "filed_at"),
             received_at: time_of(v, "received_at"),
             due_at: time_of(v, "due_at"),
@@ -115,9 +129,9 @@ impl CanonicalDecoder {
             returned_at: time_of(v, "returned_at"),
             refused_at: time_of(v, "refused_at"),
             supplements,
-            document_count: count("document_count"),
-            result_document_count: count("result_document_count"),
-            result_file_count: count("result_file_count"),
+            document_count: count("document_count", w),
+            result_document_count: count("result_document_count", w),
+            result_file_count: count("result_file_count", w),
             flags: Flags {
                 has_submitted_file: flag("has_submitted_file"),
                 has_digitized_component: flag("has_digitized_component"),
@@ -135,13 +149,36 @@ impl CanonicalDecoder {
             step_started_at: time_of(v, "step_started_at"),
             step_due_at: time_of(v, "step_due_at"),
         };
-        // The schema checks the format; the range check is sohoa's own.
+        // The schema checks the format; the range check is sohoa's own, on every time, as
+        // the dvcqg decoder does: a received_at in 1900 would otherwise reach the
+        // aggregator, whose calendar has no such year.
         for (k, t) in [
             ("event_time", Some(event.event_time)),
+            ("filed_at", event.filed_at),
+            ("received_at", event.received_at),
             ("due_at", event.due_at),
+            ("finished_at", event.finished_at),
+            ("returned_at", event.returned_at),
+            ("refused_at", event.refused_at),
+            ("step_started_at", event.step_started_at),
+            ("step_due_at", event.step_due_at),
         ] {
             if let Some(t) = t {
                 check_year(t).map_err(|r| loc.key(k).error(r))?;
+            }
+        }
+        let supplements_loc = loc.key("supplements");
+        for (i, s) in event.supplements.iter().enumerate() {
+            let item = supplements_loc.index(i);
+            for (k, t) in [
+                ("requested_at", Some(s.requested_at)),
+                ("completed_at", s.completed_at),
+                ("due_before", s.due_before),
+                ("due_after", s.due_after),
+            ] {
+                if let Some(t) = t {
+                    check_year(t).map_err(|r| item.key(k).error(r))?;
+                }
             }
         }
         if let (Some(due), Some(received)) = (event.due_at, event.received_at) {
@@ -193,6 +230,21 @@ fn str_of(obj: &Map<String, Value>, k: &str) -> String {
         .to_owned()
 }
 
+/// An integer the schema accepted: an integer, or a float with no fraction (JSON Schema's
+/// `integer` includes 1.0), which is counted as coerced.
+fn int_of(v: &Value, w: &mut Warnings) -> Option<i64> {
+    if let Some(i) = v.as_i64() {
+        return Some(i);
+    }
+    let f = v.as_f64()?;
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        w.add(Warning::Coerced);
+        Some(f as i64)
+    } else {
+        None
+    }
+}
+
 fn opt_str(obj: &Map<String, Value>, k: &str) -> Option<String> {
     obj.get(k).and_then(Value::as_str).map(str::to_owned)
 }
@@ -206,7 +258,10 @@ fn time_of(v: &Value, k: &str) -> Option<Micros> {
 
 fn check_year(t: Micros) -> Result<(), Reason> {
     use chrono::Datelike;
-    let year = chrono::DateTime::from_timestamp_micros(t).map_or(0, |d| d.year());
+    // The Vietnam-local year, as the dvcqg decoder checks it, so every event it accepts
+    // (20000101050000 is still 1999 in UTC) decodes again here.
+    let local = t.saturating_add(normalize::VN_OFFSET_SECS * 1_000_000);
+    let year = chrono::DateTime::from_timestamp_micros(local).map_or(0, |d| d.year());
     if (normalize::MIN_YEAR..=normalize::MAX_YEAR).contains(&year) {
         Ok(())
     } else {
@@ -238,6 +293,56 @@ fn pointer_to_path(prefix: &str, pointer: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::pointer_to_path;
+    use crate::decode::{DecodeOutput, Decoder};
+    use crate::normalize::Warning;
+
+    const ONE: &str = include_str!("../../../tests/fixtures/canonical/one-event.json");
+
+    /// The sample event with `edit` applied, decoded.
+    fn decode_edited(edit: impl FnOnce(&mut serde_json::Value)) -> DecodeOutput<'static> {
+        let mut v: serde_json::Value = serde_json::from_str(ONE).unwrap();
+        edit(&mut v);
+        let bytes: &'static [u8] = Box::leak(v.to_string().into_bytes().into_boxed_slice());
+        let mut out = DecodeOutput::default();
+        super::CanonicalDecoder::new().decode(bytes, &mut out);
+        out
+    }
+
+    #[test]
+    fn integral_floats_are_integers_not_a_panic_nor_zero() {
+        // Found by the bad-input corpus: JSON Schema's `integer` admits 10.0, which
+        // panicked on status_code and was read as 0 for the counts.
+        let out = decode_edited(|v| {
+            v["status_code"] = serde_json::json!(10.0);
+            v["document_count"] = serde_json::json!(3.0);
+        });
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        assert_eq!(out.events[0].status.code(), 10);
+        assert_eq!(out.events[0].document_count, 3);
+        assert_eq!(out.warnings.get(Warning::Coerced), 2);
+    }
+
+    #[test]
+    fn every_time_is_range_checked_not_only_event_time() {
+        // Found by the bad-input corpus: a received_at in 1900 or a supplement in 2100
+        // went through, while the dvcqg decoder rejects them.
+        let out = decode_edited(|v| v["received_at"] = "1900-01-01T00:00:00Z".into());
+        let kinds: Vec<_> = out.rejects.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            kinds,
+            ["received_at: \"1900-01-01T00:00:00Z\" is outside the accepted years 2000-2099"]
+        );
+        let out = decode_edited(|v| {
+            v["supplements"] = serde_json::json!([{"requested_at": "2100-01-01T00:00:00Z"}])
+        });
+        assert_eq!(out.rejects.len(), 1);
+        assert_eq!(out.rejects[0].path, "supplements[0].requested_at");
+        assert_eq!(out.rejects[0].kind(), "date_out_of_range");
+        // The year is Vietnam's, as the dvcqg decoder reads it: 05:00 on 1 January 2000
+        // in Vietnam is still 1999 in UTC, and accepted.
+        let out = decode_edited(|v| v["filed_at"] = "1999-12-31T22:00:00Z".into());
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+    }
 
     #[test]
     fn json_pointers_become_dotted_paths() {
