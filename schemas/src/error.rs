@@ -46,6 +46,12 @@ impl DecodeError {
         DecodeError { path, reason }
     }
 
+    /// A decoder failure on the whole message, for a caller that caught the decoder
+    /// panicking.
+    pub fn internal(what: impl Into<String>) -> Self {
+        DecodeError::new("$", Reason::Internal(what.into()))
+    }
+
     /// Every reason a decoder reports today is a property of the bytes, so permanent;
     /// the class is still part of the contract so the ingestor never has to guess.
     pub fn class(&self) -> ErrorClass {
@@ -98,6 +104,10 @@ pub enum Reason {
     NoEventTime,
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// A decoder bug met this message. Permanent: the same bytes fail the same way, so the
+    /// message is dead-lettered instead of stopping its partition.
+    #[error("the decoder failed on this message: {0}")]
+    Internal(String),
 }
 
 impl Reason {
@@ -115,6 +125,7 @@ impl Reason {
             Reason::UnknownService(_) => "unknown_service",
             Reason::NoEventTime => "no_event_time",
             Reason::Unavailable(_) => "unavailable",
+            Reason::Internal(_) => "internal",
         }
     }
 }

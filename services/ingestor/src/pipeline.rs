@@ -863,7 +863,22 @@ fn decode_batch<'a>(
     let decode = |(r, want): (&'a Record, &bool)| {
         let decoder = decoders.get(&r.topic).filter(|_| *want)?;
         let mut out = DecodeOutput::default();
-        decoder.decode(&r.payload, &mut out);
+        // No input may stop a partition: a decoder bug that panics on some bytes would
+        // otherwise fail this message on every restart. The message goes to the dead
+        // letters, whole (none of its events are kept), with the panic as its reason.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode(&r.payload, &mut out);
+        }));
+        if let Err(panic) = caught {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            tracing::error!(topic = %r.topic, partition = r.partition, offset = r.offset, panic = %what, "decoder panicked; dead-lettering the message");
+            out = DecodeOutput::default();
+            out.rejects.push(sohoa_schemas::DecodeError::internal(what));
+        }
         Some(out)
     };
     // Below this a thread costs more than it saves.
@@ -939,4 +954,65 @@ fn encode_all(format: &FileFormat, work: &[Unencoded], threads: usize) -> Vec<En
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sohoa_schemas::DecoderKind;
+
+    /// A decoder with a bug: it panics on payloads starting with `!`.
+    #[derive(Debug)]
+    struct Buggy;
+
+    impl Decoder for Buggy {
+        fn format(&self) -> DecoderKind {
+            DecoderKind::Canonical
+        }
+        fn decode<'a>(&self, bytes: &'a [u8], out: &mut DecodeOutput<'a>) {
+            assert!(!bytes.starts_with(b"!"), "bug on byte {}", bytes[0]);
+            out.warnings.add(sohoa_schemas::Warning::UnknownField);
+        }
+    }
+
+    fn record(offset: i64, payload: &[u8]) -> Record {
+        Record {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_decoder_panic_becomes_a_dead_letter_and_order_is_kept_across_threads() {
+        let mut decoders: HashMap<Arc<str>, Box<dyn Decoder>> = HashMap::new();
+        decoders.insert(Arc::from("t"), Box::new(Buggy));
+        let batch: Vec<Record> = (0..200)
+            .map(|i| record(i, if i % 7 == 3 { b"!x" } else { b"{}" }))
+            .collect();
+        let mut wanted = vec![true; batch.len()];
+        wanted[10] = false;
+        for threads in [1, 2, 4] {
+            let outs = decode_batch(&decoders, &batch, &wanted, threads);
+            assert_eq!(outs.len(), 200);
+            for (i, out) in outs.iter().enumerate() {
+                match out {
+                    None => assert_eq!(i, 10),
+                    Some(out) if i % 7 == 3 => {
+                        assert_eq!(out.rejects.len(), 1, "record {i}");
+                        assert_eq!(out.rejects[0].kind(), "internal");
+                        assert!(out.rejects[0].to_string().contains("bug on byte 33"));
+                        assert_eq!(out.warnings.get(sohoa_schemas::Warning::UnknownField), 0);
+                    }
+                    Some(out) => {
+                        assert!(out.rejects.is_empty(), "record {i}");
+                        assert_eq!(out.warnings.get(sohoa_schemas::Warning::UnknownField), 1);
+                    }
+                }
+            }
+        }
+    }
 }
