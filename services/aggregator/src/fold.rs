@@ -17,6 +17,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int32Type, TimestampMicrosecondType};
 
+use crate::quality::{self, FoldQuality};
+
 /// The `events` columns the fold reads; the reader projects nothing else.
 pub const COLUMNS: &[&str] = &[
     "event_kind",
@@ -45,6 +47,10 @@ pub const COLUMNS: &[&str] = &[
     "source_partition",
     "source_offset",
 ];
+
+/// Lineage columns the fold reads when a file has them: `arrived_at` is newer than the
+/// first files, so a file without it is read with the column as null.
+pub const OPTIONAL_COLUMNS: &[&str] = &["source_topic", "ingested_at", "arrived_at"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FoldError {
@@ -196,6 +202,17 @@ pub struct Fact {
     pub first_seen: [Option<i64>; 4],
     /// Events folded in, repeats included.
     pub events: u32,
+    /// Data-quality state, each field order-independent like the rest (see `quality`):
+    /// the furthest life-cycle stage any event showed ([`crate::quality::stage`], 0 for
+    /// none) and the earliest event time it was shown at...
+    pub peak_stage: u8,
+    pub peak_at: i64,
+    /// ...the first agency a snapshot named (symbol + 1, 0 for none)...
+    pub first_agency: u32,
+    /// ...the latest snapshot's status (the dates below are that snapshot's)...
+    pub snapshot_status: i8,
+    /// ...and whether a snapshot named another one (`quality::Q_*` bits).
+    pub qflags: u8,
 }
 
 impl Fact {
@@ -327,6 +344,7 @@ pub const DICTIONARY_COLUMNS: &[&str] = &[
     "procedure_name",
     "agency_code",
     "channel",
+    "source_topic",
 ];
 
 /// The fold's state: one fact per dossier code.
@@ -338,6 +356,8 @@ pub struct Folder {
     /// Events read, and events of dossiers other shards own.
     pub events_read: u64,
     pub events_skipped: u64,
+    /// Per-event data-quality counts (sync delays, repeats, rows per topic).
+    pub quality: FoldQuality,
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &'static str) -> Result<&'a dyn Array, FoldError> {
@@ -384,6 +404,7 @@ impl Folder {
             syms: Interner::default(),
             events_read: 0,
             events_skipped: 0,
+            quality: FoldQuality::default(),
         }
     }
 
@@ -430,6 +451,17 @@ impl Folder {
         let sup_req = sup.column(0).as_primitive::<TimestampMicrosecondType>();
         let sup_done = sup.column(1).as_primitive::<TimestampMicrosecondType>();
         let sup_after = sup.column(3).as_primitive::<TimestampMicrosecondType>();
+        // Lineage columns older files lack: a missing one reads as null.
+        let opt_ts = |name| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        };
+        let (arrived, ingested) = (opt_ts("arrived_at"), opt_ts("ingested_at"));
+        let topic = match batch.column_by_name("source_topic") {
+            Some(_) => Some(Codes::new(batch, "source_topic", syms)?),
+            None => None,
+        };
 
         for i in 0..batch.num_rows() {
             self.events_read += 1;
@@ -465,13 +497,48 @@ impl Folder {
                 let slot = &mut fact.first_seen[(st - 7) as usize];
                 *slot = Some(slot.map_or(key.time, |t| t.min(key.time)));
             }
-            if kind.sym(i, NO_SYM, syms) != snapshot || fact.snapshot.is_some_and(|k| k > key) {
+            let stage = quality::stage(st);
+            if stage > fact.peak_stage {
+                fact.peak_stage = stage;
+                fact.peak_at = key.time;
+            } else if stage == fact.peak_stage && stage > 0 {
+                fact.peak_at = fact.peak_at.min(key.time);
+            }
+            let kind_sym = kind.sym(i, NO_SYM, syms);
+            let is_snapshot = kind_sym == snapshot;
+            let ag = agency.sym(i, fact.agency, syms);
+            let src = system.sym(i, fact.source_system, syms);
+            let arrival = arrived
+                .and_then(|a| ts(a, i))
+                .or_else(|| ingested.and_then(|a| ts(a, i)));
+            let topic_sym = topic.as_ref().map_or(NO_SYM, |t| t.sym(i, NO_SYM, syms));
+            self.quality.event(quality::EventQ {
+                dossier,
+                kind: kind_sym,
+                source: src,
+                topic: topic_sym,
+                agency: ag,
+                status: st,
+                time: key.time,
+                arrival,
+            });
+            if is_snapshot && ag != NO_SYM {
+                // Every snapshot counts here, stale or not: the set of agencies a code was
+                // filed under does not depend on the order they arrive in.
+                if fact.first_agency == 0 {
+                    fact.first_agency = ag + 1;
+                } else if fact.first_agency != ag + 1 {
+                    fact.qflags |= quality::Q_TWO_AGENCIES;
+                }
+            }
+            if !is_snapshot || fact.snapshot.is_some_and(|k| k > key) {
                 continue;
             }
             // The newest snapshot is the dossier as the source last described it.
             fact.snapshot = Some(key);
-            fact.source_system = system.sym(i, fact.source_system, syms);
-            fact.agency = agency.sym(i, fact.agency, syms);
+            fact.snapshot_status = st;
+            fact.source_system = src;
+            fact.agency = ag;
             fact.procedure = procedure.sym(i, fact.procedure, syms);
             fact.procedure_name = procedure_name.sym(i, fact.procedure_name, syms);
             let ch = channel.sym(i, NO_SYM, syms);

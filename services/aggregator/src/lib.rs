@@ -3,8 +3,9 @@
 //!
 //! One module per stage: `read` (events from storage), `fold` (one fact per dossier),
 //! `rules` (the 766 on-time rules), `calendar` and `catalog` (working days, statutory
-//! times), `metrics` (grouping and rollups), `scorecard`, `output` (Parquet and CSV) and
-//! `report` (HTML and the terminal summary).
+//! times), `metrics` (grouping and rollups), `scorecard`, `quality` (data-quality checks
+//! and the `quality/` tables), `output` (Parquet and CSV) and `report` (HTML and the
+//! terminal summary).
 
 pub mod calendar;
 pub mod catalog;
@@ -12,6 +13,7 @@ pub mod fold;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod quality;
 pub mod read;
 pub mod report;
 pub mod rules;
@@ -105,6 +107,9 @@ pub struct Summary {
     pub elapsed_ms: u64,
     /// Event time of the newest event folded in (UTC µs): how fresh the metrics are.
     pub newest_event_us: Option<i64>,
+    /// The data-quality tables (`quality/`): a run over all dossiers, or a merge of shards,
+    /// has them; one shard's run only writes its counts for the merge.
+    pub quality: Option<quality::QualityReport>,
 }
 
 impl Summary {
@@ -190,8 +195,12 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = reference_data(cfg)?;
     let mut summary = Summary::default();
-    let base = match opts.merge_shards {
-        Some(n) => rt.block_on(read_shards(&*store, n))?,
+    // The base counts, and the quality counts when there are any.
+    let (base, quality_counts) = match opts.merge_shards {
+        Some(n) => {
+            let base = rt.block_on(read_shards(&*store, n))?;
+            (base, rt.block_on(read_quality_shards(&*store, n))?)
+        }
         None => {
             let files = rt.block_on(read::event_files(&*store, opts.range))?;
             // One fold thread per core, each owning a disjoint part of the dossiers: the
@@ -221,7 +230,23 @@ pub fn run(
                 "events folded"
             );
 
-            let judged: Vec<Judgement> = std::thread::scope(|scope| {
+            // Sorting the event fingerprints (the repeat count) is the costly part of the
+            // per-event quality counts: one thread per fold part.
+            let mut quality_counts = quality::PartQuality::default();
+            let parts: Vec<quality::PartQuality> = std::thread::scope(|scope| {
+                let handles: Vec<_> = folders
+                    .iter_mut()
+                    .map(|f| scope.spawn(move || f.quality.finish(&f.syms)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a quality thread panicked"))
+                    .collect()
+            });
+            for p in parts {
+                quality_counts.merge(p);
+            }
+            let mut judged: Vec<Judgement> = std::thread::scope(|scope| {
                 let handles: Vec<_> = folders
                     .iter()
                     .map(|f| scope.spawn(|| judge_part(f, &cal, &catalog, opts)))
@@ -231,6 +256,9 @@ pub fn run(
                     .map(|h| h.join().expect("a judging thread panicked"))
                     .collect::<Result<_, _>>()
             })?;
+            for part in &mut judged {
+                quality_counts.merge(std::mem::take(&mut part.quality));
+            }
             let mut base = Base::default();
             let mut rows: Vec<output::DossierOut> = Vec::with_capacity(dossiers);
             for (part, folder) in judged.iter().zip(&folders) {
@@ -264,10 +292,16 @@ pub fn run(
                 let path = output::shard_counts_path(opts.shard.index, opts.shard.count);
                 rt.block_on(output::put(&*store, &path, output::base_parquet(&base)?))?;
                 summary.written.push(path);
+                // The quality counts add up across shards too (every dossier, and so every
+                // event, lives in exactly one shard); the merge builds `quality/`.
+                let path = quality::shard_path(opts.shard.index, opts.shard.count);
+                let data = bytes::Bytes::from(quality_counts.to_json());
+                rt.block_on(output::put(&*store, &path, data))?;
+                summary.written.push(path);
                 summary.elapsed_ms = started.elapsed().as_millis() as u64;
                 return Ok(summary);
             }
-            base
+            (base, Some(quality_counts))
         }
     };
     let rows = base.with_rollups();
@@ -294,6 +328,15 @@ pub fn run(
         rt.block_on(output::put(&*store, path, data))?;
         summary.written.push(path.to_string());
     }
+    if let Some(counts) = quality_counts {
+        let (markers, unreadable) = rt.block_on(quality::read_markers(&*store, opts.range))?;
+        let report = quality::build(&counts, &opts.periods, &cards, markers, unreadable);
+        for (path, data) in quality::files(&report)? {
+            rt.block_on(output::put(&*store, path, data))?;
+            summary.written.push(path.to_string());
+        }
+        summary.quality = Some(report);
+    }
     summary.metric_rows = rows;
     summary.scorecards = cards;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -304,6 +347,7 @@ pub fn run(
 struct Judgement<'a> {
     rows: Vec<(&'a str, rules::Judged)>,
     base: Base,
+    quality: quality::PartQuality,
 }
 
 fn judge_part<'a>(
@@ -315,10 +359,12 @@ fn judge_part<'a>(
     let mut grouper = Grouper::new(&opts.periods, opts.as_of);
     let mut names = Base::default();
     let mut rows = Vec::with_capacity(folder.facts.len());
+    let mut issues = quality::DossierGrouper::default();
     let sym = |s| (s != NO_SYM).then(|| folder.syms.get(s)).flatten();
     for (code, fact) in &folder.facts {
         let j = rules::judge(code, fact, &folder.syms, cal, catalog, opts.as_of)?;
         grouper.add(fact.agency, fact.procedure, &j);
+        issues.add(fact, &quality::dossier_issues(fact, &folder.syms, catalog));
         if let (Some(c), Some(n)) = (sym(fact.procedure), sym(fact.procedure_name)) {
             names.add_name(c.to_owned(), n.to_owned());
         }
@@ -326,7 +372,13 @@ fn judge_part<'a>(
     }
     let mut base = grouper.base(&folder.syms);
     base.names = names.names;
-    Ok(Judgement { rows, base })
+    let mut quality = quality::PartQuality::default();
+    issues.into_part(&folder.syms, &mut quality);
+    Ok(Judgement {
+        rows,
+        base,
+        quality,
+    })
 }
 
 /// Fetch and decode the files on worker threads, and fold every batch on each fold
@@ -378,14 +430,22 @@ fn read_into(
                     };
                     let result = rt.block_on(read::fetch(&**store, f)).and_then(|data| {
                         bytes.fetch_add(data.len(), Ordering::Relaxed);
-                        let columns = (fold::COLUMNS, fold::DICTIONARY_COLUMNS);
-                        read::decode(&f.path, data, columns.0, columns.1, |b: &RecordBatch| {
-                            for tx in &txs {
-                                tx.send(b.clone())
-                                    .map_err(|_| "a fold thread stopped".to_string())?;
-                            }
-                            Ok(())
-                        })
+                        let (columns, optional) = (fold::COLUMNS, fold::OPTIONAL_COLUMNS);
+                        let dict = fold::DICTIONARY_COLUMNS;
+                        read::decode_with_optional(
+                            &f.path,
+                            data,
+                            columns,
+                            optional,
+                            dict,
+                            |b: &RecordBatch| {
+                                for tx in &txs {
+                                    tx.send(b.clone())
+                                        .map_err(|_| "a fold thread stopped".to_string())?;
+                                }
+                                Ok(())
+                            },
+                        )
                     });
                     if let Err(e) = result {
                         fail(e.into());
@@ -418,6 +478,30 @@ async fn remove_other_layouts(
         }
     }
     Ok(())
+}
+
+/// Add up the quality counts `n` shards wrote; `None` when a shard wrote none (a shard
+/// run by a version without them), so the merge still writes `metrics/`.
+async fn read_quality_shards(
+    store: &dyn ObjectStore,
+    n: u32,
+) -> Result<Option<quality::PartQuality>, AggregateError> {
+    let mut all = quality::PartQuality::default();
+    for i in 0..n {
+        let path = quality::shard_path(i, n);
+        let data = match store.get(&Path::from(path.as_str())).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                tracing::warn!(%path, "no quality counts from this shard: quality/ not written");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let part = quality::PartQuality::from_json(&data)
+            .map_err(|reason| AggregateError::ShardCounts { path, reason })?;
+        all.merge(part);
+    }
+    Ok(Some(all))
 }
 
 /// Add up the counts `n` shards wrote.

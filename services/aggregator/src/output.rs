@@ -45,7 +45,7 @@ fn writer_props() -> Result<WriterProperties, OutputError> {
         .build())
 }
 
-fn encode(table: &'static str, batch: &RecordBatch) -> Result<Bytes, OutputError> {
+pub(crate) fn encode(table: &'static str, batch: &RecordBatch) -> Result<Bytes, OutputError> {
     let err = |e: parquet::errors::ParquetError| OutputError::Encode {
         table,
         reason: e.to_string(),
@@ -65,7 +65,7 @@ pub async fn put(store: &dyn ObjectStore, path: &str, data: Bytes) -> Result<(),
     Ok(())
 }
 
-fn batch(
+pub(crate) fn batch(
     table: &'static str,
     cols: Vec<(&str, ArrayRef, bool)>,
 ) -> Result<RecordBatch, OutputError> {
@@ -83,7 +83,7 @@ fn batch(
     })
 }
 
-fn days(d: NaiveDate) -> i32 {
+pub(crate) fn days(d: NaiveDate) -> i32 {
     (chrono::Datelike::num_days_from_ce(&d)) - 719_163
 }
 
@@ -306,7 +306,7 @@ fn rate_cols() -> [RateCol; 6] {
     ]
 }
 
-fn csv_field(out: &mut String, s: &str) {
+pub(crate) fn csv_field(out: &mut String, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&s.replace('"', "\"\""));

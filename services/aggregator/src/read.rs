@@ -94,6 +94,19 @@ pub fn decode(
     data: Bytes,
     columns: &[&str],
     dictionary: &[&str],
+    each: impl FnMut(&RecordBatch) -> Result<(), String>,
+) -> Result<(), ReadError> {
+    decode_with_optional(path, data, columns, &[], dictionary, each)
+}
+
+/// [`decode`], also projecting the `optional` columns the file has; a column it lacks is
+/// simply absent from the batches (files written before a column existed).
+pub fn decode_with_optional(
+    path: &Path,
+    data: Bytes,
+    columns: &[&str],
+    optional: &[&str],
+    dictionary: &[&str],
     mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
 ) -> Result<(), ReadError> {
     let err = |reason: String| ReadError::File {
@@ -129,6 +142,7 @@ pub fn decode(
             .ok_or_else(|| err(format!("column {c} is missing")))?;
         roots.push(i);
     }
+    roots.extend(optional.iter().filter_map(|c| schema.index_of(c).ok()));
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder
         .with_projection(mask)

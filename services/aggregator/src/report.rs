@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use chrono::{Months, NaiveDate};
 
 use crate::model::{Counts, MetricRow, Period, Scorecard};
+use crate::quality::{QualityReport, QualityRow};
 
 /// Everything the report shows.
 pub struct ReportInput<'a> {
@@ -701,6 +702,11 @@ table.scorecard td.total .pct { display: block; font-weight: 400; color: var(--m
 
 /// The report as one self-contained HTML page.
 pub fn render_html(input: &ReportInput) -> String {
+    render_html_with_quality(input, None)
+}
+
+/// The report with a "Data quality" section (when the run measured it).
+pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityReport>) -> String {
     let p = prepare(input);
     let title = match input.title.trim() {
         "" => "sohoa",
@@ -759,6 +765,9 @@ pub fn render_html(input: &ReportInput) -> String {
     trend(&mut o, &p);
     worst(&mut o, &p, input.min_dossiers);
     scorecard_table(&mut o, &p);
+    if let Some(q) = quality {
+        quality_section(&mut o, q, p.key);
+    }
     notes(&mut o, input);
     o.push_str("</main>\n</body>\n</html>\n");
     o
@@ -1745,6 +1754,306 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
 // ---------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// Data quality
+// ---------------------------------------------------------------------------------------
+
+/// A delay in seconds, readably: "< 1 s", "45 s", "12 min", "3.4 h", "2.1 d".
+fn duration(s: Option<i64>) -> String {
+    match s {
+        None => "—".to_string(),
+        Some(0) => "< 1 s".to_string(),
+        Some(s) if s < 60 => format!("{s} s"),
+        Some(s) if s < 3600 => format!("{} min", s / 60),
+        Some(s) if s < 86_400 => format!("{:.1} h", s as f64 / 3600.0),
+        Some(s) => format!("{:.1} d", s as f64 / 86_400.0),
+    }
+}
+
+/// The quality period shown: the report's own when the quality table has it, else the
+/// latest of the coarsest granularity it has.
+fn quality_key(q: &QualityReport, key: Option<(Period, NaiveDate)>) -> Option<(Period, NaiveDate)> {
+    if let Some(k) = key.filter(|k| q.rows.iter().any(|r| (r.period, r.period_start) == *k)) {
+        return Some(k);
+    }
+    GRANULARITY.into_iter().find_map(|p| {
+        q.rows
+            .iter()
+            .filter(|r| r.period == p)
+            .map(|r| (p, r.period_start))
+            .max()
+    })
+}
+
+fn quality_rows(
+    q: &QualityReport,
+    key: (Period, NaiveDate),
+) -> (Option<&QualityRow>, Vec<&QualityRow>) {
+    let in_key = |r: &&QualityRow| (r.period, r.period_start) == key;
+    let province = q
+        .rows
+        .iter()
+        .filter(in_key)
+        .find(|r| r.agency_code.is_none());
+    let mut agencies: Vec<&QualityRow> = q
+        .rows
+        .iter()
+        .filter(in_key)
+        .filter(|r| r.agency_code.is_some())
+        .collect();
+    agencies.sort_by_key(|r| (r.quality_rank.unwrap_or(u64::MAX), r.agency_code.clone()));
+    (province, agencies)
+}
+
+fn quality_section(o: &mut String, q: &QualityReport, key: Option<(Period, NaiveDate)>) {
+    let Some(key) = quality_key(q, key) else {
+        o.push_str("<section id=\"data-quality\" class=\"table-figure\">\n<h2>Data quality</h2>\n");
+        no_data(o, "no dossiers or events to check");
+        o.push_str("</section>\n");
+        return;
+    };
+    let label = key.0.label(key.1);
+    let (province, agencies) = quality_rows(q, key);
+    put!(
+        o,
+        "<section id=\"data-quality\" class=\"table-figure\">\n<h2>Data quality · {}</h2>\n",
+        esc(&label)
+    );
+    if let Some(p) = province {
+        let c = &p.counts;
+        put!(
+            o,
+            "<p class=\"quality-summary\">Province: {} dossiers, {} without any issue found. Changes reached the feed after {} (median) and {} (95th percentile); {} within 24 hours.</p>\n",
+            num(c.dossiers()),
+            pct(c.score().map(|s| s / 100.0)),
+            duration(p.delay.p50_seconds),
+            duration(p.delay.p95_seconds),
+            pct(p.delay.within_24h_rate())
+        );
+    }
+    o.push_str("<div class=\"table-wrap\">\n<table class=\"scorecard quality\">\n<thead><tr><th scope=\"col\">#</th><th scope=\"col\" class=\"name\">Agency</th>\
+<th scope=\"col\">Quality score</th><th scope=\"col\">766 score</th><th scope=\"col\">Dossiers</th>\
+<th scope=\"col\">Missing dates</th><th scope=\"col\">No due date</th><th scope=\"col\">Result without file</th><th scope=\"col\">Unknown procedure</th>\
+<th scope=\"col\">Status regressions</th><th scope=\"col\">Dates out of order</th><th scope=\"col\">Two agencies</th>\
+<th scope=\"col\">Sync p50</th><th scope=\"col\">Sync p95</th><th scope=\"col\">Within 24 h</th></tr></thead>\n<tbody>\n");
+    let line = |o: &mut String, r: &QualityRow| {
+        match &r.agency_code {
+            Some(code) => put!(
+                o,
+                "<tr data-code=\"{}\"><td>{}</td><th scope=\"row\">{}</th>",
+                esc(code),
+                r.quality_rank.map_or(String::new(), |x| x.to_string()),
+                esc(code)
+            ),
+            None => o.push_str(
+                "<tr class=\"province\"><td></td><th scope=\"row\">Province (all agencies)</th>",
+            ),
+        }
+        let qs = r.quality_score().map(|s| s / 100.0);
+        let score = match (r.score_766, r.score_766_pct()) {
+            (Some((t, m)), Some(pc)) => format!(
+                "{} / {}<span class=\"rate\">{}{}</span>",
+                pts(t),
+                pts(m),
+                pct(Some(pc / 100.0)),
+                r.score_766_rank
+                    .map_or(String::new(), |k| format!(" · #{k}"))
+            ),
+            _ => "—".to_string(),
+        };
+        let c = &r.counts;
+        put!(
+            o,
+            "<td class=\"cell {}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            Band::of(qs).class(),
+            pct(qs),
+            score,
+            num(c.dossiers()),
+            num(c.get("missing_required_date")),
+            num(c.get("no_due_date")),
+            num(c.get("result_without_file")),
+            num(c.get("unknown_procedure")),
+            num(c.get("status_regression")),
+            num(c.get("due_before_receipt") + c.get("finish_before_receipt")),
+            num(c.get("two_agencies")),
+            duration(r.delay.p50_seconds),
+            duration(r.delay.p95_seconds),
+            pct(r.delay.within_24h_rate())
+        );
+    };
+    if let Some(p) = province {
+        line(o, p);
+    }
+    for r in &agencies {
+        line(o, r);
+    }
+    o.push_str("</tbody>\n</table>\n</div>\n<p class=\"caption\">Agencies by quality score: the share of their dossiers with none of the issues counted here. The 766 score beside it shows whether a good score rests on good data.</p>\n");
+
+    let statuses: Vec<_> = q
+        .delays
+        .iter()
+        .filter(|d| (d.period, d.period_start) == key && d.agency_code.is_none())
+        .collect();
+    if !statuses.is_empty() {
+        o.push_str("<h3>Sync delay by status · province</h3>\n<div class=\"table-wrap\">\n<table class=\"scorecard\">\n<thead><tr><th scope=\"col\" class=\"name\">Status</th><th scope=\"col\">Events</th><th scope=\"col\">p50</th><th scope=\"col\">p95</th><th scope=\"col\">Within 24 h</th></tr></thead>\n<tbody>\n");
+        for d in statuses {
+            put!(
+                o,
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                d.status_code,
+                num(d.delay.events),
+                duration(d.delay.p50_seconds),
+                duration(d.delay.p95_seconds),
+                pct(d.delay.within_24h_rate())
+            );
+        }
+        o.push_str("</tbody>\n</table>\n</div>\n");
+    }
+    if !q.sources.is_empty() || !q.ingest.is_empty() {
+        o.push_str("<h3>Sources: repeats, dead letters and reconciliation (all periods read)</h3>\n<div class=\"table-wrap\">\n<table class=\"scorecard\">\n<thead><tr><th scope=\"col\" class=\"name\">Source</th><th scope=\"col\">Events or messages</th><th scope=\"col\">Repeats or dead letters</th><th scope=\"col\">Rate</th><th scope=\"col\">Rows: markers / storage</th></tr></thead>\n<tbody>\n");
+        for s in &q.sources {
+            put!(
+                o,
+                "<tr><th scope=\"row\">{} <span class=\"code\">repeats</span></th><td>{}</td><td>{}</td><td>{}</td><td></td></tr>\n",
+                esc(&s.source_system),
+                num(s.events),
+                num(s.duplicates),
+                pct(s.duplicate_rate())
+            );
+        }
+        for r in &q.ingest {
+            let what = match &r.reason {
+                Some(reason) => format!(
+                    "{} <span class=\"code\">dead letters: {}</span>",
+                    esc(&r.topic),
+                    esc(reason)
+                ),
+                None => format!("{} <span class=\"code\">topic</span>", esc(&r.topic)),
+            };
+            let recon = match r.difference() {
+                Some(0) => format!(
+                    "{} / {} ✓",
+                    num(r.marker_rows_in_range),
+                    num(r.storage_rows)
+                ),
+                Some(d) => format!(
+                    "<strong>{} / {} (difference {d:+})</strong>",
+                    num(r.marker_rows_in_range),
+                    num(r.storage_rows)
+                ),
+                None => String::new(),
+            };
+            put!(
+                o,
+                "<tr><th scope=\"row\">{what}</th><td>{}</td><td>{}</td><td>{}</td><td>{recon}</td></tr>\n",
+                num(r.messages),
+                num(r.dead_lettered),
+                pct(r.dead_letter_rate())
+            );
+        }
+        o.push_str("</tbody>\n</table>\n</div>\n");
+    }
+    if q.unreadable_markers > 0 {
+        put!(
+            o,
+            "<p class=\"no-data\">{} commit marker(s) could not be read and are left out.</p>\n",
+            q.unreadable_markers
+        );
+    }
+    o.push_str("<dl class=\"quality-notes\">\n\
+<dt>Quality score</dt><dd>100 × the share of the agency's dossiers (counted on their receipt date, or the date of their latest event) with none of: a missing date their status requires, no due date, a result document without its file, a procedure code not in the catalogue, a status regression, a due date or a finish before the receipt, a code filed under two agencies, or no snapshot at all.</dd>\n\
+<dt>Sync delay</dt><dd>Arrival (the broker's timestamp, or the ingest time) minus the time of the change, per event, by the date of the change. Quantiles come from half-octave buckets: within 19%.</dd>\n\
+<dt>Status regression</dt><dd>The latest event shows an earlier stage of the dossier's life than one an earlier event had already reached. A stale snapshot arriving late is not one.</dd>\n\
+<dt>Repeats</dt><dd>Events of a source system with the same dossier, kind, status and event time as another.</dd>\n\
+</dl>\n</section>\n");
+}
+
+/// A few lines for the terminal: the province's quality, the agencies with the lowest
+/// quality score, repeats, dead letters and any reconciliation mismatch.
+pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
+    let mut o = String::new();
+    let Some(key) = quality_key(q, None) else {
+        return o;
+    };
+    let (province, agencies) = quality_rows(q, key);
+    let bold = |s: &str| {
+        if color {
+            format!("{BOLD}{s}{RESET}")
+        } else {
+            s.to_string()
+        }
+    };
+    put!(o, "{} · {}\n", bold("Data quality"), key.0.label(key.1));
+    if let Some(p) = province {
+        put!(
+            o,
+            "Province: {} dossiers · {} without issues · sync p50 {} · p95 {} · within 24 h {}\n",
+            group(p.counts.dossiers(), " "),
+            pct(p.quality_score().map(|s| s / 100.0)),
+            duration(p.delay.p50_seconds),
+            duration(p.delay.p95_seconds),
+            pct(p.delay.within_24h_rate())
+        );
+    }
+    let mut worst: Vec<&&QualityRow> = agencies
+        .iter()
+        .filter(|r| r.quality_score().is_some())
+        .collect();
+    worst.reverse();
+    if !worst.is_empty() {
+        let list: Vec<String> = worst
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "{} {} (766 {})",
+                    clean_terminal(r.agency_code.as_deref().unwrap_or("")),
+                    pct(r.quality_score().map(|s| s / 100.0)),
+                    pct(r.score_766_pct().map(|s| s / 100.0))
+                )
+            })
+            .collect();
+        put!(o, "Lowest quality: {}\n", list.join(" · "));
+    }
+    let (events, dups) = q
+        .sources
+        .iter()
+        .fold((0, 0), |(e, d), s| (e + s.events, d + s.duplicates));
+    let (messages, dead) = q
+        .ingest
+        .iter()
+        .filter(|r| r.reason.is_none())
+        .fold((0, 0), |(m, d), r| (m + r.messages, d + r.dead_lettered));
+    put!(
+        o,
+        "Repeats {} of {} events · dead letters {} of {} messages\n",
+        group(dups, " "),
+        group(events, " "),
+        group(dead, " "),
+        group(messages, " ")
+    );
+    let mismatches: Vec<String> = q
+        .mismatches()
+        .map(|r| {
+            format!(
+                "{} (storage {} vs markers {})",
+                clean_terminal(&r.topic),
+                r.storage_rows,
+                r.marker_rows_in_range
+            )
+        })
+        .collect();
+    if mismatches.is_empty() {
+        o.push_str("Reconciliation: storage matches the commit markers\n");
+    } else {
+        put!(o, "Reconciliation MISMATCH: {}\n", mismatches.join(" · "));
+    }
+    if q.unreadable_markers > 0 {
+        put!(o, "{} commit marker(s) unreadable\n", q.unreadable_markers);
+    }
+    o
+}
 
 #[cfg(test)]
 mod tests {

@@ -317,7 +317,13 @@ fn shards_merged_equal_one_run() {
     assert_eq!(whole.dossiers, 600);
     let one = std::fs::read_to_string(dir.path().join("metrics/metrics.csv")).unwrap();
     let one_cards = std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap();
+    let quality_files = ["quality.csv", "sync_delay.csv", "sources.csv", "ingest.csv"];
+    let one_quality: Vec<String> = quality_files
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.path().join("quality").join(f)).unwrap())
+        .collect();
     std::fs::remove_dir_all(dir.path().join("metrics")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("quality")).unwrap();
 
     let mut dossiers = 0;
     for index in 0..3 {
@@ -341,6 +347,11 @@ fn shards_merged_equal_one_run() {
         one_cards,
         std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap()
     );
+    // The data-quality tables too.
+    for (f, one) in quality_files.iter().zip(&one_quality) {
+        let merged = std::fs::read_to_string(dir.path().join("quality").join(f)).unwrap();
+        assert_eq!(*one, merged, "{f}");
+    }
     // The three parts replaced the single run's file.
     let parts: Vec<_> = std::fs::read_dir(dir.path().join("dossiers"))
         .unwrap()

@@ -142,17 +142,18 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: AggregateArgs) -> Result<()> {
             min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
         };
         if !args.no_report {
-            let html = report::render_html(&input);
+            let html = report::render_html_with_quality(&input, summary.quality.as_ref());
             rt.block_on(sohoa_aggregator::output::put(
                 &*storage.store,
                 "report/index.html",
                 html.into(),
             ))?;
         }
-        print!(
-            "{}",
-            report::terminal_summary(&input, std::io::stdout().is_terminal())
-        );
+        let color = std::io::stdout().is_terminal();
+        print!("{}", report::terminal_summary(&input, color));
+        if let Some(q) = &summary.quality {
+            print!("\n{}", report::terminal_quality(q, color));
+        }
     }
     if let Some(path) = &args.metrics_textfile {
         let tmp = path.with_extension("prom.tmp");
