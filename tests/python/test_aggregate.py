@@ -239,3 +239,84 @@ def test_run_results_for_the_textfile_collector(aggregated, sohoa, tmp_path):
     assert promtool, "promtool is missing: tests/run installs Debian's prometheus package"
     check = run([promtool, "check", "metrics"], input=prom.read_text())
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def scrape(port, path="/metrics"):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError:
+        return None, ""
+
+
+def test_continuous_mode_publishes_the_newest_event_it_includes(aggregated, sohoa, tmp_path):
+    """`--every`: each run's results on /metrics, and newer events show up in the next run's
+    freshness gauge without a restart; SIGTERM stops it with exit 0."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    src, _ = aggregated
+    root = tmp_path / "data"
+    shutil.copytree(src / "events", root / "events")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, SOHOA__PRIVACY__DEVELOPMENT_MODE="true", SOHOA__HTTP__LISTEN="", NO_COLOR="1")
+    proc = subprocess.Popen([sohoa, "aggregate", "--root", str(root), "--every", "1s", "--no-report",
+                             "--listen", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def gauges():
+        _, body = scrape(port)
+        return {l.split()[0]: float(l.split()[1]) for l in body.splitlines() if l and not l.startswith("#")}
+
+    def wait(what, check, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            got = check()
+            if got:
+                return got
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    try:
+        first = wait("a first run", lambda: scrape(port, "/readyz")[0] == 200 and gauges())
+        newest_before = duckdb.connect().execute(
+            f"SELECT epoch(max(event_time)) FROM read_parquet('{root}/events/*/*.parquet')").fetchone()[0]
+        assert abs(first["sohoa_aggregate_newest_event_timestamp_seconds"] - newest_before) < 1
+        assert first["sohoa_aggregate_events_read"] == 3000
+        assert first['sohoa_aggregate_runs_total{outcome="success"}'] >= 1
+        # A later dossier arrives while it runs.
+        late = {"MaHoSo": "H55-999999", "MaTTHC": PROCEDURES[0][0], "TenTTHC": PROCEDURES[0][1],
+                "DonViXuLy": AGENCIES[0], "KenhThucHien": 2, "NgayTiepNhan": "20240916080000", "TrangThaiHoSo": 2}
+        export = tmp_path / "late.jsonl"
+        export.write_text(json.dumps(late, ensure_ascii=False) + "\n", encoding="utf-8")
+        ingest = run([sohoa, "ingest", "--from-file", str(export), "--out", str(root)], env=env)
+        assert ingest.returncode == 0, ingest.stderr
+        later = wait("the new event in the metrics",
+                     lambda: (g := gauges()).get("sohoa_aggregate_events_read") == 3001 and g)
+        # 08:00 in Vietnam is 01:00 UTC.
+        expected = dt.datetime(2024, 9, 16, 1, 0, tzinfo=dt.timezone.utc).timestamp()
+        assert newest_before < expected
+        assert later["sohoa_aggregate_newest_event_timestamp_seconds"] == expected
+        assert later['sohoa_aggregate_runs_total{outcome="failure"}'] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, proc.stderr.read()[-3000:]
+    with open(root / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
+        province = [r for r in csv.DictReader(f) if r["period"] == "year" and r["agency_code"] == ""
+                    and r["procedure_code"] == "" and r["period_start"] == "2024-01-01"]
+    assert int(province[0]["received"]) == int(first_received(src)) + 1
+
+
+def first_received(out):
+    with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
+        return next(r["received"] for r in csv.DictReader(f) if r["period"] == "year" and r["agency_code"] == ""
+                    and r["procedure_code"] == "" and r["period_start"] == "2024-01-01")

@@ -1,6 +1,9 @@
 //! `sohoa aggregate`: events to dossiers, metrics, scorecards and the report.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
@@ -44,6 +47,74 @@ pub struct AggregateArgs {
     /// textfile collector. Written atomically (a temporary file, then a rename).
     #[arg(long, value_name = "PATH")]
     metrics_textfile: Option<std::path::PathBuf>,
+    /// Continuous mode: run again this long after each run starts (`30s`, `1m`, `1h`)
+    /// until SIGTERM or SIGINT, judging open dossiers as of each run's start. A failed
+    /// run is logged and counted, and the next one is tried on schedule.
+    #[arg(long, value_parser = parse_every, conflicts_with_all = ["as_of", "shard", "merge_shards"])]
+    every: Option<Duration>,
+    /// With `--every`: serve `/metrics` (the last run's results, including the newest
+    /// event time the metrics include, and runs by outcome), `/healthz` and `/readyz`
+    /// (ready once a run succeeded) on this address, e.g. `0.0.0.0:9899`.
+    #[arg(long, value_name = "ADDR", requires = "every")]
+    listen: Option<String>,
+}
+
+fn parse_every(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: use a number and a unit, like 30s, 1m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("--every must be longer than 0".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// What a continuous aggregator serves on `/metrics`.
+#[derive(Default)]
+struct Status {
+    /// The last successful run's results, in Prometheus' text format.
+    last: Mutex<Option<String>>,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    last_failure_s: AtomicI64,
+}
+
+impl sohoa_runtime::http::Exposition for Status {
+    fn render(&self) -> String {
+        let mut text = self
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "# HELP sohoa_aggregate_runs_total Aggregation runs since the process started, by outcome.\n\
+             # TYPE sohoa_aggregate_runs_total counter\n\
+             sohoa_aggregate_runs_total{{outcome=\"success\"}} {}\n\
+             sohoa_aggregate_runs_total{{outcome=\"failure\"}} {}\n\
+             # HELP sohoa_aggregate_last_failure_timestamp_seconds Unix time the last failed run ended (0: none yet).\n\
+             # TYPE sohoa_aggregate_last_failure_timestamp_seconds gauge\n\
+             sohoa_aggregate_last_failure_timestamp_seconds {}\n",
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.last_failure_s.load(Ordering::Relaxed),
+        ));
+        text
+    }
+
+    fn is_ready(&self) -> bool {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -105,6 +176,68 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: AggregateArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let storage = sohoa_runtime::Storage::open(&cfg.storage)?;
+    let Some(every) = args.every else {
+        return run_once(&cfg, &args, &storage, &rt).map(|_| ());
+    };
+    let status = Arc::new(Status::default());
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = stop.clone();
+    rt.spawn(async move {
+        crate::shutdown_signal().await;
+        // A permit: the wait below returns even if it starts after the signal.
+        stopping.notify_one();
+    });
+    if let Some(addr) = &args.listen {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("--listen {addr}"))?;
+        rt.spawn(sohoa_runtime::http::serve(
+            listener,
+            status.clone(),
+            std::future::pending(),
+        ));
+    }
+    tracing::info!(every_s = every.as_secs(), "continuous mode");
+    loop {
+        let started = Instant::now();
+        match run_once(&cfg, &args, &storage, &rt) {
+            Ok(text) => {
+                *status.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+                status.succeeded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "aggregation failed; the next run is on schedule"
+                );
+                status.failed.fetch_add(1, Ordering::Relaxed);
+                status
+                    .last_failure_s
+                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+            }
+        }
+        let next = every.saturating_sub(started.elapsed());
+        let stopped = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(next) => false,
+                _ = stop.notified() => true,
+            }
+        });
+        if stopped {
+            tracing::info!("stopping: signal received");
+            return Ok(());
+        }
+    }
+}
+
+/// One aggregation: the tables, the report and the summary. Returns the run's results in
+/// Prometheus' text format.
+fn run_once(
+    cfg: &sohoa_runtime::Config,
+    args: &AggregateArgs,
+    storage: &sohoa_runtime::Storage,
+    rt: &tokio::runtime::Runtime,
+) -> Result<String> {
     let now = chrono::Utc::now().timestamp_micros();
     let opts = Options {
         range: DateRange {
@@ -155,10 +288,10 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: AggregateArgs) -> Result<()> {
             print!("\n{}", report::terminal_quality(q, color));
         }
     }
+    let text = summary.prometheus_text(chrono::Utc::now().timestamp());
     if let Some(path) = &args.metrics_textfile {
         let tmp = path.with_extension("prom.tmp");
-        let text = summary.prometheus_text(chrono::Utc::now().timestamp());
-        std::fs::write(&tmp, text)
+        std::fs::write(&tmp, &text)
             .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("writing --metrics-textfile {}", path.display()))?;
     }
@@ -169,5 +302,5 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: AggregateArgs) -> Result<()> {
     if opts.shard.count == 1 && !args.no_report {
         eprintln!("wrote {root}/report/index.html");
     }
-    Ok(())
+    Ok(text)
 }

@@ -170,9 +170,13 @@ pub fn run(
                 addr: cfg.http.listen.clone(),
                 source,
             })?;
-        rt.spawn(metrics::serve(listener, metrics.clone(), async move {
-            let _ = stop_http_rx.await;
-        }));
+        rt.spawn(sohoa_runtime::http::serve(
+            listener,
+            metrics.clone(),
+            async move {
+                let _ = stop_http_rx.await;
+            },
+        ));
     }
 
     let (rewind_tx, rewind_rx) = std::sync::mpsc::channel();

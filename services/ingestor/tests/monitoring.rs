@@ -66,13 +66,14 @@ const DASHBOARD_MUST_QUERY: [&str; 14] = [
 ];
 
 /// What the alerts must watch, at least.
-const ALERTS_MUST_QUERY: [&str; 6] = [
+const ALERTS_MUST_QUERY: [&str; 7] = [
     "sohoa_ingest_consumer_lag_seconds",
     "sohoa_ingest_consumer_lag_messages",
     "sohoa_ingest_dead_letters_total",
     "sohoa_ingest_files_written_total",
     "up",
     "sohoa_aggregate_last_success_timestamp_seconds",
+    "sohoa_aggregate_newest_event_timestamp_seconds",
 ];
 
 /// Exported ingest metrics deliberately left off the dashboard, with the reason. Any other

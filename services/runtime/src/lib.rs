@@ -2,6 +2,7 @@
 //! logging. Each is here because more than one service needs it, not to be general.
 
 pub mod config;
+pub mod http;
 pub mod storage;
 pub mod telemetry;
 
