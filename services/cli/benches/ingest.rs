@@ -1,9 +1,11 @@
-//! Ingest throughput of one `sohoa ingest` replica against a bare consume of the same
-//! topic, in the same run: `kcat -C -e` when kcat is installed, and always a bare
-//! librdkafka consumer loop. Both read from librdkafka's mock cluster in this process.
+//! Ingest throughput of `sohoa ingest` against a bare consume of the same topic, in the
+//! same run: `kcat -C -e` when kcat is installed, and always a bare librdkafka consumer
+//! loop. Then the same with 2 and 3 replicas in one group, for scaling. Everything reads
+//! from librdkafka's mock cluster in this process.
 //!
 //! Run: `cargo bench -p sohoa --bench ingest` (release). `SOHOA_BENCH_MESSAGES` sets the
-//! topic size (default 1,000,000 national sync records of about 1.5 KB).
+//! topic size (default 1,000,000 national sync records of about 1.5 KB) and
+//! `SOHOA_BENCH_REPLICAS` the replica counts (default `1,2,3`).
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -169,57 +171,20 @@ fn main() {
     std::hint::black_box(sum);
     drop(bare);
 
-    // The ingestor, as a separate process, until every message is committed in storage.
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.path().join("bench.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[topics]]\nname = \"{TOPIC}\"\ndecoder = \"dvcqg\"\n"),
-    )
-    .unwrap();
-    let t = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sohoa"))
-        .arg("ingest")
-        .arg("--config")
-        .arg(&cfg)
-        .env("SOHOA__KAFKA__BROKERS", &brokers)
-        .env("SOHOA__STORAGE__ROOT", dir.path().join("data"))
-        .env("SOHOA__PRIVACY__DEVELOPMENT_MODE", "true")
-        .env("SOHOA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("SOHOA__LOG__LEVEL", "warn")
-        .env(
-            "SOHOA__FLUSH__MAX_AGE_MS",
-            std::env::var("SOHOA_BENCH_FLUSH_AGE_MS").unwrap_or_else(|_| "3000".into()),
-        )
-        .env("SOHOA__BUFFER__MAX_BYTES", "134217728")
-        .env("SOHOA__FLUSH__MAX_BYTES", "16777216")
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut peak_kb = 0;
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
-        if scrape(port).is_some_and(|b| committed_messages(&b) >= n as u64) {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the ingestor exited early"
-        );
-    }
-    let ingest_secs = t.elapsed().as_secs_f64();
-    peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    assert!(status.success());
+    // The ingestor, as separate processes in one group, until every message is committed
+    // in storage: once with one replica, then with more (SOHOA_BENCH_REPLICAS, "1,2,3").
+    let replicas: Vec<usize> = std::env::var("SOHOA_BENCH_REPLICAS")
+        .unwrap_or_else(|_| "1,2,3".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let runs: Vec<(usize, f64, u64)> = replicas
+        .iter()
+        .map(|&r| {
+            let (secs, peak_kb) = ingest(&brokers, r, n);
+            (r, secs, peak_kb)
+        })
+        .collect();
 
     let mb = bytes as f64 / 1e6;
     let line = |label: &str, secs: f64| {
@@ -235,10 +200,90 @@ fn main() {
         println!("kcat: not installed (apt-get install kcat), skipped");
     }
     line("bare librdkafka consumer loop", bare_secs);
-    line("sohoa ingest (to committed Parquet)", ingest_secs);
-    if let Some(s) = kcat_secs {
-        println!("ratio to kcat: {:.2}", s / ingest_secs);
+    for (r, secs, peak_kb) in &runs {
+        line(
+            &format!("sohoa ingest, {r} replica(s), to committed Parquet"),
+            *secs,
+        );
+        let kcat = kcat_secs.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
+        println!(
+            "    ratio to kcat {kcat}, to the bare consumer {:.2}; peak RSS per replica {:.0} MB",
+            bare_secs / secs,
+            *peak_kb as f64 / 1024.0
+        );
     }
-    println!("ratio to the bare consumer: {:.2}", bare_secs / ingest_secs);
-    println!("ingestor peak RSS: {:.0} MB", peak_kb as f64 / 1024.0);
+}
+
+/// Run `replicas` ingestor processes in a fresh group and storage until every message is
+/// committed. Returns the seconds taken and the largest peak RSS of one replica, in KB.
+fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[topics]]\nname = \"{TOPIC}\"\ndecoder = \"dvcqg\"\n"),
+    )
+    .unwrap();
+    let group = format!("bench-{replicas}");
+    let t = Instant::now();
+    let mut children: Vec<(std::process::Child, u16)> = (0..replicas)
+        .map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new(env!("CARGO_BIN_EXE_sohoa"))
+                .arg("ingest")
+                .arg("--config")
+                .arg(&cfg)
+                .env("SOHOA__KAFKA__BROKERS", brokers)
+                .env("SOHOA__KAFKA__GROUP_ID", &group)
+                .env("SOHOA__STORAGE__ROOT", dir.path().join("data"))
+                .env("SOHOA__PRIVACY__DEVELOPMENT_MODE", "true")
+                .env("SOHOA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("SOHOA__LOG__LEVEL", "error")
+                .env(
+                    "SOHOA__FLUSH__MAX_AGE_MS",
+                    std::env::var("SOHOA_BENCH_FLUSH_AGE_MS").unwrap_or_else(|_| "3000".into()),
+                )
+                .env("SOHOA__BUFFER__MAX_BYTES", "134217728")
+                .env("SOHOA__FLUSH__MAX_BYTES", "16777216")
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            (child, port)
+        })
+        .collect();
+    let mut peak_kb = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        for (child, _) in &children {
+            peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
+        }
+        let done: u64 = children
+            .iter()
+            .filter_map(|(_, port)| scrape(*port).map(|b| committed_messages(&b)))
+            .sum();
+        if done >= n as u64 {
+            break;
+        }
+        for (child, _) in &mut children {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "an ingestor exited early"
+            );
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    for (child, _) in &mut children {
+        peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    for (child, _) in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    (secs, peak_kb)
 }
