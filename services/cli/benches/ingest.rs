@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench -p sohoa --bench ingest` (release). `SOHOA_BENCH_MESSAGES` sets the
 //! topic size (default 1,000,000 national sync records of about 1.5 KB) and
-//! `SOHOA_BENCH_REPLICAS` the replica counts (default `1,2,3`).
+//! `SOHOA_BENCH_REPLICAS` the replica counts (default `1,2,3`), `SOHOA_BENCH_BUFFER_BYTES`
+//! each replica's `buffer.max_bytes` (default 128 MB) and `SOHOA_BENCH_FLUSH_AGE_MS` its
+//! `flush.max_age_ms` (default 3000).
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -247,7 +249,11 @@ fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
                     "SOHOA__FLUSH__MAX_AGE_MS",
                     std::env::var("SOHOA_BENCH_FLUSH_AGE_MS").unwrap_or_else(|_| "3000".into()),
                 )
-                .env("SOHOA__BUFFER__MAX_BYTES", "134217728")
+                .env(
+                    "SOHOA__BUFFER__MAX_BYTES",
+                    std::env::var("SOHOA_BENCH_BUFFER_BYTES")
+                        .unwrap_or_else(|_| "134217728".into()),
+                )
                 .env("SOHOA__FLUSH__MAX_BYTES", "16777216")
                 .stderr(Stdio::inherit())
                 .spawn()
