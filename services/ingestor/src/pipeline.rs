@@ -128,6 +128,8 @@ struct Pending {
     dead_letters_by_reason: BTreeMap<&'static str, u64>,
     bytes: usize,
     started: Instant,
+    /// Its marker is written (the commit point); a failed publish is what is left.
+    committed: bool,
 }
 
 /// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
@@ -219,18 +221,37 @@ struct FlushIo {
     paths: PartitionPaths,
     marker: Marker,
     staged: Vec<(object_store::path::Path, Bytes)>,
+    /// An earlier attempt wrote the marker: only the publish is left to do.
+    committed: bool,
+}
+
+/// How far a failed flush got: past its commit point or not.
+struct FlushFailure {
+    committed: bool,
+    error: CheckpointError,
 }
 
 /// Steps 1, 3 and 4 of the protocol (`checkpoint`); step 2, the dead letters, is done
 /// for all partitions before any of them commits.
-async fn execute(cp: &Checkpointer, io: &FlushIo) -> Result<(), CheckpointError> {
-    for (path, data) in &io.staged {
-        cp.stage(path, data.clone()).await?;
-        crate::crashpoint::hit("after_stage_file");
+async fn execute(cp: &Checkpointer, io: &FlushIo) -> Result<(), FlushFailure> {
+    let before = |error| FlushFailure {
+        committed: false,
+        error,
+    };
+    if !io.committed {
+        for (path, data) in &io.staged {
+            cp.stage(path, data.clone()).await.map_err(before)?;
+            crate::crashpoint::hit("after_stage_file");
+        }
+        cp.commit(&io.paths, &io.marker).await.map_err(before)?;
+        crate::crashpoint::hit("after_commit");
     }
-    cp.commit(&io.paths, &io.marker).await?;
-    crate::crashpoint::hit("after_commit");
-    cp.publish(&io.marker).await?;
+    // A publish that fails is retried as a publish alone: staging and committing again
+    // would find our own marker and take it for another writer's.
+    cp.publish(&io.marker).await.map_err(|error| FlushFailure {
+        committed: true,
+        error,
+    })?;
     crate::crashpoint::hit("after_publish");
     Ok(())
 }
@@ -485,9 +506,13 @@ impl Pipeline {
             .map(|(k, _)| k.clone())
             .collect();
         self.try_flush_many(&due)?;
-        // Over the cap: write out the largest buffers, together, until below half of it.
+        // Over the cap, or paused and not yet below half of it (the source resumes only
+        // there, and records already in flight when it paused can keep the level between
+        // the two for as long as nothing else flushes): write out the largest buffers,
+        // together, until well below half of the cap.
         let level = self.own_bytes + self.buffered.load(Ordering::SeqCst);
-        if level > self.cfg.buffer_max_bytes {
+        let paused = self.metrics.paused.get() != 0;
+        if level > self.cfg.buffer_max_bytes || (paused && level >= self.cfg.buffer_max_bytes / 2) {
             let mut by_size: Vec<_> = self
                 .parts
                 .iter()
@@ -496,7 +521,7 @@ impl Pipeline {
                 .collect();
             by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
             let mut freed = 0;
-            let target = level - self.cfg.buffer_max_bytes / 2;
+            let target = level.saturating_sub(self.cfg.buffer_max_bytes * 3 / 8);
             let chosen: Vec<_> = by_size
                 .into_iter()
                 .take_while(|(bytes, _)| {
@@ -616,9 +641,9 @@ impl Pipeline {
         }
         crate::crashpoint::hit("before_commit");
         let cp = self.checkpointer.clone();
-        let outcomes: Vec<Result<(), CheckpointError>> = self.rt.block_on(async {
+        let outcomes: Vec<Result<(), FlushFailure>> = self.rt.block_on(async {
             use futures::StreamExt;
-            let mut indexed: Vec<(usize, Result<(), CheckpointError>)> =
+            let mut indexed: Vec<(usize, Result<(), FlushFailure>)> =
                 futures::stream::iter(jobs.iter().enumerate())
                     .map(|(i, (_, io))| {
                         let cp = &cp;
@@ -636,10 +661,21 @@ impl Pipeline {
                     self.finish(&key);
                     results.push((key, Ok(())));
                 }
-                Err(CheckpointError::Fenced { .. }) if self.lost_race(&key, &io) => {
+                Err(FlushFailure {
+                    committed: false,
+                    error: CheckpointError::Fenced { .. },
+                }) if self.lost_race(&key, &io) => {
                     results.push((key, Ok(())));
                 }
-                Err(e) => results.push((key, Err(e.into()))),
+                Err(FlushFailure { committed, error }) => {
+                    if committed {
+                        if let Some(p) = self.parts.get_mut(&key).and_then(|st| st.pending.as_mut())
+                        {
+                            p.committed = true;
+                        }
+                    }
+                    results.push((key, Err(error.into())));
+                }
             }
         }
         self.sync_buffered();
@@ -746,6 +782,7 @@ impl Pipeline {
                 dead_letters_by_reason: std::mem::take(&mut st.dead_letters_by_reason),
                 bytes,
                 started: u.started,
+                committed: false,
             });
             st.oldest = None;
             st.oldest_ts_ms = None;
@@ -796,6 +833,7 @@ impl Pipeline {
             paths,
             marker,
             staged,
+            committed: p.committed,
         }))
     }
 
