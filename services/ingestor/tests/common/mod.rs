@@ -253,3 +253,384 @@ pub fn read_dead_letters(brokers: &str, n: usize) -> Vec<DeadLetter> {
     assert_eq!(out.len(), n, "dead letters read back");
     out
 }
+
+// ---------------------------------------------------------------------------------------
+// The fault-injection suites (ingestor and cli `tests/faults.rs`): a seeded PRNG, broker
+// read-backs, and the summary table.
+// ---------------------------------------------------------------------------------------
+
+/// A small deterministic PRNG (splitmix64). The seed comes from `SOHOA_FAULT_SEED` or the
+/// clock, and is printed, so a failing run can be replayed.
+pub struct Prng(u64);
+
+impl Prng {
+    /// A generator for one test: the run's seed mixed with the test's name, so each test
+    /// draws the same numbers whatever the others do.
+    pub fn for_test(test: &str) -> (Prng, u64) {
+        let seed = std::env::var("SOHOA_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(766, |d| d.as_secs())
+            });
+        let salt = test.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        uncaptured(&format!(
+            "faults: {test}: seed {seed} (SOHOA_FAULT_SEED={seed} replays it)\n"
+        ));
+        (Prng(seed ^ salt), seed)
+    }
+
+    pub fn from_seed(seed: u64) -> Prng {
+        Prng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// A duration uniform in `lo_ms..=hi_ms` milliseconds.
+    pub fn millis(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        Duration::from_millis(self.between(lo_ms, hi_ms))
+    }
+
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+
+    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            xs.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+/// Written straight to the process's stderr, past the test harness's capture, so the
+/// suite's seeds and summary show in every run, passing or not.
+pub fn uncaptured(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
+
+/// Read every partition of `topic` from the beginning, without joining a group (a join
+/// on the mock cluster waits 3 s for other members).
+pub fn assign_from_beginning(c: &BaseConsumer, topic: &str) {
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+}
+
+/// A message's (partition, offset).
+pub type Coord = (i32, i64);
+
+/// Where each produced message landed, by its index in the feed (the key `k<i>`).
+pub fn offsets_by_index(brokers: &str, topic: &str, total: usize) -> Vec<(i32, i64)> {
+    use rdkafka::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "sohoa-test-index-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    assign_from_beginning(&c, topic);
+    let mut out = vec![(-1, -1); total];
+    let mut seen = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen < total && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let key = std::str::from_utf8(m.key().unwrap()).unwrap();
+            let i: usize = key[1..].parse().unwrap();
+            if out[i].0 < 0 {
+                seen += 1;
+            }
+            out[i] = (m.partition(), m.offset());
+        }
+    }
+    assert_eq!(seen, total, "the test reader saw every produced message");
+    out
+}
+
+/// The (partition, offset) of every good and every malformed message of a feed.
+pub fn split_offsets(by_index: &[(i32, i64)], bad: &[usize]) -> (Vec<Coord>, Vec<Coord>) {
+    let (mut good, mut dead) = (Vec::new(), Vec::new());
+    for (i, po) in by_index.iter().enumerate() {
+        if bad.contains(&i) {
+            dead.push(*po);
+        } else {
+            good.push(*po);
+        }
+    }
+    good.sort();
+    dead.sort();
+    (good, dead)
+}
+
+/// Events lost (expected offsets missing from `events/`), events duplicated (extra
+/// copies), and offsets present that nobody expected.
+pub fn lost_and_duplicated(root: &Path, expected: &[(i32, i64)]) -> (usize, usize, usize) {
+    let seen = offsets_in_storage(root);
+    let lost = expected.iter().filter(|k| !seen.contains_key(k)).count();
+    let duplicated = seen.values().map(|n| n - 1).sum();
+    let unexpected = seen
+        .keys()
+        .filter(|k| expected.binary_search(k).is_err())
+        .count();
+    (lost, duplicated, unexpected)
+}
+
+/// The group's committed offsets for partitions `0..partitions` of `topic` (-1: none),
+/// read without joining the group.
+pub fn group_committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).unwrap().offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+pub fn high_watermarks_of(brokers: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// The source (partition, offset) of every message in the dead-letter topic, read to its
+/// high watermark (dead letters are at least once: repeats are kept).
+pub fn dead_letter_sources(brokers: &str) -> Vec<(i32, i64)> {
+    use rdkafka::message::{Headers, Message};
+    let end = high_watermarks_of(brokers, DLQ, 1)[0];
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "sohoa-test-dead-letter-sources")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    assign_from_beginning(&c, DLQ);
+    let mut out = Vec::new();
+    let mut last = -1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while last + 1 < end && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            last = m.offset();
+            let header = |name: &str| -> Option<i64> {
+                let h = m.headers()?;
+                let v = h.iter().find(|h| h.key == name)?.value?;
+                std::str::from_utf8(v).ok()?.parse().ok()
+            };
+            if let (Some(p), Some(o)) = (
+                header("sohoa.source.partition"),
+                header("sohoa.source.offset"),
+            ) {
+                out.push((p as i32, o));
+            }
+        }
+    }
+    assert_eq!(last + 1, end, "the dead-letter topic was read to its end");
+    out.sort();
+    out
+}
+
+/// One line of the fault suite's summary.
+pub struct FaultRow {
+    pub kind: String,
+    /// Faults injected: crash points armed, outages, error codes pushed, RTT changes.
+    pub injected: u64,
+    /// Processes killed (injected aborts and SIGKILLs).
+    pub kills: u64,
+    pub lost: usize,
+    pub duplicated: usize,
+    /// Every check of the test passed (exactly once and its fault-specific checks).
+    pub held: bool,
+    pub note: String,
+}
+
+static FAULT_ROWS: std::sync::Mutex<Vec<FaultRow>> = std::sync::Mutex::new(Vec::new());
+static FAULT_TESTS_DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn fault_line(r: &FaultRow) -> String {
+    format!(
+        "| {:<44} | {:>8} | {:>5} | {:>11} | {:>17} | {:<4} | {}\n",
+        r.kind,
+        r.injected,
+        r.kills,
+        r.lost,
+        r.duplicated,
+        if r.held { "yes" } else { "NO" },
+        r.note
+    )
+}
+
+/// One test of a fault suite. Its rows are printed as they come; the test that finishes
+/// last (of `total` in the binary) prints the whole table, failed tests included.
+pub struct FaultTest {
+    name: &'static str,
+    total: usize,
+    rows: Vec<usize>,
+}
+
+impl FaultTest {
+    pub fn start(name: &'static str, total: usize) -> FaultTest {
+        FaultTest {
+            name,
+            total,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, row: FaultRow) {
+        uncaptured(&format!("faults: {}: {}", self.name, fault_line(&row)));
+        let mut rows = FAULT_ROWS.lock().unwrap_or_else(|e| e.into_inner());
+        self.rows.push(rows.len());
+        rows.push(row);
+    }
+}
+
+impl Drop for FaultTest {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.rows.is_empty() || std::thread::panicking() {
+            let mut rows = FAULT_ROWS.lock().unwrap_or_else(|e| e.into_inner());
+            if self.rows.is_empty() {
+                rows.push(FaultRow {
+                    kind: self.name.to_string(),
+                    injected: 0,
+                    kills: 0,
+                    lost: 0,
+                    duplicated: 0,
+                    held: false,
+                    note: "the test stopped before its check".into(),
+                });
+            } else {
+                for &i in &self.rows {
+                    rows[i].held = false;
+                }
+            }
+        }
+        if FAULT_TESTS_DONE.fetch_add(1, Ordering::SeqCst) + 1 != self.total {
+            return;
+        }
+        let rows = FAULT_ROWS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::from("\nfault-injection summary\n");
+        out.push_str(&format!(
+            "| {:<44} | {:>8} | {:>5} | {:>11} | {:>17} | {:<4} | note\n",
+            "fault", "injected", "kills", "events lost", "events duplicated", "held"
+        ));
+        out.push_str(&format!(
+            "|{:-<46}|{:-<10}|{:-<7}|{:-<13}|{:-<19}|{:-<6}|------\n",
+            "", "", "", "", "", ""
+        ));
+        for r in rows.iter() {
+            out.push_str(&fault_line(r));
+        }
+        let total = FaultRow {
+            kind: "total".into(),
+            injected: rows.iter().map(|r| r.injected).sum(),
+            kills: rows.iter().map(|r| r.kills).sum(),
+            lost: rows.iter().map(|r| r.lost).sum(),
+            duplicated: rows.iter().map(|r| r.duplicated).sum(),
+            held: rows.iter().all(|r| r.held),
+            note: String::new(),
+        };
+        out.push_str(&fault_line(&total));
+        uncaptured(&out);
+    }
+}
+
+/// How many times each (partition, offset) appears in the Parquet files under `dir`.
+pub fn offsets_in_dir(dir: &Path) -> BTreeMap<(i32, i64), usize> {
+    let mut seen = BTreeMap::new();
+    for f in parquet_files(dir) {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader.map(Result::unwrap) {
+            let parts = b
+                .column_by_name("source_partition")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .clone();
+            let offs = b
+                .column_by_name("source_offset")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            for i in 0..b.num_rows() {
+                *seen.entry((parts.value(i), offs.value(i))).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Like [`produce`], for a slice of a feed that starts at index `first`: keys stay the
+/// feed's indexes (`k<first + i>`), so [`offsets_by_index`] can find every message.
+pub fn produce_slice(brokers: &str, topic: &str, msgs: &[String], first: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    for (i, m) in msgs.iter().enumerate() {
+        let key = format!("k{}", first + i);
+        let mut rec = BaseRecord::to(topic).payload(m.as_str()).key(key.as_str());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    rec = back;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
