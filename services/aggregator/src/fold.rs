@@ -134,6 +134,22 @@ impl Interner {
         self.names.get(id as usize).map(|s| &**s)
     }
 
+    /// Every interned string, by symbol: what the incremental state saves.
+    pub fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
+
+    /// An interner whose symbols are the positions of `names` (saved by [`Self::names`]),
+    /// so facts saved with these symbols read back unchanged.
+    pub fn from_names(names: Vec<Box<str>>) -> Self {
+        let ids = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as Sym))
+            .collect();
+        Interner { ids, names }
+    }
+
     /// `current` if it already stands for `s` (a dossier's codes rarely change between its
     /// snapshots, and comparing is cheaper than hashing), else `s` interned.
     pub fn reintern(&mut self, current: Sym, s: Option<&str>) -> Sym {

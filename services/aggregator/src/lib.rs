@@ -10,6 +10,7 @@
 pub mod calendar;
 pub mod catalog;
 pub mod fold;
+pub mod incremental;
 pub mod metrics;
 pub mod model;
 pub mod output;
@@ -62,6 +63,8 @@ pub enum AggregateError {
     Output(#[from] output::OutputError),
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
+    #[error(transparent)]
+    State(#[from] incremental::StateError),
     #[error("shard counts {path}: {reason}")]
     ShardCounts { path: String, reason: String },
 }
@@ -203,12 +206,7 @@ pub fn run(
         }
         None => {
             let files = rt.block_on(read::event_files(&*store, opts.range))?;
-            // One fold thread per core, each owning a disjoint part of the dossiers: the
-            // fold is hash-map lookups into a table far larger than the caches, so it is
-            // what bounds a run, not decoding.
-            let threads = std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .min(8);
+            let threads = fold_threads();
             let mut folders: Vec<Folder> = (0..threads as u32)
                 .map(|index| {
                     Folder::new(Part {
@@ -218,7 +216,7 @@ pub fn run(
                     })
                 })
                 .collect();
-            summary.bytes_read = read_into(&files, &store, rt, &mut folders)?;
+            summary.bytes_read = read_into(&files, &store, rt, &mut folders, None)?;
             summary.files_read = files.len();
             summary.events_read = folders.first().map_or(0, |f| f.events_read);
             let dossiers: usize = folders.iter().map(|f| f.facts.len()).sum();
@@ -246,48 +244,16 @@ pub fn run(
             for p in parts {
                 quality_counts.merge(p);
             }
-            let mut judged: Vec<Judgement> = std::thread::scope(|scope| {
-                let handles: Vec<_> = folders
-                    .iter()
-                    .map(|f| scope.spawn(|| judge_part(f, &cal, &catalog, opts)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a judging thread panicked"))
-                    .collect::<Result<_, _>>()
-            })?;
-            for part in &mut judged {
-                quality_counts.merge(std::mem::take(&mut part.quality));
-            }
-            let mut base = Base::default();
-            let mut rows: Vec<output::DossierOut> = Vec::with_capacity(dossiers);
-            for (part, folder) in judged.iter().zip(&folders) {
-                base.merge(part.base.clone());
-                rows.extend(part.rows.iter().map(|(code, j)| output::DossierOut {
-                    code,
-                    fact: &folder.facts[*code],
-                    judged: j,
-                    syms: &folder.syms,
-                }));
-            }
-            rows.sort_unstable_by(|a, b| a.code.cmp(b.code));
-            summary.dossiers = rows.len();
-            summary.newest_event_us = rows.iter().map(|r| r.fact.last.time).max();
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "dossiers judged and grouped"
-            );
-            let data = output::dossiers_parquet(&rows, opts.as_of)?;
-            let path = output::dossiers_path(opts.shard.index, opts.shard.count);
-            rt.block_on(output::put(&*store, &path, data))?;
-            // A run with another shard count leaves parts this one does not replace.
-            let layout = format!("-of-{:05}.parquet", opts.shard.count);
-            rt.block_on(remove_other_layouts(&*store, "dossiers", &layout))?;
-            summary.written.push(path);
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "dossiers written"
-            );
+            let ctx = Context {
+                cal: &cal,
+                catalog: &catalog,
+                opts,
+                store: &store,
+                rt,
+                started,
+            };
+            let (base, quality_counts) =
+                judge_and_write_dossiers(&ctx, &folders, quality_counts, &mut summary)?;
             if opts.shard.count > 1 {
                 let path = output::shard_counts_path(opts.shard.index, opts.shard.count);
                 rt.block_on(output::put(&*store, &path, output::base_parquet(&base)?))?;
@@ -304,6 +270,95 @@ pub fn run(
             (base, Some(quality_counts))
         }
     };
+    write_metrics(cfg, &*store, rt, opts, base, quality_counts, &mut summary)?;
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+/// Fold threads: one per core (at most 8), each owning a disjoint part of the dossiers.
+/// The fold is hash-map lookups into a table far larger than the caches, so it is what
+/// bounds a run, not decoding.
+fn fold_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8)
+}
+
+/// What judging and writing need besides the facts.
+struct Context<'a> {
+    cal: &'a Calendar,
+    catalog: &'a Catalog,
+    opts: &'a Options,
+    store: &'a Arc<dyn ObjectStore>,
+    rt: &'a tokio::runtime::Handle,
+    started: Instant,
+}
+
+/// Judge every folded dossier, write `dossiers/`, and return the base counts and the
+/// quality counts with the dossier checks added.
+fn judge_and_write_dossiers(
+    ctx: &Context<'_>,
+    folders: &[Folder],
+    mut quality_counts: quality::PartQuality,
+    summary: &mut Summary,
+) -> Result<(Base, quality::PartQuality), AggregateError> {
+    let (opts, store, rt) = (ctx.opts, ctx.store, ctx.rt);
+    let mut judged: Vec<Judgement> = std::thread::scope(|scope| {
+        let handles: Vec<_> = folders
+            .iter()
+            .map(|f| scope.spawn(|| judge_part(f, ctx.cal, ctx.catalog, opts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a judging thread panicked"))
+            .collect::<Result<_, _>>()
+    })?;
+    for part in &mut judged {
+        quality_counts.merge(std::mem::take(&mut part.quality));
+    }
+    let dossiers: usize = folders.iter().map(|f| f.facts.len()).sum();
+    let mut base = Base::default();
+    let mut rows: Vec<output::DossierOut> = Vec::with_capacity(dossiers);
+    for (part, folder) in judged.iter().zip(folders) {
+        base.merge(part.base.clone());
+        rows.extend(part.rows.iter().map(|(code, j)| output::DossierOut {
+            code,
+            fact: &folder.facts[*code],
+            judged: j,
+            syms: &folder.syms,
+        }));
+    }
+    rows.sort_unstable_by(|a, b| a.code.cmp(b.code));
+    summary.dossiers = rows.len();
+    summary.newest_event_us = rows.iter().map(|r| r.fact.last.time).max();
+    tracing::info!(
+        elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+        "dossiers judged and grouped"
+    );
+    let data = output::dossiers_parquet(&rows, opts.as_of)?;
+    let path = output::dossiers_path(opts.shard.index, opts.shard.count);
+    rt.block_on(output::put(&**store, &path, data))?;
+    // A run with another shard count leaves parts this one does not replace.
+    let layout = format!("-of-{:05}.parquet", opts.shard.count);
+    rt.block_on(remove_other_layouts(&**store, "dossiers", &layout))?;
+    summary.written.push(path);
+    tracing::info!(
+        elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+        "dossiers written"
+    );
+    Ok((base, quality_counts))
+}
+
+/// Write `metrics/` (rollups, scorecard, periods) and, with quality counts, `quality/`.
+fn write_metrics(
+    cfg: &AggregateConfig,
+    store: &dyn ObjectStore,
+    rt: &tokio::runtime::Handle,
+    opts: &Options,
+    base: Base,
+    quality_counts: Option<quality::PartQuality>,
+    summary: &mut Summary,
+) -> Result<(), AggregateError> {
     let rows = base.with_rollups();
     let cards = scorecard::scorecards(&rows, &cfg.scorecard);
     let mut periods: Vec<(Period, NaiveDate)> =
@@ -325,22 +380,21 @@ pub fn run(
         ),
     ];
     for (path, data) in writes {
-        rt.block_on(output::put(&*store, path, data))?;
+        rt.block_on(output::put(store, path, data))?;
         summary.written.push(path.to_string());
     }
     if let Some(counts) = quality_counts {
-        let (markers, unreadable) = rt.block_on(quality::read_markers(&*store, opts.range))?;
+        let (markers, unreadable) = rt.block_on(quality::read_markers(store, opts.range))?;
         let report = quality::build(&counts, &opts.periods, &cards, markers, unreadable);
         for (path, data) in quality::files(&report)? {
-            rt.block_on(output::put(&*store, path, data))?;
+            rt.block_on(output::put(store, path, data))?;
             summary.written.push(path.to_string());
         }
         summary.quality = Some(report);
     }
     summary.metric_rows = rows;
     summary.scorecards = cards;
-    summary.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(summary)
+    Ok(())
 }
 
 /// One fold part's dossiers, judged, and its counts.
@@ -381,6 +435,10 @@ fn judge_part<'a>(
     })
 }
 
+/// Looks at each decoded batch of file `i` before it is folded, and may replace it (the
+/// incremental mode drops rows already folded, and notes which offsets a file holds).
+type BatchHook<'a> = &'a (dyn Fn(usize, &RecordBatch) -> Result<RecordBatch, String> + Sync);
+
 /// Fetch and decode the files on worker threads, and fold every batch on each fold
 /// thread, each keeping only its own part of the dossiers. The fold does not care about
 /// order, so nothing is sorted or merged here.
@@ -389,6 +447,7 @@ fn read_into(
     store: &Arc<dyn ObjectStore>,
     rt: &tokio::runtime::Handle,
     folders: &mut [Folder],
+    hook: Option<BatchHook<'_>>,
 ) -> Result<u64, AggregateError> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let decoders = std::thread::available_parallelism()
@@ -425,7 +484,8 @@ fn read_into(
             let (next, failed, bytes, fail) = (&next, &failed, &bytes, &fail);
             scope.spawn(move || {
                 while !failed.load(Ordering::Relaxed) {
-                    let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = files.get(i) else {
                         return;
                     };
                     let result = rt.block_on(read::fetch(&**store, f)).and_then(|data| {
@@ -439,6 +499,10 @@ fn read_into(
                             optional,
                             dict,
                             |b: &RecordBatch| {
+                                let b = match hook {
+                                    Some(h) => h(i, b)?,
+                                    None => b.clone(),
+                                };
                                 for tx in &txs {
                                     tx.send(b.clone())
                                         .map_err(|_| "a fold thread stopped".to_string())?;

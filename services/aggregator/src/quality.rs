@@ -269,21 +269,8 @@ impl FoldQuality {
 
     /// The thread's counts with codes resolved; frees the fingerprints.
     pub fn finish(&mut self, syms: &Interner) -> PartQuality {
-        let name = |s: Sym| {
-            (s != NO_SYM)
-                .then(|| syms.get(s))
-                .flatten()
-                .unwrap_or(MISSING_CODE)
-                .to_owned()
-        };
-        let mut out = PartQuality::default();
-        for ((agency, status, day), h) in &self.hists {
-            let d = NaiveDate::from_num_days_from_ce_opt(day + 719_163).expect("in range");
-            out.delays
-                .entry((name(*agency), *status, d))
-                .or_default()
-                .add_day(h);
-        }
+        let mut out = self.additive(syms);
+        let name = |s: Sym| symbol_name(syms, s);
         let mut fps = std::mem::take(&mut self.fingerprints);
         fps.sort_unstable();
         let mut dups = vec![0u64; self.sources.len()];
@@ -297,11 +284,100 @@ impl FoldQuality {
             e.0 += self.source_events[i];
             e.1 += dups[i];
         }
+        out
+    }
+
+    /// [`Self::finish`] for an incremental run: this run's events' fingerprints join the
+    /// distinct ones earlier runs saw (`sets`, by source), so an event repeating one
+    /// folded before counts as a repeat. A source's repeats are its events minus its
+    /// distinct fingerprints, which is what the sorted-neighbours count of a full run
+    /// gives too. The returned sources are the totals, over `sets`, not this run's.
+    pub fn finish_incremental(&mut self, syms: &Interner, sets: &mut SourceSets) -> PartQuality {
+        let mut out = self.additive(syms);
+        let mut by_source: Vec<Vec<u64>> = vec![Vec::new(); self.sources.len()];
+        for fp in std::mem::take(&mut self.fingerprints) {
+            by_source[(fp >> 56) as usize].push(fp & FP_MASK);
+        }
+        for (i, mut new) in by_source.into_iter().enumerate() {
+            new.sort_unstable();
+            new.dedup();
+            let set = sets.entry(symbol_name(syms, self.sources[i])).or_default();
+            set.events += self.source_events[i];
+            set.fingerprints = union_sorted(&set.fingerprints, &new);
+        }
+        for (s, set) in sets.iter() {
+            out.sources.insert(
+                s.clone(),
+                (set.events, set.events - set.fingerprints.len() as u64),
+            );
+        }
+        out
+    }
+
+    /// The counts that add up across runs: sync delays and rows per topic.
+    fn additive(&self, syms: &Interner) -> PartQuality {
+        let name = |s: Sym| symbol_name(syms, s);
+        let mut out = PartQuality::default();
+        for ((agency, status, day), h) in &self.hists {
+            let d = NaiveDate::from_num_days_from_ce_opt(day + 719_163).expect("in range");
+            out.delays
+                .entry((name(*agency), *status, d))
+                .or_default()
+                .add_day(h);
+        }
         for (t, n) in &self.topics {
             *out.topic_rows.entry(name(*t)).or_default() += n;
         }
         out
     }
+}
+
+fn symbol_name(syms: &Interner, s: Sym) -> String {
+    (s != NO_SYM)
+        .then(|| syms.get(s))
+        .flatten()
+        .unwrap_or(MISSING_CODE)
+        .to_owned()
+}
+
+/// The event-identifying bits of a fingerprint (the top 8 are the fold thread's source
+/// index, which means nothing outside the thread).
+pub const FP_MASK: u64 = (1 << 56) - 1;
+
+/// The events of one source an incremental state has folded in a fold part, and the
+/// distinct fingerprints among them (sorted, [`FP_MASK`] bits).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceSet {
+    pub events: u64,
+    pub fingerprints: Vec<u64>,
+}
+
+/// Source system → its [`SourceSet`].
+pub type SourceSets = BTreeMap<String, SourceSet>;
+
+fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -457,7 +533,7 @@ impl DossierGrouper {
 }
 
 /// One fold part's quality counts, codes as text: parts add up.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PartQuality {
     pub dossiers: BTreeMap<(String, NaiveDate), DossierCounts>,
     pub delays: BTreeMap<(String, i8, NaiveDate), Hist>,

@@ -39,6 +39,12 @@ pub struct AggregateArgs {
     /// Periods to compute, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "day,month,quarter,year", value_parser = parse_period)]
     periods: Vec<Period>,
+    /// Fold only the event files not folded yet into the state the last run left in
+    /// storage (`_sohoa/aggregate/state/`), then judge every dossier and write every table
+    /// as a full run does. The first run builds the state from all of `events/`. Works with
+    /// `--every`; not with `--from`, `--to`, `--shard` or `--merge-shards`.
+    #[arg(long)]
+    incremental: bool,
     /// Skip the HTML report.
     #[arg(long)]
     no_report: bool,
@@ -249,8 +255,18 @@ fn run_once(
         merge_shards: args.merge_shards,
         periods: args.periods.clone(),
     };
-    let summary = sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)
-        .context("aggregation failed")?;
+    let summary = if args.incremental {
+        sohoa_aggregator::incremental::run(
+            &cfg.aggregate,
+            storage.store.clone(),
+            rt.handle(),
+            &opts,
+            &Default::default(),
+        )
+    } else {
+        sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)
+    }
+    .context("aggregation failed")?;
     eprintln!(
         "read {} file(s), {} events, {} dossiers in {:.1} s",
         summary.files_read,
