@@ -51,8 +51,9 @@ pub enum Input {
 
 /// What the pipeline asks of its source.
 pub trait OffsetCommitter: Send {
-    /// Progress is durable in storage up to `next_offset` (exclusive).
-    fn commit(&self, topic: &str, partition: i32, next_offset: i64);
+    /// Progress is durable in storage up to each `next_offset` (exclusive). One call per
+    /// flush, whatever the number of partitions: one request to the broker, not hundreds.
+    fn commit(&self, offsets: &[(Arc<str>, i32, i64)]);
     /// Another writer committed this partition's next range: re-read storage, resume after
     /// it, and announce that with [`Input::Rewound`]. `false` if the source cannot.
     fn rewind(&self, topic: &str, partition: i32) -> bool;
@@ -62,7 +63,7 @@ pub trait OffsetCommitter: Send {
 pub struct NoCommit;
 
 impl OffsetCommitter for NoCommit {
-    fn commit(&self, _: &str, _: i32, _: i64) {}
+    fn commit(&self, _: &[(Arc<str>, i32, i64)]) {}
     fn rewind(&self, _: &str, _: i32) -> bool {
         false
     }
@@ -281,6 +282,8 @@ pub struct Pipeline {
     last_check: Instant,
     /// Threads for decoding a batch and for encoding a flush's files.
     threads: usize,
+    /// Offsets made durable by the flush in progress, committed to Kafka together.
+    to_commit: Vec<(Arc<str>, i32, i64)>,
 }
 
 fn day_string(day: i64) -> String {
@@ -321,6 +324,7 @@ impl Pipeline {
             last_check: Instant::now(),
             // Respects a container's CPU quota.
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            to_commit: Vec::new(),
         })
     }
 
@@ -678,6 +682,9 @@ impl Pipeline {
                 }
             }
         }
+        if !self.to_commit.is_empty() {
+            self.committer.commit(&std::mem::take(&mut self.to_commit));
+        }
         self.sync_buffered();
         results
     }
@@ -848,7 +855,8 @@ impl Pipeline {
         st.retry_at = None;
         st.durable_next = Some(p.end + 1);
         self.own_bytes -= p.bytes;
-        self.committer.commit(&st.topic, st.partition, p.end + 1);
+        self.to_commit
+            .push((st.topic.clone(), st.partition, p.end + 1));
 
         let t = &*st.topic;
         let m = &self.metrics;

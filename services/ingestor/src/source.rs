@@ -168,17 +168,17 @@ impl OffsetCommitter for KafkaCommitter {
         true
     }
 
-    fn commit(&self, topic: &str, partition: i32, next_offset: i64) {
+    fn commit(&self, offsets: &[(Arc<str>, i32, i64)]) {
         let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(next_offset))
-            .is_ok()
-        {
-            // Async: the commit is informational (storage is the truth), and a failure here
-            // is repaired by the next flush's commit.
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(%topic, partition, error = %e, "offset commit failed");
+        for (topic, partition, next) in offsets {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                tracing::warn!(%topic, partition, error = %e, "offset not committed");
             }
+        }
+        // Async: the commit is informational (storage is the truth), and a failure here
+        // is repaired by the next flush's commit.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(partitions = offsets.len(), error = %e, "offset commit failed");
         }
     }
 }
