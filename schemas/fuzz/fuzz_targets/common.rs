@@ -28,7 +28,7 @@ pub fn check(kind: DecoderKind, data: &[u8]) {
     assert_eq!(out.rejects, again.rejects);
     // Every event is writable as Arrow and re-decodes through the canonical decoder.
     let mut builder = EventBatchBuilder::new();
-    let lineage = Lineage { topic: "fuzz", partition: 0, offset: 0, ingested_at: 0 };
+    let lineage = Lineage { topic: "fuzz", partition: 0, offset: 0, ingested_at: 0, arrived_at: 0 };
     for e in &out.events {
         builder.append(e, &lineage);
         let json = e.to_json();
