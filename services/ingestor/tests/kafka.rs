@@ -10,43 +10,16 @@ use arrow::array::{Array, AsArray};
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use running::*;
 use sohoa_ingestor::Metrics;
 
 fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(TOPIC, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    (0..partitions)
-        .map(|p| match got.find_partition(TOPIC, p).unwrap().offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        })
-        .collect()
+    group_committed(brokers, group, TOPIC, partitions)
 }
 
 fn high_watermarks(brokers: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-                .unwrap()
-                .1
-        })
-        .collect()
+    high_watermarks_of(brokers, TOPIC, partitions)
 }
 
 #[test]
