@@ -9,8 +9,8 @@ of config/default.toml, every sohoa flag is one `sohoa <sub> --help` lists, secr
 referenced and never written down, and the stop timeouts outlast the drain deadline.
 
 The kustomizations are rendered by a minimal kustomize (resources, configMapGenerator,
-strategic-merge patches, images, namespace): enough for these files, and it refuses any
-feature it does not implement. Where kubectl is installed, its own `kubectl kustomize`
+strategic-merge patches, `$patch: delete` of a whole object, images, namespace): enough
+for these files, and it refuses any feature it does not implement. Where kubectl is installed, its own `kubectl kustomize`
 output is checked too and compared with ours.
 
 Every checker returns a list of problems (strings) instead of asserting, so the negative
@@ -42,7 +42,8 @@ CONTAINERFILE = DEPLOY / "Containerfile"
 NOT_OURS = (DEPLOY / "grafana", DEPLOY / "prometheus")
 
 DEFAULTS = tomllib.loads((ROOT / "config" / "default.toml").read_text())
-KUSTOMIZE_DIRS = [K8S / "base", K8S / "overlays" / "dev", K8S / "overlays" / "prod"]
+KUSTOMIZE_DIRS = [K8S / "base", K8S / "overlays" / "dev", K8S / "overlays" / "prod",
+                  K8S / "overlays" / "continuous"]
 
 
 def ours(path):
@@ -383,6 +384,20 @@ MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "en
               "topologySpreadConstraints": "topologyKey", "imagePullSecrets": "name"}
 
 
+def patch_directives(obj, path=()):
+    """The `$...` keys (strategic-merge directives) anywhere in a patch, with their place."""
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if str(k).startswith("$"):
+                found.append((path, k, v))
+            found += patch_directives(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += patch_directives(v, path + (i,))
+    return found
+
+
 def strategic_merge(base, patch):
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -468,6 +483,15 @@ def render(kdir):
             targets = [o for o in objs if o.get("kind") == kind and dig(o, "metadata", "name") == name]
             if not targets:
                 raise RenderError(f"{rel(path)}: patches {kind}/{name}, which is not among the resources")
+            directives = patch_directives(patch)
+            if directives == [((), "$patch", "delete")]:
+                # The whole object goes; other top-level fields of such a patch are ignored.
+                objs = [o for o in objs if not any(o is t for t in targets)]
+                continue
+            if directives:
+                raise RenderError(f"{rel(path)}: this checker's kustomize does not implement the "
+                                  f"directives {[(list(p), k, v) for p, k, v in directives]}: only a "
+                                  "top-level `$patch: delete`")
             for t in targets:
                 strategic_merge(t, patch)
     for img in k.get("images", []):
@@ -1022,6 +1046,7 @@ def sohoa_usage_errors(objs, where, help_fn=sohoa_help):
                     doc, problems = parse_toml(value, f"{where}: {name(obj)} {key}")
                     errors += problems + toml_key_errors(doc, f"{where}: {name(obj)} {key}")
     shard_counts, merge_counts = set(), set()
+    continuous, batch_aggregators = [], []
     for obj, c, argv, env, text, problems in sohoa_runs(objs):
         here = f"{where}: {name(obj)} container {c.get('name')}"
         errors += [f"{where}: {p}" for p in problems]
@@ -1030,10 +1055,18 @@ def sohoa_usage_errors(objs, where, help_fn=sohoa_help):
         sub = sohoa_subcommand(argv)
         cfg = effective_config(docs, env)
         if obj.get("kind") == "Deployment":
-            if sub != "ingest" or flag_value(argv, "--from-file"):
-                errors.append(f"{here}: a Deployment runs `sohoa ingest` (Kafka), not {argv}")
-            grace = dig(pod_template(obj), "spec", "terminationGracePeriodSeconds")
-            errors += drain_errors(cfg, 30 if grace is None else grace, here)
+            if sub == "ingest" and not flag_value(argv, "--from-file"):
+                grace = dig(pod_template(obj), "spec", "terminationGracePeriodSeconds")
+                errors += drain_errors(cfg, 30 if grace is None else grace, here)
+            elif sub == "aggregate" and flag_value(argv, "--every"):
+                continuous.append(obj)
+                errors += continuous_aggregator_errors(obj, c, argv, here)
+            else:
+                errors.append(f"{here}: a Deployment runs `sohoa ingest` (Kafka) or `sohoa aggregate "
+                              f"--every` (continuous), not {argv}")
+        elif (obj.get("kind") == "CronJob" and sub == "aggregate" and dig(obj, "spec", "suspend") is not True
+              and not flag_value(argv, "--every")):
+            batch_aggregators.append(obj)
         shard = flag_value(argv, "--shard")
         if shard is not None:
             js = job_spec(obj) or {}
@@ -1049,9 +1082,42 @@ def sohoa_usage_errors(objs, where, help_fn=sohoa_help):
         merge = flag_value(argv, "--merge-shards")
         if merge is not None:
             merge_counts.add(int(merge) if merge.isdigit() else merge)
+    if len(continuous) > 1:
+        errors.append(f"{where}: {len(continuous)} continuous aggregators ({', '.join(map(name, continuous))}): "
+                      "one writes the outputs")
+    for cron in batch_aggregators if continuous else []:
+        errors.append(f"{where}: {name(cron)} would run `sohoa aggregate` alongside the continuous "
+                      f"{name(continuous[0])}, writing the same outputs: remove it (or suspend it)")
     if merge_counts and merge_counts != shard_counts:
         errors.append(f"{where}: --merge-shards {sorted(merge_counts, key=str)} does not match the shard "
                       f"Job's N {sorted(shard_counts)}")
+    return errors
+
+
+def continuous_aggregator_errors(obj, container, argv, here):
+    """`sohoa aggregate --every` in a Deployment: one pod at a time, probes it answers."""
+    errors = []
+    spec = dig(obj, "spec") or {}
+    if spec.get("replicas", 1) != 1:
+        errors.append(f"{here}: a continuous aggregator runs one replica, not {spec.get('replicas')} "
+                      "(two runs would write the same outputs)")
+    if dig(spec, "strategy", "type") != "Recreate":
+        errors.append(f"{here}: a continuous aggregator needs strategy Recreate, so a rollout never "
+                      "runs the old and the new pod at once")
+    for flag in ("--shard", "--merge-shards", "--from", "--to", "--metrics-textfile"):
+        if flag_value(argv, flag) is not None:
+            errors.append(f"{here}: {flag} does not belong in a continuous aggregator")
+    listen = flag_value(argv, "--listen")
+    if listen is None:
+        errors.append(f"{here}: a continuous aggregator needs --listen for /metrics, /healthz and /readyz")
+    else:
+        port = listen.rpartition(":")[2]
+        ports = {p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)}
+        if not port.isdigit() or int(port) not in ports:
+            errors.append(f"{here}: --listen {listen}: its port is not a containerPort ({sorted(ports, key=str)}), "
+                          "so the probes and the scrape would miss it")
+        if listen.startswith(("127.", "localhost", "[::1]")):
+            errors.append(f"{here}: --listen {listen} is loopback: the kubelet and Prometheus cannot reach it")
     return errors
 
 
@@ -1258,10 +1324,41 @@ def unit_errors(path, help_fn=sohoa_help, config_dir=SYSTEMD):
         errors += drain_errors(effective_config(docs, env), seconds, where)
         if not any("%i" in v for _, v in sections.get("Service", [])) and "@" in path.name:
             errors.append(f"{where}: a template unit should use its instance (%i)")
+    if sub == "aggregate" and flag_value(argv, "--every"):
+        errors += continuous_unit_errors(path, sections, argv)
     hardening = {"DynamicUser": "yes", "ProtectSystem": "strict", "NoNewPrivileges": "yes"}
     for key, want in hardening.items():
         if unit_values(sections, "Service", key) != [want]:
             errors.append(f"{where}: needs {key}={want}")
+    return errors
+
+
+def continuous_unit_errors(path, sections, argv):
+    """`sohoa aggregate --every` as a service: long-running, restarted, never beside the timer."""
+    where = rel(path)
+    errors = []
+    if unit_values(sections, "Service", "Type") not in (["simple"], ["exec"]):
+        errors.append(f"{where}: a continuous aggregator runs until stopped: Type=exec (or simple), not "
+                      f"{unit_values(sections, 'Service', 'Type') or 'the default'}")
+    if unit_values(sections, "Service", "Restart") != ["on-failure"]:
+        errors.append(f"{where}: a continuous aggregator needs Restart=on-failure")
+    if flag_value(argv, "--listen") is None:
+        errors.append(f"{where}: a continuous aggregator needs --listen, or its metrics reach no one")
+    if flag_value(argv, "--metrics-textfile") is not None:
+        errors.append(f"{where}: --metrics-textfile with --every: scrape --listen instead")
+    conflicts = set(" ".join(unit_values(sections, "Unit", "Conflicts")).split())
+    # Every timer beside it that starts a batch `sohoa aggregate` must be stopped by this unit.
+    for timer in sorted(path.parent.glob("*.timer")):
+        timer_sections, _ = read_unit(timer)
+        unit = (unit_values(timer_sections, "Timer", "Unit") or [timer.stem + ".service"])[0]
+        if not (path.parent / unit).is_file():
+            continue
+        starts = unit_values(read_unit(path.parent / unit)[0], "Service", "ExecStart")
+        if starts and sohoa_subcommand(exec_argv(starts[0])[1:]) == "aggregate":
+            missing = sorted({timer.name, unit} - conflicts)
+            if missing:
+                errors.append(f"{where}: needs Conflicts={' '.join(missing)}, so the batch aggregator and "
+                              "this one never run together")
     return errors
 
 
@@ -1417,7 +1514,8 @@ def test_no_secrets_in_deploy():
     assert not errors, "\n".join(errors)
 
 
-@pytest.mark.parametrize("unit", ["sohoa-ingest@.service", "sohoa-aggregate.service", "sohoa-aggregate.timer"])
+@pytest.mark.parametrize("unit", ["sohoa-ingest@.service", "sohoa-aggregate.service", "sohoa-aggregate.timer",
+                                  "sohoa-aggregate-continuous.service"])
 def test_systemd_units(unit, sohoa):
     errors = unit_errors(SYSTEMD / unit)
     assert not errors, "\n".join(errors)
@@ -1743,3 +1841,209 @@ def test_systemd_time_spans():
     assert systemd_seconds("1min 30s") == 90 and systemd_seconds("2m") == 120
     with pytest.raises(ValueError):
         systemd_seconds("1 fortnight")
+
+
+# ---------------------------------------------------------------------------------------
+# Continuous aggregation: the continuous overlay and the continuous systemd unit
+# ---------------------------------------------------------------------------------------
+
+CONTINUOUS = K8S / "overlays" / "continuous"
+
+
+def continuous_objects():
+    return render(CONTINUOUS)
+
+
+def aggregator(objs):
+    return the(objs, "Deployment", "sohoa-aggregator")
+
+
+def aggregator_container(objs):
+    return aggregator(objs)["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_continuous_overlay_is_prod_with_a_continuous_aggregator():
+    prod, cont = render(K8S / "overlays" / "prod"), continuous_objects()
+    key = {(o["kind"], o["metadata"]["name"]): o for o in cont}
+    prod_key = {(o["kind"], o["metadata"]["name"]): o for o in prod}
+    added = {("Deployment", "sohoa-aggregator"), ("Service", "sohoa-aggregator"),
+             ("ServiceMonitor", "sohoa-aggregator")}
+    # Prod's objects, unchanged, but for the hourly CronJob; and the three added.
+    assert set(key) == set(prod_key) - {("CronJob", "sohoa-aggregate")} | added
+    for k in set(key) - added:
+        assert key[k] == prod_key[k], k
+    deployment = aggregator(cont)
+    argv = container_argv(aggregator_container(cont))
+    assert sohoa_subcommand(argv) == "aggregate" and "--incremental" in argv
+    assert flag_value(argv, "--every") == "1m" and flag_value(argv, "--listen") == "0.0.0.0:9899"
+    assert flag_value(argv, "--config") == "/etc/sohoa/sohoa.toml"
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # The hourly CronJob's pod, as prod patches it: the same Secrets, environment, volumes,
+    # security context, image and sizing.
+    cron = the(prod, "CronJob", "sohoa-aggregate")
+    cron_pod = pod_template(cron)["spec"]
+    pod = deployment["spec"]["template"]["spec"]
+    for field in ("securityContext", "automountServiceAccountToken", "volumes"):
+        assert pod[field] == cron_pod[field], field
+    c, cron_c = aggregator_container(cont), cron_pod["containers"][0]
+    for field in ("image", "imagePullPolicy", "envFrom", "env", "resources", "securityContext", "volumeMounts"):
+        assert c[field] == cron_c[field], field
+    assert c["image"] == ingestor(cont)["image"] == ingestor(prod)["image"]
+    assert {o["metadata"]["namespace"] for o in cont} == {o["metadata"]["namespace"] for o in prod} == {"sohoa"}
+    # Scraped as the job the aggregator alert rules are written for: the ServiceMonitor's
+    # job label is the name of the Service it selects (it sets no jobLabel).
+    service, monitor = the(cont, "Service", "sohoa-aggregator"), the(cont, "ServiceMonitor", "sohoa-aggregator")
+    assert 'job="sohoa-aggregator"' in (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    assert "jobLabel" not in monitor["spec"]
+    assert [s for s in cont if s["kind"] == "Service"
+            and matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])] == [service]
+    assert [o for o in cont if pod_template(o) is not None
+            and matches(service["spec"]["selector"], pod_template(o)["metadata"]["labels"])] == [deployment]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert service["spec"]["ports"][0]["port"] == 9899
+
+
+def test_continuous_aggregator_serves_what_the_alerts_read(sohoa, tmp_path):
+    """The Deployment's own command, on a local root, serves /readyz and every
+    sohoa_aggregate_* series the alert rules read."""
+    import socket
+    import time
+    import urllib.request
+
+    cont = continuous_objects()
+    obj, c, argv, env, text, _ = next(r for r in sohoa_runs(cont) if r[0] is aggregator(cont))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "sohoa.toml"
+    cfg.write_text(text)
+    argv = [str(cfg) if a == flag_value(argv, "--config") else a for a in argv]
+    argv = [f"127.0.0.1:{port}" if a == flag_value(argv, "--listen") else a for a in argv]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOHOA", "AWS_"))}
+    proc = subprocess.Popen([sohoa] + argv + ["--root", str(tmp_path / "root"), "--no-report"],
+                            env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, ready = time.monotonic() + 60, False
+        while time.monotonic() < deadline and not ready and proc.poll() is None:
+            try:
+                ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.2)
+        assert ready, f"/readyz never answered 200 (exit {proc.poll()})"
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
+        served = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    wanted = set(re.findall(r"\bsohoa_aggregate_[a-z_]+", (DEPLOY / "prometheus" / "alerts.yml").read_text()))
+    assert "sohoa_aggregate_newest_event_timestamp_seconds" in wanted
+    names = set(re.findall(r"(?m)^(sohoa_aggregate_[a-z_]+)", served))
+    assert wanted <= names, f"alerts.yml reads {sorted(wanted - names)}, which the aggregator does not serve"
+
+
+CONTINUOUS_BREAKAGES = {
+    "hourly CronJob left beside it": (
+        lambda o: o.append(the(base_objects(), "CronJob", "sohoa-aggregate")),
+        "would run `sohoa aggregate` alongside the continuous Deployment/sohoa-aggregator"),
+    "two replicas": (
+        lambda o: aggregator(o)["spec"].update(replicas=2),
+        "runs one replica, not 2"),
+    "rolling update": (
+        lambda o: aggregator(o)["spec"].update(strategy={"type": "RollingUpdate"}),
+        "needs strategy Recreate"),
+    "misspelt flag": (
+        lambda o: aggregator_container(o).update(
+            args=[a.replace("--every", "--everyy") for a in aggregator_container(o)["args"]]),
+        "has no flag --everyy"),
+    "no --every": (
+        lambda o: aggregator_container(o).update(args=["aggregate", "--config", "/etc/sohoa/sohoa.toml"]),
+        "a Deployment runs `sohoa ingest` (Kafka) or `sohoa aggregate --every`"),
+    "listen port not declared": (
+        lambda o: aggregator_container(o).update(
+            args=[a.replace("9899", "9900") for a in aggregator_container(o)["args"]]),
+        "--listen 0.0.0.0:9900: its port is not a containerPort"),
+    "listen on loopback": (
+        lambda o: aggregator_container(o).update(
+            args=[a.replace("0.0.0.0", "127.0.0.1") for a in aggregator_container(o)["args"]]),
+        "is loopback"),
+    "Service also selects the sharded CronJobs' pods": (
+        lambda o: the(o, "Service", "sohoa-aggregator")["spec"]["selector"].pop("app.kubernetes.io/instance"),
+        "targetPort 'metrics' is not a container port of CronJob/sohoa-aggregate-shards"),
+    "readiness on /healthz": (
+        lambda o: aggregator_container(o)["readinessProbe"]["httpGet"].update(path="/healthz"),
+        "readinessProbe must GET /readyz"),
+}
+
+
+def test_the_unbroken_continuous_overlay_passes(sohoa):
+    assert all_k8s_errors(continuous_objects(), "continuous") == []
+
+
+@pytest.mark.parametrize("breakage", sorted(CONTINUOUS_BREAKAGES))
+def test_checker_catches_in_continuous(breakage, tmp_path, sohoa):
+    objs = continuous_objects()
+    mutate, expected = CONTINUOUS_BREAKAGES[breakage]
+    mutate(objs)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump_all(objs))
+    errors = all_k8s_errors(load_docs(path), "broken")
+    assert any(expected in e for e in errors), f"expected {expected!r} among:\n" + "\n".join(errors)
+
+
+def test_render_deletes_objects_and_refuses_other_directives(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [str(K8S / "base")], "patches": [{"path": "patch.yaml"}]}))
+    patch = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "sohoa-compact"}, "$patch": "delete"}
+    (tmp_path / "patch.yaml").write_text(yaml.safe_dump(patch))
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in render(tmp_path)}
+    assert ("CronJob", "sohoa-compact") not in kinds and ("CronJob", "sohoa-aggregate") in kinds
+    patch.update({"$patch": "replace"})
+    (tmp_path / "patch.yaml").write_text(yaml.safe_dump(patch))
+    with pytest.raises(RenderError, match="does not implement"):
+        render(tmp_path)
+    patch.pop("$patch")
+    patch["spec"] = {"jobTemplate": {"spec": {"template": {"spec": {"volumes": [{"name": "tmp", "$patch": "delete"}]}}}}}
+    (tmp_path / "patch.yaml").write_text(yaml.safe_dump(patch))
+    with pytest.raises(RenderError, match="does not implement"):
+        render(tmp_path)
+
+
+def test_systemd_continuous_unit_replaces_the_timer():
+    cont, _ = read_unit(SYSTEMD / "sohoa-aggregate-continuous.service")
+    batch, _ = read_unit(SYSTEMD / "sohoa-aggregate.service")
+    argv = exec_argv(unit_values(cont, "Service", "ExecStart")[0])
+    assert sohoa_subcommand(argv[1:]) == "aggregate" and "--incremental" in argv
+    assert flag_value(argv, "--every") == "1m" and flag_value(argv, "--listen") == "127.0.0.1:9899"
+    assert flag_value(argv, "--config") == flag_value(exec_argv(unit_values(batch, "Service", "ExecStart")[0]), "--config")
+    assert set(" ".join(unit_values(cont, "Unit", "Conflicts")).split()) >= {"sohoa-aggregate.timer",
+                                                                             "sohoa-aggregate.service"}
+    assert unit_values(cont, "Install", "WantedBy") == ["multi-user.target"]
+    # The batch service's environment, user, sandbox and memory limit, directive for
+    # directive; only what makes it a one-shot that writes a textfile differs.
+    oneshot_only = {"Type", "ExecStart", "TimeoutStartSec", "RuntimeDirectory", "RuntimeDirectoryMode",
+                    "RuntimeDirectoryPreserve"}
+    for key in {k for k, _ in batch["Service"]} - oneshot_only:
+        assert unit_values(cont, "Service", key) == unit_values(batch, "Service", key), key
+
+
+def test_unit_checker_catches_a_continuous_unit_beside_the_timer(tmp_path, sohoa):
+    for f in ("sohoa.toml", "sohoa.env.example", "sohoa-aggregate.service", "sohoa-aggregate.timer"):
+        shutil.copy(SYSTEMD / f, tmp_path / f)
+    unit = (SYSTEMD / "sohoa-aggregate-continuous.service").read_text()
+    path = tmp_path / "sohoa-aggregate-continuous.service"
+    path.write_text(unit)
+    assert unit_errors(path, config_dir=tmp_path) == []
+    path.write_text(unit.replace("Conflicts=sohoa-aggregate.timer ", "Conflicts=")
+                    .replace("Type=exec", "Type=oneshot").replace("Restart=on-failure", "Restart=no")
+                    .replace(" --listen 127.0.0.1:9899", "").replace("--every", "--everyy"))
+    errors = "\n".join(unit_errors(path, config_dir=tmp_path))
+    assert "has no flag --everyy" in errors
+    path.write_text(unit.replace("Conflicts=sohoa-aggregate.timer ", "Conflicts=")
+                    .replace("Type=exec", "Type=oneshot").replace("Restart=on-failure", "Restart=no")
+                    .replace(" --listen 127.0.0.1:9899", ""))
+    errors = "\n".join(unit_errors(path, config_dir=tmp_path))
+    for expected in ("needs Conflicts=sohoa-aggregate.timer,", "Type=exec (or simple), not ['oneshot']",
+                     "needs Restart=on-failure", "needs --listen"):
+        assert expected in errors, f"{expected!r} not in:\n{errors}"
