@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the ingestor exports. Names are part of the operations contract
@@ -49,6 +49,10 @@ pub struct Metrics {
     pub durable_offset: IntGaugeVec,
     /// Unix time of the last successful flush.
     pub last_flush_timestamp: IntGauge,
+    /// Seconds the pipeline thread spent per stage (waiting, decoding, encoding, writing):
+    /// where a replica's time goes, to tell a CPU-bound replica from one waiting on the
+    /// broker or on storage.
+    pub pipeline_seconds: CounterVec,
     lag: Mutex<HashMap<(String, i32), PartitionLag>>,
     ready: AtomicBool,
 }
@@ -117,6 +121,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(flush_seconds.clone()))
+            .expect("unique metric");
+        let pipeline_seconds = CounterVec::new(
+            Opts::new(
+                "sohoa_ingest_pipeline_seconds_total",
+                "Seconds the pipeline thread spent per stage: waiting for messages, decoding, encoding Parquet, writing to storage.",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(pipeline_seconds.clone()))
             .expect("unique metric");
         #[cfg(target_os = "linux")]
         {
@@ -194,6 +209,7 @@ impl Metrics {
                 "sohoa_ingest_last_flush_timestamp_seconds",
                 "Unix time of the last successful flush.",
             ),
+            pipeline_seconds,
             registry,
             lag: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),

@@ -330,12 +330,25 @@ impl Pipeline {
 
     /// Run until the source sends `Drain` (or hangs up).
     pub fn run(mut self, rx: Receiver<Input>) -> Result<Totals, PipelineError> {
+        let waiting = self
+            .metrics
+            .pipeline_seconds
+            .with_label_values(&["waiting"]);
+        let decoding = self
+            .metrics
+            .pipeline_seconds
+            .with_label_values(&["decoding"]);
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            let wait = Instant::now();
+            let input = rx.recv_timeout(Duration::from_millis(100));
+            waiting.inc_by(wait.elapsed().as_secs_f64());
+            match input {
                 Ok(Input::Records(batch)) => {
                     let bytes = batch.iter().map(|r| r.payload.len()).sum();
                     self.buffered.fetch_sub(bytes, Ordering::SeqCst);
+                    let started = Instant::now();
                     self.on_batch(&batch)?;
+                    decoding.inc_by(started.elapsed().as_secs_f64());
                 }
                 Ok(Input::Assigned(parts)) => {
                     for (topic, partition, next) in parts {
@@ -619,7 +632,12 @@ impl Pipeline {
     /// storage writes of all of them run concurrently, since each flush is a handful of
     /// small, latency-bound operations and a replica may own hundreds of partitions.
     fn flush_many(&mut self, keys: &[PartKey]) -> Vec<(PartKey, Result<(), PipelineError>)> {
+        let encoding = Instant::now();
         let mut results = self.encode_open(keys);
+        self.metrics
+            .pipeline_seconds
+            .with_label_values(&["encoding"])
+            .inc_by(encoding.elapsed().as_secs_f64());
         let mut jobs = Vec::new();
         for key in keys {
             if results.iter().any(|(k, _)| k == key) {
@@ -634,6 +652,22 @@ impl Pipeline {
         if jobs.is_empty() {
             return results;
         }
+        let writing = Instant::now();
+        let results = self.write_prepared(jobs, results);
+        self.metrics
+            .pipeline_seconds
+            .with_label_values(&["writing"])
+            .inc_by(writing.elapsed().as_secs_f64());
+        results
+    }
+
+    /// Steps 2 to 4 of the protocol for prepared flushes: dead letters, then every
+    /// partition's storage writes at once, then the Kafka commit of what became durable.
+    fn write_prepared(
+        &mut self,
+        jobs: Vec<(PartKey, FlushIo)>,
+        mut results: Vec<(PartKey, Result<(), PipelineError>)>,
+    ) -> Vec<(PartKey, Result<(), PipelineError>)> {
         // Dead letters of these ranges must be durable before the ranges are committed.
         if let Err(e) = self.dead.flush(Duration::from_secs(30)) {
             let reason = e.to_string();

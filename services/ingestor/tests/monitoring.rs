@@ -859,6 +859,12 @@ fn a_live_ingestor_exports_every_metric_and_label_the_dashboard_and_alerts_use()
     assert!(total("sohoa_ingest_flush_duration_seconds_count", &[]) >= 1.0);
     assert!(total("sohoa_ingest_rebalances_total", &[("kind", "assign")]) >= 2.0);
     assert!(total("sohoa_ingest_last_flush_timestamp_seconds", &[]) > 1.6e9);
+    for stage in ["waiting", "decoding", "encoding", "writing"] {
+        assert!(
+            total("sohoa_ingest_pipeline_seconds_total", &[("stage", stage)]) > 0.0,
+            "the pipeline thread's time spent {stage} is counted"
+        );
+    }
     assert!(total("process_resident_memory_bytes", &[]) > 0.0);
 
     // The exposition is clean for Prometheus, on both replicas.
