@@ -3,11 +3,16 @@
 //! loop. Then the same with 2 and 3 replicas in one group, for scaling. Everything reads
 //! from librdkafka's mock cluster in this process.
 //!
-//! Run: `cargo bench -p sohoa --bench ingest` (release). `SOHOA_BENCH_MESSAGES` sets the
-//! topic size (default 1,000,000 national sync records of about 1.5 KB) and
-//! `SOHOA_BENCH_REPLICAS` the replica counts (default `1,2,3`), `SOHOA_BENCH_BUFFER_BYTES`
-//! each replica's `buffer.max_bytes` (default 128 MB) and `SOHOA_BENCH_FLUSH_AGE_MS` its
-//! `flush.max_age_ms` (default 3000).
+//! Run: `cargo bench -p sohoa --bench ingest` (release). Environment:
+//! - `SOHOA_BENCH_MESSAGES`: the topic size (default 1,000,000 national sync records of
+//!   about 1.5 KB);
+//! - `SOHOA_BENCH_PARTITIONS`: its partitions (default 512);
+//! - `SOHOA_BENCH_REPLICAS`: the replica counts to run (default `1,2,3`);
+//! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default 64 MB, which
+//!   keeps a replica under the 300 MB the ingest issue allows);
+//! - `SOHOA_BENCH_FLUSH_AGE_MS`: its `flush.max_age_ms` (default 1000: the last buffers
+//!   of a finite topic wait this long to be written, and the time counts);
+//! - `SOHOA_BENCH_LOG`: the replicas' log level (default `error`; logs go to stderr).
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -19,9 +24,21 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 const TOPIC: &str = "bench.dossiers";
-// The mock cluster keeps about 5 MB per partition: spread the topic wide enough that
-// nothing is deleted before it is read (checked below through the low watermarks).
-const PARTITIONS: i32 = 512;
+/// The same records, a fifth as many: peak RSS with a smaller backlog, against the full
+/// one's. Both backlogs are several times the buffer cap, and backpressure bounds memory by
+/// the cap, so the two stay close.
+const SMALL_TOPIC: &str = "bench.small";
+/// Partitions of the benchmark topic: `SOHOA_BENCH_PARTITIONS`, default 512. The mock
+/// cluster keeps about 5 MB per partition, so the default topic of 1.4 GB needs this many
+/// for nothing to be deleted before it is read (checked below through the low
+/// watermarks). A replica writes a file per partition and day at each flush: fewer
+/// partitions (with a smaller topic) show what larger files cost.
+fn partitions() -> i32 {
+    std::env::var("SOHOA_BENCH_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
 
 /// A live feed: events of two days, as a day's sync traffic is (a backfill of years is a
 /// different shape, with many date partitions per flush).
@@ -49,6 +66,17 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) a live process has used so far.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Clock ticks: 100 per second on Linux unless the kernel says otherwise.
+    Some((utime + stime) / 100.0)
+}
+
 fn scrape(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -58,26 +86,42 @@ fn scrape(port: u16) -> Option<String> {
     Some(body)
 }
 
-fn committed_messages(body: &str) -> u64 {
+/// The sum of a metric's series in a /metrics body.
+fn metric_sum(body: &str, name: &str) -> u64 {
     body.lines()
-        .filter(|l| l.starts_with("sohoa_ingest_messages_total{"))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
 
-fn main() {
-    let n: usize = std::env::var("SOHOA_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let mock = MockCluster::new(1).expect("mock cluster");
-    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    mock.create_topic("sohoa.dead-letters", 1, 1).unwrap();
-    let brokers = mock.bootstrap_servers();
+/// Seconds per pipeline stage (`sohoa_ingest_pipeline_seconds_total`), summed over replicas.
+fn stage_seconds(bodies: &[String]) -> Vec<(String, f64)> {
+    let mut stages: Vec<(String, f64)> = Vec::new();
+    for line in bodies.iter().flat_map(|b| b.lines()) {
+        let Some(rest) = line.strip_prefix("sohoa_ingest_pipeline_seconds_total{stage=\"") else {
+            continue;
+        };
+        let Some((stage, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let v: f64 = value.trim().parse().unwrap_or(0.0);
+        match stages.iter_mut().find(|(s, _)| s == stage) {
+            Some((_, total)) => *total += v,
+            None => stages.push((stage.to_string(), v)),
+        }
+    }
+    stages
+}
 
+/// Produce `n` records to `topic` and check the mock cluster kept them all. Returns the
+/// payload bytes.
+fn produce(brokers: &str, topic: &str, n: usize, partitions: i32) -> usize {
     let t = Instant::now();
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .create()
@@ -87,7 +131,7 @@ fn main() {
         let payload = record(i);
         bytes += payload.len();
         let key = format!("{i}");
-        let mut rec = BaseRecord::to(TOPIC)
+        let mut rec = BaseRecord::to(topic)
             .payload(payload.as_str())
             .key(key.as_str());
         loop {
@@ -102,19 +146,19 @@ fn main() {
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     println!(
-        "topic: {n} messages, {:.0} MB, mean {} bytes, {PARTITIONS} partitions (produced in {:.1}s)",
+        "topic {topic}: {n} messages, {:.0} MB, mean {} bytes, {partitions} partitions (produced in {:.1}s)",
         bytes as f64 / 1e6,
         bytes / n,
         t.elapsed().as_secs_f64()
     );
     let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     let mut total = 0;
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         let (lo, hi) = probe
-            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
             .unwrap();
         assert_eq!(
             lo, 0,
@@ -123,6 +167,22 @@ fn main() {
         total += hi;
     }
     assert_eq!(total as usize, n);
+    bytes
+}
+
+fn main() {
+    let n: usize = std::env::var("SOHOA_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let partitions = partitions();
+    mock.create_topic(TOPIC, partitions, 1).unwrap();
+    mock.create_topic(SMALL_TOPIC, partitions, 1).unwrap();
+    mock.create_topic("sohoa.dead-letters", 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+
+    let bytes = produce(&brokers, TOPIC, n, partitions);
 
     // Reference 1: kcat, if installed.
     let kcat_secs = Command::new("kcat")
@@ -162,14 +222,19 @@ fn main() {
         .unwrap();
     bare.subscribe(&[TOPIC]).unwrap();
     let (mut got, mut sum) = (0usize, 0u64);
+    let mut first = None;
     while got < n {
         if let Some(Ok(m)) = bare.poll(Duration::from_millis(100)) {
             use rdkafka::Message;
+            first.get_or_insert_with(Instant::now);
             got += 1;
             sum += m.payload().map_or(0, |p| p[p.len() / 2] as u64);
         }
     }
-    let bare_secs = t.elapsed().as_secs_f64();
+    // From the first message: joining the group is a fixed cost kcat (which assigns
+    // partitions without a group) does not pay.
+    let bare_secs = first.expect("n > 0").elapsed().as_secs_f64();
+    let bare_join = t.elapsed().as_secs_f64() - bare_secs;
     std::hint::black_box(sum);
     drop(bare);
 
@@ -180,13 +245,13 @@ fn main() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let runs: Vec<(usize, f64, u64)> = replicas
+    let runs: Vec<(usize, Run)> = replicas
         .iter()
-        .map(|&r| {
-            let (secs, peak_kb) = ingest(&brokers, r, n);
-            (r, secs, peak_kb)
-        })
+        .map(|&r| (r, ingest(&brokers, TOPIC, r, n)))
         .collect();
+    let n_small = (n / 5).max(1);
+    produce(&brokers, SMALL_TOPIC, n_small, partitions);
+    let small = ingest(&brokers, SMALL_TOPIC, 1, n_small);
 
     let mb = bytes as f64 / 1e6;
     let line = |label: &str, secs: f64| {
@@ -201,32 +266,69 @@ fn main() {
     } else {
         println!("kcat: not installed (apt-get install kcat), skipped");
     }
-    line("bare librdkafka consumer loop", bare_secs);
-    for (r, secs, peak_kb) in &runs {
-        line(
-            &format!("sohoa ingest, {r} replica(s), to committed Parquet"),
-            *secs,
-        );
+    line("bare consumer in a group, from 1st message", bare_secs);
+    println!("    (joining the group took {bare_join:.2} s before that)");
+    for (r, run) in &runs {
+        // Measured from the moment every partition is assigned, as the bare consumer is:
+        // the group join is the broker's fixed cost, not the ingestor's throughput.
+        let secs = run.secs - run.assigned_at;
+        line(&format!("sohoa ingest x{r}, assigned to committed"), secs);
         let kcat = kcat_secs.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
         println!(
-            "    ratio to kcat {kcat}, to the bare consumer {:.2}; peak RSS per replica {:.0} MB",
+            "    ratio to kcat {kcat}, to the bare consumer {:.2}; end to end {:.2} s with {:.2} s to join",
             bare_secs / secs,
-            *peak_kb as f64 / 1024.0
+            run.secs,
+            run.assigned_at
+        );
+        println!(
+            "    peak RSS per replica {:.0} MB; CPU {:.1} s in all replicas, {:.1} us per message, {:.2} cores busy on average",
+            run.peak_kb as f64 / 1024.0,
+            run.cpu,
+            run.cpu * 1e6 / n as f64,
+            run.cpu / run.secs
+        );
+        let stages: Vec<String> = run
+            .stages
+            .iter()
+            .map(|(s, v)| format!("{s} {:.0}%", 100.0 * v / (run.secs * *r as f64)))
+            .collect();
+        println!("    pipeline thread, end to end: {}", stages.join(", "));
+    }
+    if let Some((_, big)) = runs.iter().find(|(r, _)| *r == 1) {
+        println!(
+            "peak RSS of one replica: {:.0} MB with a backlog of {n} messages, {:.0} MB with {n_small} (ratio {:.2})",
+            big.peak_kb as f64 / 1024.0,
+            small.peak_kb as f64 / 1024.0,
+            big.peak_kb as f64 / small.peak_kb.max(1) as f64
         );
     }
 }
 
+/// What one ingest run measured.
+struct Run {
+    /// From starting the processes to every message committed.
+    secs: f64,
+    /// From starting the processes to every partition assigned.
+    assigned_at: f64,
+    /// The largest peak RSS of one replica, in KB.
+    peak_kb: u64,
+    /// CPU seconds of all replicas.
+    cpu: f64,
+    /// Seconds per pipeline stage, summed over replicas.
+    stages: Vec<(String, f64)>,
+}
+
 /// Run `replicas` ingestor processes in a fresh group and storage until every message is
-/// committed. Returns the seconds taken and the largest peak RSS of one replica, in KB.
-fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
+/// committed.
+fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bench.toml");
     std::fs::write(
         &cfg,
-        format!("[[topics]]\nname = \"{TOPIC}\"\ndecoder = \"dvcqg\"\n"),
+        format!("[[topics]]\nname = \"{topic}\"\ndecoder = \"dvcqg\"\n"),
     )
     .unwrap();
-    let group = format!("bench-{replicas}");
+    let group = format!("bench-{topic}-{replicas}");
     let t = Instant::now();
     let mut children: Vec<(std::process::Child, u16)> = (0..replicas)
         .map(|_| {
@@ -244,15 +346,17 @@ fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
                 .env("SOHOA__STORAGE__ROOT", dir.path().join("data"))
                 .env("SOHOA__PRIVACY__DEVELOPMENT_MODE", "true")
                 .env("SOHOA__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-                .env("SOHOA__LOG__LEVEL", "error")
+                .env(
+                    "SOHOA__LOG__LEVEL",
+                    std::env::var("SOHOA_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+                )
                 .env(
                     "SOHOA__FLUSH__MAX_AGE_MS",
-                    std::env::var("SOHOA_BENCH_FLUSH_AGE_MS").unwrap_or_else(|_| "3000".into()),
+                    std::env::var("SOHOA_BENCH_FLUSH_AGE_MS").unwrap_or_else(|_| "1000".into()),
                 )
                 .env(
                     "SOHOA__BUFFER__MAX_BYTES",
-                    std::env::var("SOHOA_BENCH_BUFFER_BYTES")
-                        .unwrap_or_else(|_| "134217728".into()),
+                    std::env::var("SOHOA_BENCH_BUFFER_BYTES").unwrap_or_else(|_| "67108864".into()),
                 )
                 .env("SOHOA__FLUSH__MAX_BYTES", "16777216")
                 .stderr(Stdio::inherit())
@@ -262,16 +366,21 @@ fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
         })
         .collect();
     let mut peak_kb = 0;
+    let mut assigned_at = None;
     loop {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
         for (child, _) in &children {
             peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
         }
-        let done: u64 = children
+        let bodies: Vec<String> = children
             .iter()
-            .filter_map(|(_, port)| scrape(*port).map(|b| committed_messages(&b)))
-            .sum();
-        if done >= n as u64 {
+            .filter_map(|(_, port)| scrape(*port))
+            .collect();
+        let sum = |name| bodies.iter().map(|b| metric_sum(b, name)).sum::<u64>();
+        if assigned_at.is_none() && sum("sohoa_ingest_assigned_partitions") == partitions() as u64 {
+            assigned_at = Some(t.elapsed().as_secs_f64());
+        }
+        if sum("sohoa_ingest_messages_total") >= n as u64 {
             break;
         }
         for (child, _) in &mut children {
@@ -282,6 +391,15 @@ fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
         }
     }
     let secs = t.elapsed().as_secs_f64();
+    let bodies: Vec<String> = children
+        .iter()
+        .filter_map(|(_, port)| scrape(*port))
+        .collect();
+    let stages = stage_seconds(&bodies);
+    let cpu: f64 = children
+        .iter()
+        .filter_map(|(child, _)| cpu_secs(child.id()))
+        .sum();
     for (child, _) in &mut children {
         peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
         let _ = Command::new("kill")
@@ -291,5 +409,11 @@ fn ingest(brokers: &str, replicas: usize, n: usize) -> (f64, u64) {
     for (child, _) in &mut children {
         assert!(child.wait().unwrap().success());
     }
-    (secs, peak_kb)
+    Run {
+        secs,
+        assigned_at: assigned_at.expect("every partition was assigned before the end"),
+        peak_kb,
+        cpu,
+        stages,
+    }
 }

@@ -523,13 +523,16 @@ impl Pipeline {
             .map(|(k, _)| k.clone())
             .collect();
         self.try_flush_many(&due)?;
-        // Over the cap, or paused and not yet below half of it (the source resumes only
-        // there, and records already in flight when it paused can keep the level between
-        // the two for as long as nothing else flushes): write out the largest buffers,
-        // together, until well below half of the cap.
+        // Past three quarters of the cap, so that the level comes down before the source
+        // reaches the cap and has to stop; or paused and not yet below half of it (the
+        // source resumes only there, and records already in flight when it paused can keep
+        // the level between the two for as long as nothing else flushes): write out the
+        // largest buffers, together, until well below half of the cap.
         let level = self.own_bytes + self.buffered.load(Ordering::SeqCst);
         let paused = self.metrics.paused.get() != 0;
-        if level > self.cfg.buffer_max_bytes || (paused && level >= self.cfg.buffer_max_bytes / 2) {
+        if level > self.cfg.buffer_max_bytes * 3 / 4
+            || (paused && level >= self.cfg.buffer_max_bytes / 2)
+        {
             let mut by_size: Vec<_> = self
                 .parts
                 .iter()

@@ -220,6 +220,10 @@ fn rewind(
     true
 }
 
+/// How long the poll loop stops taking messages over the buffer cap before it pauses the
+/// partitions.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
 /// The poll loop. Returns when `stop` is set, after handing the pipeline a drain.
 #[allow(clippy::too_many_arguments)]
 pub fn poll_loop(
@@ -243,7 +247,23 @@ pub fn poll_loop(
         }
         // The gauge is the pipeline's last count of everything buffered (in flight plus
         // decoded); the in-flight counter alone covers a pipeline busy in a long flush.
-        let level = (buffered.load(Ordering::SeqCst) as i64).max(metrics.buffered_bytes.get());
+        let level = || (buffered.load(Ordering::SeqCst) as i64).max(metrics.buffered_bytes.get());
+        if !paused && level() as usize > cap {
+            // Over the cap, first just stop taking messages for a moment: the pipeline is
+            // usually in the middle of a flush that brings the level well down. librdkafka
+            // keeps its prefetch (bounded by `queued.max.messages.kbytes`) meanwhile,
+            // whereas pausing discards it and fetches it all again on resume. Pausing is
+            // for a flush that takes longer, such as storage being down; the hold is short
+            // enough that rebalance callbacks, which run inside `poll`, wait little.
+            let hold_until = Instant::now() + PAUSE_AFTER;
+            while level() as usize > cap
+                && Instant::now() < hold_until
+                && !stop.load(Ordering::SeqCst)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let level = level();
         if level as usize > cap {
             // Pausing is idempotent; re-pausing also covers partitions assigned meanwhile.
             if let Ok(a) = consumer.assignment() {
