@@ -135,7 +135,10 @@ def run_measured(cmd, env):
 
 def duckdb_child(code):
     """Run DuckDB in a child process, so this process stays small."""
-    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"DuckDB failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def main():
