@@ -24,6 +24,62 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+# The ingestor's `events` columns, from a temporary table `e` of dossier columns (i,
+# dossier_code, agency_code, procedure_code, received_at, k, open, paused, channel) and
+# one row per snapshot (j, event_time, due_at, status_code); 3% of the snapshots are
+# written twice, as a source that resends does.
+EVENTS_SELECT = """
+      SELECT
+        1::SMALLINT AS schema_version,
+        md5(dossier_code || '/' || j) AS event_id,
+        'snapshot' AS event_kind,
+        'dvcqg' AS source_system,
+        dossier_code, procedure_code, 'Thủ tục ' || procedure_code AS procedure_name,
+        'LV' AS field_code, NULL::VARCHAR AS field_name, agency_code,
+        ['in_person', 'online', 'postal'][channel + 1] AS channel,
+        status_code,
+        ['registered','received','not_accepted','processing','supplement_requested','payment_requested','withdrawn','stopped','processed','returned'][status_code] AS status,
+        event_time,
+        received_at - to_hours(12) AS filed_at,
+        received_at,
+        due_at,
+        CASE WHEN status_code >= 9 THEN received_at + to_hours((k - 1) * 7) END AS finished_at,
+        CASE WHEN status_code = 10 THEN event_time END AS returned_at,
+        NULL::TIMESTAMPTZ AS refused_at,
+        CASE WHEN paused AND j >= 2 THEN [{'requested_at': received_at + to_hours(14),
+              'completed_at': CASE WHEN j >= 3 THEN received_at + to_hours(20) END,
+              'due_before': NULL::TIMESTAMPTZ, 'due_after': NULL::TIMESTAMPTZ}]
+             ELSE []::STRUCT(requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, due_before TIMESTAMPTZ, due_after TIMESTAMPTZ)[] END AS supplements,
+        1 AS document_count,
+        (hash(i * 29) % 10) < 8 AS has_submitted_file,
+        (hash(i * 31) % 10) < 6 AS has_digitized_component,
+        (hash(i * 37) % 10) < 3 AS has_reused_component,
+        false AS from_national_warehouse,
+        1 AS result_document_count,
+        CASE WHEN status_code >= 9 AND (hash(i * 41) % 10) < 7 THEN 1 ELSE 0 END AS result_file_count,
+        status_code >= 9 AND (hash(i * 41) % 10) < 7 AS has_e_result,
+        (hash(i * 43) % 10) < 4 AS paid_online,
+        (hash(i * 47) % 10) < 5 AS fee_bearing,
+        'citizen' AS applicant_type,
+        md5('p' || i) AS applicant_pseudonym,
+        NULL::TIMESTAMPTZ AS step_started_at,
+        NULL::TIMESTAMPTZ AS step_due_at,
+        'dvcqg.dossiers' AS source_topic,
+        (hash(dossier_code) % 12)::INTEGER AS source_partition,
+        (i * 16 + j)::BIGINT AS source_offset,
+        event_time + to_seconds(30) AS ingested_at,
+        strftime(event_time + INTERVAL 7 HOUR, '%Y-%m-%d') AS date
+      FROM (SELECT * FROM e UNION ALL SELECT * FROM e WHERE hash(i * 53 + j) % 100 < 3)
+      ORDER BY date, agency_code, event_time
+"""
+
+
+def copy_events(con, out, options=""):
+    """Write `e` as Hive-partitioned Parquet under `out`, as DuckDB's own writer does."""
+    con.execute(f"COPY ({EVENTS_SELECT}) TO '{out}' "
+                f"(FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, ROW_GROUP_SIZE 122880{options})")
+
+
 # Dossiers generated per DuckDB pass: about 10 M events, which DuckDB holds in memory
 # comfortably; the 100 M-event base of tests/bench/incremental.py takes ten passes.
 CHUNK_DOSSIERS = 1_000_000
@@ -67,53 +123,7 @@ def generate_chunk(con, root, lo, hi, chunk):
            WHEN d.paused AND j = 2 THEN 5 ELSE 4 END::TINYINT AS status_code
     FROM d, range(1, d.k + 1) s(j)
     """)
-    con.execute(f"""
-    COPY (
-      SELECT
-        1::SMALLINT AS schema_version,
-        md5(dossier_code || '/' || j) AS event_id,
-        'snapshot' AS event_kind,
-        'dvcqg' AS source_system,
-        dossier_code, procedure_code, 'Thủ tục ' || procedure_code AS procedure_name,
-        'LV' AS field_code, NULL::VARCHAR AS field_name, agency_code,
-        ['in_person', 'online', 'postal'][channel + 1] AS channel,
-        status_code,
-        ['registered','received','not_accepted','processing','supplement_requested','payment_requested','withdrawn','stopped','processed','returned'][status_code] AS status,
-        event_time,
-        received_at - to_hours(12) AS filed_at,
-        received_at,
-        due_at,
-        CASE WHEN status_code >= 9 THEN received_at + to_hours((k - 1) * 7) END AS finished_at,
-        CASE WHEN status_code = 10 THEN event_time END AS returned_at,
-        NULL::TIMESTAMPTZ AS refused_at,
-        CASE WHEN paused AND j >= 2 THEN [{{'requested_at': received_at + to_hours(14),
-              'completed_at': CASE WHEN j >= 3 THEN received_at + to_hours(20) END,
-              'due_before': NULL::TIMESTAMPTZ, 'due_after': NULL::TIMESTAMPTZ}}]
-             ELSE []::STRUCT(requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, due_before TIMESTAMPTZ, due_after TIMESTAMPTZ)[] END AS supplements,
-        1 AS document_count,
-        (hash(i * 29) % 10) < 8 AS has_submitted_file,
-        (hash(i * 31) % 10) < 6 AS has_digitized_component,
-        (hash(i * 37) % 10) < 3 AS has_reused_component,
-        false AS from_national_warehouse,
-        1 AS result_document_count,
-        CASE WHEN status_code >= 9 AND (hash(i * 41) % 10) < 7 THEN 1 ELSE 0 END AS result_file_count,
-        status_code >= 9 AND (hash(i * 41) % 10) < 7 AS has_e_result,
-        (hash(i * 43) % 10) < 4 AS paid_online,
-        (hash(i * 47) % 10) < 5 AS fee_bearing,
-        'citizen' AS applicant_type,
-        md5('p' || i) AS applicant_pseudonym,
-        NULL::TIMESTAMPTZ AS step_started_at,
-        NULL::TIMESTAMPTZ AS step_due_at,
-        'dvcqg.dossiers' AS source_topic,
-        (hash(dossier_code) % 12)::INTEGER AS source_partition,
-        (i * 16 + j)::BIGINT AS source_offset,
-        event_time + to_seconds(30) AS ingested_at,
-        strftime(event_time + INTERVAL 7 HOUR, '%Y-%m-%d') AS date
-      FROM (SELECT * FROM e UNION ALL SELECT * FROM e WHERE hash(i * 53 + j) % 100 < 3)
-      ORDER BY date, agency_code, event_time
-    ) TO '{root}/events' (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, ROW_GROUP_SIZE 122880,
-          APPEND, FILENAME_PATTERN 'part{chunk:03}_{{uuid}}')
-    """)
+    copy_events(con, f"{root}/events", f", APPEND, FILENAME_PATTERN 'part{chunk:03}_{{uuid}}'")
     return con.execute("SELECT count(*) FROM e").fetchone()[0]
 
 

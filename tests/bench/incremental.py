@@ -65,50 +65,6 @@ UNION ALL
 SELECT d.*, 15 AS j, d.received_at + to_hours(d.k * 7 + 30) AS event_time,
   d.received_at + to_days(3 + (hash(d.i * 23) % 10)::INT) AS due_at, 10::TINYINT AS status_code
 FROM d WHERE d.i < {base} AND d.open;
-COPY (
-  SELECT
-    1::SMALLINT AS schema_version,
-    md5(dossier_code || '/' || j) AS event_id,
-    'snapshot' AS event_kind,
-    'dvcqg' AS source_system,
-    dossier_code, procedure_code, 'Thủ tục ' || procedure_code AS procedure_name,
-    'LV' AS field_code, NULL::VARCHAR AS field_name, agency_code,
-    ['in_person', 'online', 'postal'][channel + 1] AS channel,
-    status_code,
-    ['registered','received','not_accepted','processing','supplement_requested','payment_requested','withdrawn','stopped','processed','returned'][status_code] AS status,
-    event_time,
-    received_at - to_hours(12) AS filed_at,
-    received_at,
-    due_at,
-    CASE WHEN status_code >= 9 THEN received_at + to_hours((k - 1) * 7) END AS finished_at,
-    CASE WHEN status_code = 10 THEN event_time END AS returned_at,
-    NULL::TIMESTAMPTZ AS refused_at,
-    CASE WHEN paused AND j >= 2 THEN [{{'requested_at': received_at + to_hours(14),
-          'completed_at': CASE WHEN j >= 3 THEN received_at + to_hours(20) END,
-          'due_before': NULL::TIMESTAMPTZ, 'due_after': NULL::TIMESTAMPTZ}}]
-         ELSE []::STRUCT(requested_at TIMESTAMPTZ, completed_at TIMESTAMPTZ, due_before TIMESTAMPTZ, due_after TIMESTAMPTZ)[] END AS supplements,
-    1 AS document_count,
-    (hash(i * 29) % 10) < 8 AS has_submitted_file,
-    (hash(i * 31) % 10) < 6 AS has_digitized_component,
-    (hash(i * 37) % 10) < 3 AS has_reused_component,
-    false AS from_national_warehouse,
-    1 AS result_document_count,
-    CASE WHEN status_code >= 9 AND (hash(i * 41) % 10) < 7 THEN 1 ELSE 0 END AS result_file_count,
-    status_code >= 9 AND (hash(i * 41) % 10) < 7 AS has_e_result,
-    (hash(i * 43) % 10) < 4 AS paid_online,
-    (hash(i * 47) % 10) < 5 AS fee_bearing,
-    'citizen' AS applicant_type,
-    md5('p' || i) AS applicant_pseudonym,
-    NULL::TIMESTAMPTZ AS step_started_at,
-    NULL::TIMESTAMPTZ AS step_due_at,
-    'dvcqg.dossiers' AS source_topic,
-    (hash(dossier_code) % 12)::INTEGER AS source_partition,
-    (i * 16 + j)::BIGINT AS source_offset,
-    event_time + to_seconds(30) AS ingested_at,
-    strftime(event_time + INTERVAL 7 HOUR, '%Y-%m-%d') AS date
-  FROM (SELECT * FROM e UNION ALL SELECT * FROM e WHERE hash(i * 53 + j) % 100 < 3)
-  ORDER BY date, agency_code, event_time
-) TO '{out}' (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, ROW_GROUP_SIZE 122880);
 """
 
 
@@ -182,8 +138,9 @@ def main():
     new_dossiers = max(1, int((args.new_events - late) / EVENTS_PER_DOSSIER))
     staging = work / "new"
     t = time.monotonic()
-    sql = NEW_SQL.format(base=base_dossiers, new_dossiers=new_dossiers, late_step=late_step, out=staging)
-    duckdb_child(f"import duckdb; duckdb.connect().execute({sql!r})")
+    sql = NEW_SQL.format(base=base_dossiers, new_dossiers=new_dossiers, late_step=late_step)
+    duckdb_child(f"import sys; sys.path.insert(0, {str(HERE)!r}); import aggregate, duckdb; "
+                 f"con = duckdb.connect(); con.execute({sql!r}); aggregate.copy_events(con, {str(staging)!r})")
     new_files = 0
     for f in sorted(staging.rglob("*.parquet")):
         dest = root / "events" / f.parent.name / f"new-{new_files:05}.parquet"
