@@ -116,9 +116,43 @@ fn consumer_config(cfg: &Config) -> ClientConfig {
     c
 }
 
+/// librdkafka properties that only a consumer reads (scope "C" in librdkafka's
+/// CONFIGURATION.md). `[kafka.properties]` is shared, so these reach the dead-letter
+/// producer too, where librdkafka would log a CONFWARN for each at every start.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "consume.callback.max.messages",
+];
+
 fn producer_config(cfg: &Config) -> ClientConfig {
     let mut c = client_config(cfg);
-    c.remove("queued.max.messages.kbytes");
+    for key in CONSUMER_ONLY {
+        c.remove(key);
+    }
     if !cfg.kafka.properties.contains_key("message.max.bytes") {
         c.set(
             "message.max.bytes",
@@ -253,4 +287,37 @@ pub fn run(
         return Err(IngestError::Recovery);
     }
     Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dead_letter_producer_gets_the_shared_properties_but_not_consumer_only_ones() {
+        let mut cfg =
+            Config::load_with_env(None, std::iter::empty()).expect("the embedded defaults");
+        for (k, v) in [
+            ("group.instance.id", "replica-1"),
+            ("heartbeat.interval.ms", "500"),
+            ("security.protocol", "SASL_SSL"),
+        ] {
+            cfg.kafka.properties.insert(k.into(), v.into());
+        }
+        let producer = producer_config(&cfg);
+        let consumer = consumer_config(&cfg);
+        for key in [
+            "group.instance.id",
+            "heartbeat.interval.ms",
+            "queued.max.messages.kbytes",
+        ] {
+            assert_eq!(producer.get(key), None, "{key} is not for the producer");
+            assert!(
+                consumer.get(key).is_some(),
+                "{key} still reaches the consumer"
+            );
+        }
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
+    }
 }
