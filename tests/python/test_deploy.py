@@ -1742,16 +1742,19 @@ def test_the_unbroken_base_passes(sohoa):
     assert all_k8s_errors(base_objects(), "base") == []
 
 
-@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
-def test_checker_catches(breakage, tmp_path, sohoa):
-    """Each breakage, written to a file and read back as a manifest, is reported."""
-    objs = base_objects()
-    mutate, expected = BREAKAGES[breakage]
+def assert_breakage_caught(objs, breakage, tmp_path):
+    """A breakage, written to a file and read back as a manifest, is reported."""
+    mutate, expected = breakage
     mutate(objs)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump_all(objs))
     errors = all_k8s_errors(load_docs(path), "broken")
     assert any(expected in e for e in errors), f"expected {expected!r} among:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_checker_catches(breakage, tmp_path, sohoa):
+    assert_breakage_caught(base_objects(), BREAKAGES[breakage], tmp_path)
 
 
 def test_kustomization_checker_catches_missing_files_and_targets(tmp_path):
@@ -1982,13 +1985,7 @@ def test_the_unbroken_continuous_overlay_passes(sohoa):
 
 @pytest.mark.parametrize("breakage", sorted(CONTINUOUS_BREAKAGES))
 def test_checker_catches_in_continuous(breakage, tmp_path, sohoa):
-    objs = continuous_objects()
-    mutate, expected = CONTINUOUS_BREAKAGES[breakage]
-    mutate(objs)
-    path = tmp_path / "broken.yaml"
-    path.write_text(yaml.safe_dump_all(objs))
-    errors = all_k8s_errors(load_docs(path), "broken")
-    assert any(expected in e for e in errors), f"expected {expected!r} among:\n" + "\n".join(errors)
+    assert_breakage_caught(continuous_objects(), CONTINUOUS_BREAKAGES[breakage], tmp_path)
 
 
 def test_render_deletes_objects_and_refuses_other_directives(tmp_path):
