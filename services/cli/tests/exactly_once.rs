@@ -154,6 +154,29 @@ fn sigterm_mid_stream_drains_exits_zero_and_resumes_without_loss() {
     let (status, _) = terminate(&mut second);
     assert!(status.success());
     assert_exactly_once(dir.path(), &expected);
+    assert_staging_clean(dir.path());
+}
+
+/// After every flush is published, staging holds only its `<topic>/p<partition>`
+/// directories: nothing per file or per range, which would pile up with every flush.
+fn assert_staging_clean(root: &Path) {
+    fn deeper(dir: &Path, depth: usize, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if depth >= 2 || !e.path().is_dir() {
+                out.push(e.path());
+            } else {
+                deeper(&e.path(), depth + 1, out);
+            }
+        }
+    }
+    let mut left = Vec::new();
+    deeper(&root.join("_sohoa/staging"), 0, &mut left);
+    assert!(
+        left.is_empty(),
+        "{} entries left in staging, such as {:?}",
+        left.len(),
+        left.first()
+    );
 }
 
 #[test]

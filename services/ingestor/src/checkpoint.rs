@@ -4,7 +4,7 @@
 //! last flush. Its steps, in order:
 //!
 //! 1. **Stage**: each date's rows are written as one Parquet file under
-//!    `_sohoa/staging/<topic>/p<partition>/<start>-<end>/date=<day>.parquet`, outside
+//!    `_sohoa/staging/<topic>/p<partition>/<start>-<end>-<day>.parquet`, outside
 //!    `events/`, so no reader sees them.
 //! 2. **Dead letters**: every dead-letter message of the range must be acknowledged by the
 //!    broker before going on.
@@ -133,9 +133,12 @@ impl PartitionPaths {
         Path::from(format!("{}/{start:020}.json", self.commits_dir()))
     }
 
+    /// Flat in the partition's staging directory: a directory per range would stay behind
+    /// on a local file system (`object_store` removes files, never the directories they
+    /// leave empty), one per flush, and every recovery would walk them all.
     pub fn staged(&self, start: i64, end: i64, day: &str) -> Path {
         Path::from(format!(
-            "{}/{start:020}-{end:020}/date={day}.parquet",
+            "{}/{start:020}-{end:020}-{day}.parquet",
             self.staging_dir()
         ))
     }
@@ -372,11 +375,17 @@ impl Checkpointer {
     }
 }
 
-/// The start offset of a staged file's range, from `.../<start>-<end>/date=<day>.parquet`.
+/// The start offset of a staged file's range, from `.../<start>-<end>-<day>.parquet`, or
+/// from `.../<start>-<end>/date=<day>.parquet`, the layout of releases before 2026-12,
+/// whose staged files a recovery may still find.
 fn staged_start(path: &Path) -> Option<i64> {
+    let range_start = |name: &str| name.split_once('-')?.0.parse().ok();
     let parts: Vec<_> = path.parts().collect();
-    let range = parts.get(parts.len().checked_sub(2)?)?;
-    range.as_ref().split_once('-')?.0.parse().ok()
+    let file = parts.last()?;
+    range_start(file.as_ref()).or_else(|| {
+        let dir = parts.get(parts.len().checked_sub(2)?)?;
+        range_start(dir.as_ref())
+    })
 }
 
 #[cfg(test)]
@@ -520,5 +529,37 @@ mod tests {
             "events/date=2023-02-24/dvcqg_dossiers_x-p00007-o00000000000000000005-00000000000000000042.parquet"
         );
         assert!(p.marker(9).to_string() < p.marker(10).to_string());
+    }
+
+    #[tokio::test]
+    async fn staged_files_of_the_older_per_range_directory_layout_still_recover() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cp = Checkpointer::new(store.clone());
+        let paths = PartitionPaths::new("t", 3);
+        let new = paths.staged(10, 19, "2023-02-25");
+        assert_eq!(
+            new.to_string(),
+            "_sohoa/staging/t/p00003/00000000000000000010-00000000000000000019-2023-02-25.parquet"
+        );
+        let old = Path::from(
+            "_sohoa/staging/t/p00003/00000000000000000000-00000000000000000009/date=2023-02-24.parquet",
+        );
+        assert_eq!(staged_start(&new), Some(10));
+        assert_eq!(staged_start(&old), Some(0));
+        let published = paths.published(0, 9, "2023-02-24");
+        cp.stage(&old, Bytes::from_static(b"a")).await.unwrap();
+        let listed = CommittedFile {
+            staged: old.to_string(),
+            published: published.to_string(),
+            rows: 1,
+            bytes: 1,
+        };
+        cp.commit(&paths, &marker(0, 9, vec![listed]))
+            .await
+            .unwrap();
+        let r = cp.recover(&paths).await.unwrap();
+        assert_eq!((r.next_offset, r.rolled_forward), (Some(10), 1));
+        assert!(exists(&*store, &published).await);
+        assert!(!exists(&*store, &old).await);
     }
 }
