@@ -10,8 +10,10 @@
 //! - `SOHOA_BENCH_REPLICAS`: the replica counts to run (default `1,2,3`);
 //! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default 64 MB, which
 //!   keeps a replica under the 300 MB the ingest issue allows);
-//! - `SOHOA_BENCH_FLUSH_AGE_MS`: its `flush.max_age_ms` (default 1000: the last buffers
-//!   of a finite topic wait this long to be written, and the time counts);
+//! - `SOHOA_BENCH_FLUSH_AGE_MS`: its `flush.max_age_ms` (default: the production default
+//!   of `config/default.toml`, 60 s). Once a replica has received every message, the
+//!   bench stops it with SIGTERM, and its graceful drain writes the last buffers; the time
+//!   runs until every replica has exited, so the drain counts;
 //! - `SOHOA_BENCH_LOG`: the replicas' log level (default `error`; logs go to stderr).
 
 use std::io::{Read, Write};
@@ -66,7 +68,41 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// CPU seconds (user + system) a live process has used so far.
+/// Whether a child has exited and waits to be reaped.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// The messages and files the commit markers under `dir` account for: what storage holds.
+fn committed(dir: &std::path::Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    entries.flatten().fold((0, 0), |(messages, files), e| {
+        let path = e.path();
+        let (m, f) = if path.is_dir() {
+            committed(&path)
+        } else {
+            let marker: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            (
+                marker["messages"]
+                    .as_u64()
+                    .expect("a marker counts its messages"),
+                marker["files"]
+                    .as_array()
+                    .expect("a marker lists its files")
+                    .len() as u64,
+            )
+        };
+        (messages + m, files + f)
+    })
+}
+
+/// CPU seconds (user + system) a process has used so far.
 fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; the fields after it are space-separated.
@@ -272,7 +308,7 @@ fn main() {
         // Measured from the moment every partition is assigned, as the bare consumer is:
         // the group join is the broker's fixed cost, not the ingestor's throughput.
         let secs = run.secs - run.assigned_at;
-        line(&format!("sohoa ingest x{r}, assigned to committed"), secs);
+        line(&format!("sohoa ingest x{r}, assigned to durable"), secs);
         let kcat = kcat_secs.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
         println!(
             "    ratio to kcat {kcat}, to the bare consumer {:.2}; end to end {:.2} s with {:.2} s to join",
@@ -292,7 +328,15 @@ fn main() {
             .iter()
             .map(|(s, v)| format!("{s} {:.0}%", 100.0 * v / (run.secs * *r as f64)))
             .collect();
-        println!("    pipeline thread, end to end: {}", stages.join(", "));
+        println!(
+            "    pipeline thread, until the last message was received: {}",
+            stages.join(", ")
+        );
+        println!(
+            "    {} Parquet files, {:.0} messages per file",
+            run.files,
+            n as f64 / run.files.max(1) as f64
+        );
     }
     if let Some((_, big)) = runs.iter().find(|(r, _)| *r == 1) {
         println!(
@@ -306,7 +350,8 @@ fn main() {
 
 /// What one ingest run measured.
 struct Run {
-    /// From starting the processes to every message committed.
+    /// From starting the processes to every replica drained and exited, every message
+    /// committed in storage.
     secs: f64,
     /// From starting the processes to every partition assigned.
     assigned_at: f64,
@@ -316,6 +361,8 @@ struct Run {
     cpu: f64,
     /// Seconds per pipeline stage, summed over replicas.
     stages: Vec<(String, f64)>,
+    /// Parquet files written.
+    files: u64,
 }
 
 /// Run `replicas` ingestor processes in a fresh group and storage until every message is
@@ -350,9 +397,9 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
                     "SOHOA__LOG__LEVEL",
                     std::env::var("SOHOA_BENCH_LOG").unwrap_or_else(|_| "error".into()),
                 )
-                .env(
-                    "SOHOA__FLUSH__MAX_AGE_MS",
-                    std::env::var("SOHOA_BENCH_FLUSH_AGE_MS").unwrap_or_else(|_| "1000".into()),
+                .envs(
+                    std::env::var("SOHOA_BENCH_FLUSH_AGE_MS")
+                        .map(|ms| ("SOHOA__FLUSH__MAX_AGE_MS", ms)),
                 )
                 .env(
                     "SOHOA__BUFFER__MAX_BYTES",
@@ -367,10 +414,12 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         .collect();
     let mut peak_kb = 0;
     let mut assigned_at = None;
+    let mut cpu_live = vec![0.0; children.len()];
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        for (child, _) in &children {
+        for (i, (child, _)) in children.iter().enumerate() {
             peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
+            cpu_live[i] = cpu_secs(child.id()).unwrap_or(cpu_live[i]);
         }
         let bodies: Vec<String> = children
             .iter()
@@ -380,7 +429,9 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         if assigned_at.is_none() && sum("sohoa_ingest_assigned_partitions") == partitions() as u64 {
             assigned_at = Some(t.elapsed().as_secs_f64());
         }
-        if sum("sohoa_ingest_messages_total") >= n as u64 {
+        // Received, not yet durable: the drain below makes the rest durable, as it would
+        // at any rolling restart, instead of the bench waiting out `flush.max_age_ms`.
+        if sum("sohoa_ingest_received_messages_total") >= n as u64 {
             break;
         }
         for (child, _) in &mut children {
@@ -390,30 +441,43 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
             );
         }
     }
-    let secs = t.elapsed().as_secs_f64();
+    // Stage times up to the last message received: the drain's flush is not in them.
     let bodies: Vec<String> = children
         .iter()
         .filter_map(|(_, port)| scrape(*port))
         .collect();
     let stages = stage_seconds(&bodies);
-    let cpu: f64 = children
-        .iter()
-        .filter_map(|(child, _)| cpu_secs(child.id()))
-        .sum();
-    for (child, _) in &mut children {
-        peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
+    for (child, _) in &children {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
     }
-    for (child, _) in &mut children {
-        assert!(child.wait().unwrap().success());
+    // The CPU of each replica through its drain: an exited child's /proc entry stays
+    // readable until it is reaped, so poll for the zombie, read it, then reap it.
+    let mut cpu = 0.0;
+    for (i, (child, _)) in children.iter_mut().enumerate() {
+        while !is_zombie(child.id()) {
+            peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cpu += cpu_secs(child.id()).unwrap_or(cpu_live[i]);
+        assert!(
+            child.wait().unwrap().success(),
+            "an ingestor failed its drain"
+        );
     }
+    let secs = t.elapsed().as_secs_f64();
+    let (durable, files) = committed(&dir.path().join("data/_sohoa/commits"));
+    assert_eq!(
+        durable, n as u64,
+        "every message is committed in storage after the drain"
+    );
     Run {
         secs,
         assigned_at: assigned_at.expect("every partition was assigned before the end"),
         peak_kb,
         cpu,
         stages,
+        files,
     }
 }

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub registry: Registry,
     /// Messages consumed, by topic and outcome (written, dead_lettered).
     pub messages: IntCounterVec,
+    /// Messages taken from the source by the pipeline, by topic, before they are durable:
+    /// its rate against `messages` shows how far buffering runs ahead of storage.
+    pub received: IntCounterVec,
     /// Events (records) decoded, by topic and outcome (written, rejected).
     pub events: IntCounterVec,
     /// Dead-letter messages produced, by topic and reason.
@@ -143,6 +146,12 @@ impl Metrics {
                 "sohoa_ingest_messages_total",
                 "Messages consumed, by topic and outcome (written, dead_lettered).",
                 &["topic", "outcome"],
+            ),
+            received: counter_vec(
+                "sohoa_ingest_received_messages_total",
+                "Messages taken from the source, by topic, before they are made durable \
+                 (a partition consumed again after a rebalance or a fence counts again).",
+                &["topic"],
             ),
             events: counter_vec(
                 "sohoa_ingest_events_total",

@@ -346,6 +346,13 @@ impl Pipeline {
                 Ok(Input::Records(batch)) => {
                     let bytes = batch.iter().map(|r| r.payload.len()).sum();
                     self.buffered.fetch_sub(bytes, Ordering::SeqCst);
+                    // Per run of one topic, not per record: a label lookup hashes.
+                    for run in batch.chunk_by(|a, b| a.topic == b.topic) {
+                        self.metrics
+                            .received
+                            .with_label_values(&[&*run[0].topic])
+                            .inc_by(run.len() as u64);
+                    }
                     let started = Instant::now();
                     self.on_batch(&batch)?;
                     decoding.inc_by(started.elapsed().as_secs_f64());

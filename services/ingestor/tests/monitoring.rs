@@ -853,6 +853,14 @@ fn a_live_ingestor_exports_every_metric_and_label_the_dashboard_and_alerts_use()
         ) >= 10.0
     );
     assert!(total("sohoa_ingest_events_total", &[("outcome", "written")]) >= 100.0);
+    // Every message made durable was received first; a partition consumed again after the
+    // rebalance counts again, so received can only be ahead.
+    let received = total("sohoa_ingest_received_messages_total", &[("topic", TOPIC)]);
+    let durable = total("sohoa_ingest_messages_total", &[]);
+    assert!(
+        received >= durable && durable >= 100.0,
+        "received {received} >= durable {durable}"
+    );
     assert!(total("sohoa_ingest_warnings_total", &[("kind", "unknown_field")]) >= 1.0);
     assert!(total("sohoa_ingest_files_written_total", &[]) >= 1.0);
     assert!(total("sohoa_ingest_bytes_written_total", &[]) > 0.0);
