@@ -1568,6 +1568,19 @@ def test_containerfile():
         if instr == "COPY" and "--from" not in args:
             for src in args.split()[:-1]:
                 assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
+    # Every local crate the build reads: the workspace members and the patched dependencies
+    # (third_party/), copied into the image and let through the ignore file.
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    local = workspace["workspace"]["members"] + [
+        dep["path"] for dep in workspace.get("patch", {}).get("crates-io", {}).values() if "path" in dep]
+    assert any(path.startswith("third_party/") for path in local)
+    copied = [src for instr, args in build if instr == "COPY" and "--from" not in args
+              for src in args.split()[:-1]]
+    ignore = (DEPLOY / "Containerfile.dockerignore").read_text().splitlines()
+    for path in local:
+        assert any(path == src or path.startswith(src.rstrip("/") + "/") for src in copied), \
+            f"{path} is not copied into the build stage"
+        assert f"!{path.split('/')[0]}/**" in ignore, f"{path} is ignored by the build context"
 
 
 def test_burrow_config():
