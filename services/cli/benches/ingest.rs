@@ -363,6 +363,10 @@ struct Run {
     stages: Vec<(String, f64)>,
     /// Parquet files written.
     files: u64,
+    /// The run's storage, deleted when the bench ends rather than before the next run: on
+    /// ext4 without a journal, creating inodes soon after thousands were deleted scans past
+    /// every recently freed one (`recently_deleted`), which would slow the next run down.
+    _storage: tempfile::TempDir,
 }
 
 /// Run `replicas` ingestor processes in a fresh group and storage until every message is
@@ -479,5 +483,6 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         cpu,
         stages,
         files,
+        _storage: dir,
     }
 }
