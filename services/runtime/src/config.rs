@@ -134,6 +134,10 @@ pub struct StorageConfig {
     /// object_store options for s3:// roots (endpoint, region, allow_http...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Local roots: fsync each file and its directory before the protocol's next step
+    /// relies on it. Without it a power loss or kernel crash can keep a commit marker and
+    /// lose the data of the files it names.
+    pub fsync: bool,
 }
 
 impl fmt::Debug for StorageConfig {
@@ -142,6 +146,7 @@ impl fmt::Debug for StorageConfig {
         f.debug_struct("StorageConfig")
             .field("root", &self.root)
             .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("fsync", &self.fsync)
             .finish()
     }
 }
@@ -421,6 +426,16 @@ mod tests {
         assert_eq!(c.topics[0].source_system(), "dvcqg");
         assert_eq!(c.kafka.start_from, StartFrom::Earliest);
         assert_eq!(c.log.format, LogFormat::Text);
+        assert!(
+            c.storage.fsync,
+            "local roots are durable unless told otherwise"
+        );
+        let c = Config::load_with_env(None, env(&[("SOHOA__STORAGE__FSYNC", "false")])).unwrap();
+        assert!(!c.storage.fsync);
+        let e = Config::load_with_env(None, env(&[("SOHOA__STORAGE__FSYNC", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fsync"), "{e}");
     }
 
     #[test]

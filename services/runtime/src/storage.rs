@@ -80,11 +80,12 @@ impl Storage {
             root: root.clone(),
             source,
         })?;
-        let store =
-            LocalFileSystem::new_with_prefix(&abs).map_err(|source| StorageError::Open {
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|source| StorageError::Open {
                 root: root.clone(),
                 source,
-            })?;
+            })?
+            .with_fsync(cfg.fsync);
         Ok(Storage {
             store: Arc::new(store),
             root,
