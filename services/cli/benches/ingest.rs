@@ -24,6 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
+use sohoa_ingestor::checkpoint::Marker;
 
 const TOPIC: &str = "bench.dossiers";
 /// The same records, a fifth as many: peak RSS with a smaller backlog, against the full
@@ -86,17 +87,9 @@ fn committed(dir: &std::path::Path) -> (u64, u64) {
         let (m, f) = if path.is_dir() {
             committed(&path)
         } else {
-            let marker: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            (
-                marker["messages"]
-                    .as_u64()
-                    .expect("a marker counts its messages"),
-                marker["files"]
-                    .as_array()
-                    .expect("a marker lists its files")
-                    .len() as u64,
-            )
+            let marker: Marker = serde_json::from_slice(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: not a commit marker: {e}", path.display()));
+            (marker.messages, marker.files.len() as u64)
         };
         (messages + m, files + f)
     })
