@@ -490,7 +490,17 @@ impl Pipeline {
                 .inc_by(n as u64);
         }
         st.open = Some(match st.open {
-            None => (st.durable_next.unwrap_or(r.offset), r.offset),
+            // A range starts where the one before it ends, durable or not yet: starting at
+            // `durable_next` under a pending flush (one being retried) would claim that
+            // flush's range again, and its own marker would fence it once it went through.
+            None => (
+                st.pending
+                    .as_ref()
+                    .map(|p| p.end + 1)
+                    .or(st.durable_next)
+                    .unwrap_or(r.offset),
+                r.offset,
+            ),
             Some((s, _)) => (s, r.offset),
         });
         if st.oldest.is_none() {
