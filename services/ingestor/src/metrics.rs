@@ -128,7 +128,7 @@ impl Metrics {
         let pipeline_seconds = CounterVec::new(
             Opts::new(
                 "sohoa_ingest_pipeline_seconds_total",
-                "Seconds the pipeline thread spent per stage: waiting for messages, decoding, encoding Parquet, writing to storage.",
+                "Seconds the pipeline thread spent per stage: waiting for messages, decoding, encoding Parquet, writing (held up by storage or the dead-letter topic: storage writes run in the background, and this is the time it waits on them).",
             ),
             &["stage"],
         )

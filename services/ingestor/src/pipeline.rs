@@ -2,9 +2,12 @@
 //! the exactly-once protocol (`checkpoint`). Source-agnostic: Kafka and backfill files
 //! feed it the same [`Input`]s.
 //!
-//! It runs on its own thread. The source thread only moves bytes; all decoding, encoding
-//! and storage I/O happen here, so a slow flush applies backpressure instead of stalling
-//! the consumer's poll loop.
+//! It runs on its own thread. The source thread only moves bytes; decoding and encoding
+//! happen here, and storage writes start here, so a slow flush applies backpressure
+//! instead of stalling the consumer's poll loop. The writes run on the async runtime while
+//! this thread goes on decoding: they are mostly latency (fsyncs), and waiting on them kept
+//! this thread idle for a sixth of its time. A partition has at most one flush in flight;
+//! its offsets reach Kafka once the pipeline has settled it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,6 +86,8 @@ pub enum PipelineError {
     UnknownTopic(String),
     #[error("drain deadline passed with {0} partition(s) not flushed")]
     DrainTimeout(usize),
+    #[error("storage writes interrupted: {0}")]
+    WritesInterrupted(String),
 }
 
 impl PipelineError {
@@ -98,7 +103,7 @@ impl PipelineError {
     fn stage(&self) -> &'static str {
         match self {
             PipelineError::Checkpoint(CheckpointError::Fenced { .. }) => "fenced",
-            PipelineError::Checkpoint(_) => "storage",
+            PipelineError::Checkpoint(_) | PipelineError::WritesInterrupted(_) => "storage",
             PipelineError::Write(_) => "encode",
             PipelineError::DeadLetter(_) | PipelineError::DeadLettersPending(_) => "dead_letter",
             _ => "other",
@@ -133,13 +138,11 @@ struct Pending {
     committed: bool,
 }
 
-/// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
+/// A partition's buffer taken out for a flush, to be encoded: a file per day, with its
+/// rows. Its [`Pending`] has no files until then.
 struct Unencoded {
     key: PartKey,
-    start: i64,
-    end: i64,
     batches: Vec<(String, arrow::record_batch::RecordBatch, u64)>,
-    started: Instant,
 }
 
 struct PartState {
@@ -161,6 +164,8 @@ struct PartState {
     rejected_records: u64,
     dead_letters_by_reason: BTreeMap<&'static str, u64>,
     pending: Option<Pending>,
+    /// Its pending flush is being written in the background: not to be started again.
+    writing: bool,
     retry_at: Option<Instant>,
     /// Lost a commit race: records are dropped until the source says where it resumed.
     fenced: bool,
@@ -185,6 +190,7 @@ impl PartState {
             rejected_records: 0,
             dead_letters_by_reason: BTreeMap::new(),
             pending: None,
+            writing: false,
             retry_at: None,
             fenced: false,
         }
@@ -213,8 +219,23 @@ impl PartState {
 /// A source partition: topic and partition number.
 type PartKey = (Arc<str>, i32);
 
-/// How many partitions' storage writes run at once.
+/// How many partitions' storage writes run at once, across all flushes in flight.
 const FLUSH_CONCURRENCY: usize = 16;
+
+/// A flush's storage writes, started in the background, and the partitions they are for.
+struct Writing {
+    keys: Vec<PartKey>,
+    task: tokio::task::JoinHandle<Written>,
+}
+
+/// The outcome of a [`Writing`], one per job, in the jobs' order.
+struct Written {
+    jobs: Vec<(PartKey, FlushIo)>,
+    outcomes: Vec<Result<(), FlushFailure>>,
+}
+
+/// Results of flushes, by partition, for the failure policy.
+type FlushResults = Vec<(PartKey, Result<(), PipelineError>)>;
 
 /// The storage writes that commit one partition's pending flush, owned so that many can
 /// run concurrently.
@@ -257,6 +278,70 @@ async fn execute(cp: &Checkpointer, io: &FlushIo) -> Result<(), FlushFailure> {
     Ok(())
 }
 
+/// Every job's storage writes, at most [`FLUSH_CONCURRENCY`] at a time across all flushes.
+async fn write_all(
+    cp: Checkpointer,
+    slots: Arc<tokio::sync::Semaphore>,
+    jobs: Vec<(PartKey, FlushIo)>,
+) -> Written {
+    let outcomes =
+        futures::future::join_all(jobs.iter().map(|(_, io)| write_one(&cp, &slots, io))).await;
+    Written { jobs, outcomes }
+}
+
+/// The staged path of each file, recorded in the marker with its published path.
+fn stage_files(
+    paths: &PartitionPaths,
+    marker: &mut Marker,
+    files: &[(String, Bytes, u64)],
+) -> Vec<(object_store::path::Path, Bytes)> {
+    let (start, end) = (marker.start, marker.end);
+    marker.files = files
+        .iter()
+        .map(|(day, data, rows)| CommittedFile {
+            staged: paths.staged(start, end, day).to_string(),
+            published: paths.published(start, end, day).to_string(),
+            rows: *rows,
+            bytes: data.len() as u64,
+        })
+        .collect();
+    files
+        .iter()
+        .map(|(day, data, _)| (paths.staged(start, end, day), data.clone()))
+        .collect()
+}
+
+async fn write_one(
+    cp: &Checkpointer,
+    slots: &tokio::sync::Semaphore,
+    io: &FlushIo,
+) -> Result<(), FlushFailure> {
+    // Never closed, so a permit always comes.
+    let _slot = slots.acquire().await;
+    execute(cp, io).await
+}
+
+/// The marker of a pending flush, without its files.
+fn marker_for(st: &PartState, p: &Pending) -> Marker {
+    Marker {
+        version: 1,
+        topic: st.topic.to_string(),
+        partition: st.partition,
+        start: p.start,
+        end: p.end,
+        files: Vec::new(),
+        messages: p.messages,
+        events: p.events,
+        dead_lettered: p.dead_lettered,
+        dead_letters_by_reason: p
+            .dead_letters_by_reason
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
+    }
+}
+
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -282,8 +367,15 @@ pub struct Pipeline {
     last_check: Instant,
     /// Threads for decoding a batch and for encoding a flush's files.
     threads: usize,
-    /// Offsets made durable by the flush in progress, committed to Kafka together.
+    /// Offsets made durable by the flushes just settled, committed to Kafka together.
     to_commit: Vec<(Arc<str>, i32, i64)>,
+    /// Storage writes in flight. They run on `rt`, which must be a multi-threaded runtime.
+    writing: Vec<Writing>,
+    /// Bounds the storage writes in flight to [`FLUSH_CONCURRENCY`].
+    write_slots: Arc<tokio::sync::Semaphore>,
+    /// A fatal flush failure found while settling another partition's flush, for the run
+    /// loop to return.
+    fatal: Option<PipelineError>,
 }
 
 fn day_string(day: i64) -> String {
@@ -325,6 +417,9 @@ impl Pipeline {
             // Respects a container's CPU quota.
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             to_commit: Vec::new(),
+            writing: Vec::new(),
+            write_slots: Arc::new(tokio::sync::Semaphore::new(FLUSH_CONCURRENCY)),
+            fatal: None,
         })
     }
 
@@ -338,10 +433,22 @@ impl Pipeline {
             .metrics
             .pipeline_seconds
             .with_label_values(&["decoding"]);
+        let writing = self
+            .metrics
+            .pipeline_seconds
+            .with_label_values(&["writing"]);
         loop {
             let wait = Instant::now();
-            let input = rx.recv_timeout(Duration::from_millis(100));
-            waiting.inc_by(wait.elapsed().as_secs_f64());
+            // Writes in flight are settled (and their offsets committed) between inputs, so
+            // an idle stream must not keep them waiting long.
+            let timeout = if self.writing.is_empty() { 100 } else { 10 };
+            // With the buffer near its cap and flushes in flight, the source holds back
+            // until they free memory: the wait is for storage, not for messages.
+            let held = !self.writing.is_empty()
+                && self.own_bytes + self.buffered.load(Ordering::SeqCst)
+                    > self.cfg.buffer_max_bytes * 3 / 4;
+            let input = rx.recv_timeout(Duration::from_millis(timeout));
+            if held { &writing } else { &waiting }.inc_by(wait.elapsed().as_secs_f64());
             match input {
                 Ok(Input::Records(batch)) => {
                     let bytes = batch.iter().map(|r| r.payload.len()).sum();
@@ -409,6 +516,12 @@ impl Pipeline {
             if self.last_check.elapsed() >= Duration::from_millis(50) {
                 self.last_check = Instant::now();
                 self.flush_due()?;
+            } else if !self.writing.is_empty() {
+                let settled = self.reap(false);
+                self.absorb(settled);
+            }
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
             }
         }
     }
@@ -491,8 +604,8 @@ impl Pipeline {
         }
         st.open = Some(match st.open {
             // A range starts where the one before it ends, durable or not yet: starting at
-            // `durable_next` under a pending flush (one being retried) would claim that
-            // flush's range again, and its own marker would fence it once it went through.
+            // `durable_next` under a pending flush (being written, or retried) would claim
+            // that flush's range again, and its own marker would fence it.
             None => (
                 st.pending
                     .as_ref()
@@ -578,10 +691,19 @@ impl Pipeline {
         self.try_flush_many(std::slice::from_ref(key))
     }
 
-    /// Flush; a transient failure schedules a retry instead of failing the run.
+    /// Start flushing `keys` without waiting for storage, and settle the writes that have
+    /// finished. A transient failure schedules a retry instead of failing the run.
     fn try_flush_many(&mut self, keys: &[PartKey]) -> Result<(), PipelineError> {
-        let mut fatal = None;
-        for (key, result) in self.flush_many(keys) {
+        let mut results = self.reap(false);
+        results.extend(self.dispatch(keys));
+        self.absorb(results);
+        self.fatal.take().map_or(Ok(()), Err)
+    }
+
+    /// The failure policy: a transient failure schedules a retry of the partition, a fatal
+    /// one is kept for the run loop to return.
+    fn absorb(&mut self, results: FlushResults) {
+        for (key, result) in results {
             let Err(e) = result else { continue };
             self.metrics
                 .flush_failures
@@ -592,11 +714,10 @@ impl Pipeline {
                 if let Some(st) = self.parts.get_mut(&key) {
                     st.retry_at = Some(Instant::now() + Duration::from_secs(1));
                 }
-            } else if fatal.is_none() {
-                fatal = Some(e);
+            } else if self.fatal.is_none() {
+                self.fatal = Some(e);
             }
         }
-        fatal.map_or(Ok(()), Err)
     }
 
     fn flush_until(&mut self, key: &PartKey, deadline: Instant) -> Result<(), PipelineError> {
@@ -623,7 +744,7 @@ impl Pipeline {
         let keys: Vec<_> = self.parts.keys().cloned().collect();
         // All at once first; whatever fails is retried one by one until the deadline.
         let retry: Vec<_> = self
-            .flush_many(&keys)
+            .flush_now(&keys)
             .into_iter()
             .filter(|(_, r)| r.is_err())
             .map(|(k, _)| k)
@@ -635,84 +756,175 @@ impl Pipeline {
                 failed += 1;
             }
         }
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
         if failed > 0 {
             return Err(PipelineError::DrainTimeout(failed));
         }
         Ok(self.totals)
     }
 
-    /// Flush one partition through the protocol.
+    /// Flush one partition through the protocol, and wait until it is durable.
     fn flush(&mut self, key: &PartKey) -> Result<(), PipelineError> {
-        self.flush_many(std::slice::from_ref(key))
+        self.flush_now(std::slice::from_ref(key))
             .pop()
             .map_or(Ok(()), |(_, r)| r)
     }
 
-    /// Flush several partitions. Their files are encoded on several threads, and the
-    /// storage writes of all of them run concurrently, since each flush is a handful of
-    /// small, latency-bound operations and a replica may own hundreds of partitions.
-    fn flush_many(&mut self, keys: &[PartKey]) -> Vec<(PartKey, Result<(), PipelineError>)> {
-        let encoding = Instant::now();
-        let mut results = self.encode_open(keys);
-        self.metrics
-            .pipeline_seconds
-            .with_label_values(&["encoding"])
-            .inc_by(encoding.elapsed().as_secs_f64());
-        let mut jobs = Vec::new();
-        for key in keys {
-            if results.iter().any(|(k, _)| k == key) {
-                continue;
-            }
-            match self.prepare(key) {
-                Ok(Some(io)) => jobs.push((key.clone(), io)),
-                Ok(None) => results.push((key.clone(), Ok(()))),
-                Err(e) => results.push((key.clone(), Err(e))),
+    /// Flush `keys` and wait for storage: for a revocation and the drain, which must know
+    /// what became durable. Writes already in flight finish first; their failures for other
+    /// partitions go through the failure policy. One result per partition of `keys` that
+    /// had something to flush, the latest.
+    fn flush_now(&mut self, keys: &[PartKey]) -> FlushResults {
+        let mut results = self.reap(true);
+        results.extend(self.dispatch(keys));
+        results.extend(self.reap(true));
+        let mut latest: HashMap<PartKey, Result<(), PipelineError>> = HashMap::new();
+        let mut others = Vec::new();
+        for (key, result) in results {
+            if keys.contains(&key) {
+                latest.insert(key, result);
+            } else {
+                others.push((key, result));
             }
         }
-        if jobs.is_empty() {
-            return results;
+        self.absorb(others);
+        latest.into_iter().collect()
+    }
+
+    /// Encode the open buffers of `keys` on several threads, then start their storage
+    /// writes in the background. Partitions whose flush is being written are left for
+    /// later. Returns the failures known before any write starts.
+    fn dispatch(&mut self, keys: &[PartKey]) -> FlushResults {
+        let keys: Vec<PartKey> = keys
+            .iter()
+            .filter(|k| {
+                self.parts
+                    .get(*k)
+                    .is_some_and(|st| !st.writing && (st.pending.is_some() || st.open.is_some()))
+            })
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Vec::new();
         }
         let writing = Instant::now();
-        let results = self.write_prepared(jobs, results);
+        let flushed = self.dead.flush(Duration::from_secs(30));
         self.metrics
             .pipeline_seconds
             .with_label_values(&["writing"])
             .inc_by(writing.elapsed().as_secs_f64());
+        // Dead letters of these ranges must be durable before the ranges are committed.
+        // Checked before any buffer is taken, so that a failure leaves everything as it was.
+        if let Err(e) = flushed {
+            let reason = e.to_string();
+            return keys
+                .into_iter()
+                .map(|k| (k, Err(PipelineError::DeadLettersPending(reason.clone()))))
+                .collect();
+        }
+        // A partition with a pending flush (a retry) starts no new one until it is done.
+        let mut jobs = Vec::new();
+        for key in &keys {
+            if let Some(io) = self.prepare(key) {
+                jobs.push((key.clone(), io));
+            }
+        }
+        // Encoded here, on several threads, rather than beside the decoding: on two cores
+        // that gained nothing, and the batches waiting for an encoder held 40 MB more.
+        let encoding = Instant::now();
+        let (new, mut results) = self.take_open(&keys);
+        let encoded = encode_all(&self.format, &new, self.threads);
+        self.settle_encoded(
+            new.iter().map(|u| u.key.clone()).zip(encoded).collect(),
+            &mut results,
+        );
+        self.metrics
+            .pipeline_seconds
+            .with_label_values(&["encoding"])
+            .inc_by(encoding.elapsed().as_secs_f64());
+        for u in &new {
+            if let Some(io) = self.prepare(&u.key) {
+                jobs.push((u.key.clone(), io));
+            }
+        }
+        if !jobs.is_empty() {
+            self.start_writes(jobs);
+        }
+        // Encoding shrank the buffers: the source, held back at the cap, reads this level.
+        self.sync_buffered();
         results
     }
 
-    /// Steps 2 to 4 of the protocol for prepared flushes: dead letters, then every
-    /// partition's storage writes at once, then the Kafka commit of what became durable.
-    fn write_prepared(
-        &mut self,
-        jobs: Vec<(PartKey, FlushIo)>,
-        mut results: Vec<(PartKey, Result<(), PipelineError>)>,
-    ) -> Vec<(PartKey, Result<(), PipelineError>)> {
-        // Dead letters of these ranges must be durable before the ranges are committed.
-        if let Err(e) = self.dead.flush(Duration::from_secs(30)) {
-            let reason = e.to_string();
-            results.extend(
-                jobs.into_iter()
-                    .map(|(k, _)| (k, Err(PipelineError::DeadLettersPending(reason.clone())))),
-            );
-            return results;
+    /// Start the storage writes of encoded flushes in the background: steps 1, 3 and 4 of
+    /// the protocol (step 2, the dead letters, is done). Book-keeping and the Kafka commit
+    /// of what became durable come when they are settled ([`Self::reap`]).
+    fn start_writes(&mut self, jobs: Vec<(PartKey, FlushIo)>) {
+        let keys: Vec<PartKey> = jobs.iter().map(|(k, _)| k.clone()).collect();
+        for key in &keys {
+            if let Some(st) = self.parts.get_mut(key) {
+                st.writing = true;
+            }
         }
         crate::crashpoint::hit("before_commit");
-        let cp = self.checkpointer.clone();
-        let outcomes: Vec<Result<(), FlushFailure>> = self.rt.block_on(async {
-            use futures::StreamExt;
-            let mut indexed: Vec<(usize, Result<(), FlushFailure>)> =
-                futures::stream::iter(jobs.iter().enumerate())
-                    .map(|(i, (_, io))| {
-                        let cp = &cp;
-                        async move { (i, execute(cp, io).await) }
-                    })
-                    .buffer_unordered(FLUSH_CONCURRENCY)
-                    .collect()
-                    .await;
-            indexed.sort_by_key(|(i, _)| *i);
-            indexed.into_iter().map(|(_, r)| r).collect()
-        });
+        let task = self.rt.spawn(write_all(
+            self.checkpointer.clone(),
+            self.write_slots.clone(),
+            jobs,
+        ));
+        self.writing.push(Writing { keys, task });
+    }
+
+    /// Settle the storage writes that have finished (with `wait`, all of them): book-keep
+    /// what became durable, commit its offsets to Kafka, and return the outcomes.
+    fn reap(&mut self, wait: bool) -> FlushResults {
+        if self.writing.is_empty() {
+            return Vec::new();
+        }
+        let waiting = Instant::now();
+        let mut results = Vec::new();
+        let mut i = 0;
+        while i < self.writing.len() {
+            if !wait && !self.writing[i].task.is_finished() {
+                i += 1;
+                continue;
+            }
+            let Writing { keys, task } = self.writing.swap_remove(i);
+            for key in &keys {
+                if let Some(st) = self.parts.get_mut(key) {
+                    st.writing = false;
+                }
+            }
+            match self.rt.block_on(task) {
+                Ok(written) => self.settle(written.jobs, written.outcomes, &mut results),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only a runtime shutting down cancels a task. Nothing is known of these
+                // writes: the next flush of each partition recovers from storage.
+                Err(e) => results.extend(
+                    keys.into_iter()
+                        .map(|k| (k, Err(PipelineError::WritesInterrupted(e.to_string())))),
+                ),
+            }
+        }
+        if !self.to_commit.is_empty() {
+            self.committer.commit(&std::mem::take(&mut self.to_commit));
+        }
+        self.sync_buffered();
+        self.metrics
+            .pipeline_seconds
+            .with_label_values(&["writing"])
+            .inc_by(waiting.elapsed().as_secs_f64());
+        results
+    }
+
+    /// Book-keeping for finished storage writes.
+    fn settle(
+        &mut self,
+        jobs: Vec<(PartKey, FlushIo)>,
+        outcomes: Vec<Result<(), FlushFailure>>,
+        results: &mut FlushResults,
+    ) {
         for ((key, io), outcome) in jobs.into_iter().zip(outcomes) {
             match outcome {
                 Ok(()) => {
@@ -736,11 +948,6 @@ impl Pipeline {
                 }
             }
         }
-        if !self.to_commit.is_empty() {
-            self.committer.commit(&std::mem::take(&mut self.to_commit));
-        }
-        self.sync_buffered();
-        results
     }
 
     /// Another writer committed the range this partition's flush started at: a replica
@@ -776,9 +983,10 @@ impl Pipeline {
         true
     }
 
-    /// Move the open buffers of `keys` into pending flushes, encoding their files on
-    /// several threads. Returns the partitions whose encoding failed.
-    fn encode_open(&mut self, keys: &[PartKey]) -> Vec<(PartKey, Result<(), PipelineError>)> {
+    /// Move the open buffers of `keys` into pending flushes without files, for the
+    /// background to encode. Partitions with a pending flush are left alone. Returns the
+    /// buffers, and the partitions whose buffer could not be taken.
+    fn take_open(&mut self, keys: &[PartKey]) -> (Vec<Unencoded>, FlushResults) {
         let mut work = Vec::new();
         let mut failed = Vec::new();
         for key in keys {
@@ -800,102 +1008,81 @@ impl Pipeline {
                     Ok((day_string(day), b.finish()?, rows))
                 })
                 .collect::<Result<Vec<_>, arrow::error::ArrowError>>();
-            self.own_bytes -= st.bytes;
+            let bytes = std::mem::take(&mut st.bytes);
             st.rows = 0;
-            st.bytes = 0;
             // Not retried: the buffer is gone and the run stops; the offsets were never
             // committed, so a restart consumes them again.
             let batches = match batches {
                 Ok(b) => b,
                 Err(e) => {
+                    self.own_bytes -= bytes;
                     failed.push((key.clone(), Err(WriteError::from(e).into())));
                     continue;
                 }
             };
-            work.push(Unencoded {
-                key: key.clone(),
+            let pending = Pending {
                 start,
                 end,
-                batches,
-                started,
-            });
-        }
-        let encoded = encode_all(&self.format, &work, self.threads);
-        for (u, files) in work.into_iter().zip(encoded) {
-            let st = self.parts.get_mut(&u.key).expect("taken from above");
-            let files = match files {
-                Ok(files) => files,
-                Err(e) => {
-                    failed.push((u.key, Err(e.into())));
-                    continue;
-                }
-            };
-            let bytes: usize = files.iter().map(|f: &(String, Bytes, u64)| f.1.len()).sum();
-            self.own_bytes += bytes;
-            st.pending = Some(Pending {
-                start: u.start,
-                end: u.end,
-                files,
+                files: Vec::new(),
                 messages: std::mem::take(&mut st.messages),
                 events: std::mem::take(&mut st.events),
                 dead_lettered: std::mem::take(&mut st.dead_lettered),
                 rejected_records: std::mem::take(&mut st.rejected_records),
                 dead_letters_by_reason: std::mem::take(&mut st.dead_letters_by_reason),
+                // The buffer's estimate until the files are encoded.
                 bytes,
-                started: u.started,
+                started,
                 committed: false,
+            };
+            work.push(Unencoded {
+                key: key.clone(),
+                batches,
             });
+            st.pending = Some(pending);
             st.oldest = None;
             st.oldest_ts_ms = None;
         }
-        failed
+        (work, failed)
     }
 
-    /// Describe the storage writes that commit a partition's pending flush. `None` when
-    /// there is nothing to flush.
-    fn prepare(&mut self, key: &PartKey) -> Result<Option<FlushIo>, PipelineError> {
-        let Some(st) = self.parts.get_mut(key) else {
-            return Ok(None);
-        };
-        let Some(p) = st.pending.as_ref() else {
-            return Ok(None);
-        };
-        let paths = st.paths.clone();
-        let mut staged = Vec::with_capacity(p.files.len());
-        let mut committed = Vec::with_capacity(p.files.len());
-        for (day, data, rows) in &p.files {
-            let path = paths.staged(p.start, p.end, day);
-            committed.push(CommittedFile {
-                staged: path.to_string(),
-                published: paths.published(p.start, p.end, day).to_string(),
-                rows: *rows,
-                bytes: data.len() as u64,
-            });
-            staged.push((path, data.clone()));
+    /// Give pending flushes their encoded files. A flush that could not be encoded is
+    /// dropped with a fatal error: its buffer is gone, and a restart consumes it again.
+    fn settle_encoded(&mut self, encoded: Vec<(PartKey, Encoded)>, results: &mut FlushResults) {
+        for (key, files) in encoded {
+            let Some(st) = self.parts.get_mut(&key) else {
+                continue;
+            };
+            let Some(p) = st.pending.as_mut() else {
+                continue;
+            };
+            self.own_bytes -= p.bytes;
+            match files {
+                Ok(files) => {
+                    p.bytes = files.iter().map(|f| f.1.len()).sum();
+                    p.files = files;
+                    self.own_bytes += p.bytes;
+                }
+                Err(e) => {
+                    st.pending = None;
+                    results.push((key, Err(e.into())));
+                }
+            }
         }
-        let marker = Marker {
-            version: 1,
-            topic: st.topic.to_string(),
-            partition: st.partition,
-            start: p.start,
-            end: p.end,
-            files: committed,
-            messages: p.messages,
-            events: p.events,
-            dead_lettered: p.dead_lettered,
-            dead_letters_by_reason: p
-                .dead_letters_by_reason
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-            committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
-        };
-        Ok(Some(FlushIo {
-            paths,
+    }
+
+    /// The storage writes of a partition's pending flush that failed before: a retry.
+    /// `None` when it has none.
+    fn prepare(&mut self, key: &PartKey) -> Option<FlushIo> {
+        let st = self.parts.get(key)?;
+        let p = st.pending.as_ref()?;
+        let mut marker = marker_for(st, p);
+        let staged = stage_files(&st.paths, &mut marker, &p.files);
+        Some(FlushIo {
+            paths: st.paths.clone(),
             marker,
             staged,
             committed: p.committed,
-        }))
+        })
     }
 
     /// Book-keeping once a partition's pending flush is committed and published.
