@@ -138,11 +138,13 @@ struct Pending {
     committed: bool,
 }
 
-/// A partition's buffer taken out for a flush, to be encoded: a file per day, with its
-/// rows. Its [`Pending`] has no files until then.
+/// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
 struct Unencoded {
     key: PartKey,
+    start: i64,
+    end: i64,
     batches: Vec<(String, arrow::record_batch::RecordBatch, u64)>,
+    started: Instant,
 }
 
 struct PartState {
@@ -289,28 +291,6 @@ async fn write_all(
     Written { jobs, outcomes }
 }
 
-/// The staged path of each file, recorded in the marker with its published path.
-fn stage_files(
-    paths: &PartitionPaths,
-    marker: &mut Marker,
-    files: &[(String, Bytes, u64)],
-) -> Vec<(object_store::path::Path, Bytes)> {
-    let (start, end) = (marker.start, marker.end);
-    marker.files = files
-        .iter()
-        .map(|(day, data, rows)| CommittedFile {
-            staged: paths.staged(start, end, day).to_string(),
-            published: paths.published(start, end, day).to_string(),
-            rows: *rows,
-            bytes: data.len() as u64,
-        })
-        .collect();
-    files
-        .iter()
-        .map(|(day, data, _)| (paths.staged(start, end, day), data.clone()))
-        .collect()
-}
-
 async fn write_one(
     cp: &Checkpointer,
     slots: &tokio::sync::Semaphore,
@@ -319,27 +299,6 @@ async fn write_one(
     // Never closed, so a permit always comes.
     let _slot = slots.acquire().await;
     execute(cp, io).await
-}
-
-/// The marker of a pending flush, without its files.
-fn marker_for(st: &PartState, p: &Pending) -> Marker {
-    Marker {
-        version: 1,
-        topic: st.topic.to_string(),
-        partition: st.partition,
-        start: p.start,
-        end: p.end,
-        files: Vec::new(),
-        messages: p.messages,
-        events: p.events,
-        dead_lettered: p.dead_lettered,
-        dead_letters_by_reason: p
-            .dead_letters_by_reason
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
-        committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
-    }
 }
 
 /// Settings of the pipeline.
@@ -824,29 +783,23 @@ impl Pipeline {
                 .map(|k| (k, Err(PipelineError::DeadLettersPending(reason.clone()))))
                 .collect();
         }
-        // A partition with a pending flush (a retry) starts no new one until it is done.
-        let mut jobs = Vec::new();
-        for key in &keys {
-            if let Some(io) = self.prepare(key) {
-                jobs.push((key.clone(), io));
-            }
-        }
         // Encoded here, on several threads, rather than beside the decoding: on two cores
         // that gained nothing, and the batches waiting for an encoder held 40 MB more.
         let encoding = Instant::now();
-        let (new, mut results) = self.take_open(&keys);
-        let encoded = encode_all(&self.format, &new, self.threads);
-        self.settle_encoded(
-            new.iter().map(|u| u.key.clone()).zip(encoded).collect(),
-            &mut results,
-        );
+        let results = self.encode_open(&keys);
         self.metrics
             .pipeline_seconds
             .with_label_values(&["encoding"])
             .inc_by(encoding.elapsed().as_secs_f64());
-        for u in &new {
-            if let Some(io) = self.prepare(&u.key) {
-                jobs.push((u.key.clone(), io));
+        // New flushes and retries alike: a partition with a pending flush starts no new
+        // one until that one is done.
+        let mut jobs = Vec::new();
+        for key in keys {
+            if results.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if let Some(io) = self.prepare(&key) {
+                jobs.push((key, io));
             }
         }
         if !jobs.is_empty() {
@@ -897,7 +850,7 @@ impl Pipeline {
                 }
             }
             match self.rt.block_on(task) {
-                Ok(written) => self.settle(written.jobs, written.outcomes, &mut results),
+                Ok(written) => self.settle(written, &mut results),
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 // Only a runtime shutting down cancels a task. Nothing is known of these
                 // writes: the next flush of each partition recovers from storage.
@@ -919,13 +872,8 @@ impl Pipeline {
     }
 
     /// Book-keeping for finished storage writes.
-    fn settle(
-        &mut self,
-        jobs: Vec<(PartKey, FlushIo)>,
-        outcomes: Vec<Result<(), FlushFailure>>,
-        results: &mut FlushResults,
-    ) {
-        for ((key, io), outcome) in jobs.into_iter().zip(outcomes) {
+    fn settle(&mut self, written: Written, results: &mut FlushResults) {
+        for ((key, io), outcome) in written.jobs.into_iter().zip(written.outcomes) {
             match outcome {
                 Ok(()) => {
                     self.finish(&key);
@@ -983,10 +931,9 @@ impl Pipeline {
         true
     }
 
-    /// Move the open buffers of `keys` into pending flushes without files, for the
-    /// background to encode. Partitions with a pending flush are left alone. Returns the
-    /// buffers, and the partitions whose buffer could not be taken.
-    fn take_open(&mut self, keys: &[PartKey]) -> (Vec<Unencoded>, FlushResults) {
+    /// Move the open buffers of `keys` into pending flushes, encoding their files on
+    /// several threads. Returns the partitions whose encoding failed.
+    fn encode_open(&mut self, keys: &[PartKey]) -> FlushResults {
         let mut work = Vec::new();
         let mut failed = Vec::new();
         for key in keys {
@@ -1008,77 +955,94 @@ impl Pipeline {
                     Ok((day_string(day), b.finish()?, rows))
                 })
                 .collect::<Result<Vec<_>, arrow::error::ArrowError>>();
-            let bytes = std::mem::take(&mut st.bytes);
+            self.own_bytes -= st.bytes;
             st.rows = 0;
+            st.bytes = 0;
             // Not retried: the buffer is gone and the run stops; the offsets were never
             // committed, so a restart consumes them again.
             let batches = match batches {
                 Ok(b) => b,
                 Err(e) => {
-                    self.own_bytes -= bytes;
                     failed.push((key.clone(), Err(WriteError::from(e).into())));
                     continue;
                 }
             };
-            let pending = Pending {
+            work.push(Unencoded {
+                key: key.clone(),
                 start,
                 end,
-                files: Vec::new(),
+                batches,
+                started,
+            });
+        }
+        let encoded = encode_all(&self.format, &work, self.threads);
+        for (u, files) in work.into_iter().zip(encoded) {
+            let st = self.parts.get_mut(&u.key).expect("taken from above");
+            let files = match files {
+                Ok(files) => files,
+                Err(e) => {
+                    failed.push((u.key, Err(e.into())));
+                    continue;
+                }
+            };
+            let bytes: usize = files.iter().map(|f: &(String, Bytes, u64)| f.1.len()).sum();
+            self.own_bytes += bytes;
+            st.pending = Some(Pending {
+                start: u.start,
+                end: u.end,
+                files,
                 messages: std::mem::take(&mut st.messages),
                 events: std::mem::take(&mut st.events),
                 dead_lettered: std::mem::take(&mut st.dead_lettered),
                 rejected_records: std::mem::take(&mut st.rejected_records),
                 dead_letters_by_reason: std::mem::take(&mut st.dead_letters_by_reason),
-                // The buffer's estimate until the files are encoded.
                 bytes,
-                started,
+                started: u.started,
                 committed: false,
-            };
-            work.push(Unencoded {
-                key: key.clone(),
-                batches,
             });
-            st.pending = Some(pending);
             st.oldest = None;
             st.oldest_ts_ms = None;
         }
-        (work, failed)
+        failed
     }
 
-    /// Give pending flushes their encoded files. A flush that could not be encoded is
-    /// dropped with a fatal error: its buffer is gone, and a restart consumes it again.
-    fn settle_encoded(&mut self, encoded: Vec<(PartKey, Encoded)>, results: &mut FlushResults) {
-        for (key, files) in encoded {
-            let Some(st) = self.parts.get_mut(&key) else {
-                continue;
-            };
-            let Some(p) = st.pending.as_mut() else {
-                continue;
-            };
-            self.own_bytes -= p.bytes;
-            match files {
-                Ok(files) => {
-                    p.bytes = files.iter().map(|f| f.1.len()).sum();
-                    p.files = files;
-                    self.own_bytes += p.bytes;
-                }
-                Err(e) => {
-                    st.pending = None;
-                    results.push((key, Err(e.into())));
-                }
-            }
-        }
-    }
-
-    /// The storage writes of a partition's pending flush that failed before: a retry.
-    /// `None` when it has none.
-    fn prepare(&mut self, key: &PartKey) -> Option<FlushIo> {
+    /// Describe the storage writes that commit a partition's pending flush. `None` when
+    /// there is nothing to flush.
+    fn prepare(&self, key: &PartKey) -> Option<FlushIo> {
         let st = self.parts.get(key)?;
         let p = st.pending.as_ref()?;
-        let mut marker = marker_for(st, p);
-        let staged = stage_files(&st.paths, &mut marker, &p.files);
+        let paths = st.paths.clone();
+        let mut staged = Vec::with_capacity(p.files.len());
+        let mut committed = Vec::with_capacity(p.files.len());
+        for (day, data, rows) in &p.files {
+            let path = paths.staged(p.start, p.end, day);
+            committed.push(CommittedFile {
+                staged: path.to_string(),
+                published: paths.published(p.start, p.end, day).to_string(),
+                rows: *rows,
+                bytes: data.len() as u64,
+            });
+            staged.push((path, data.clone()));
+        }
+        let marker = Marker {
+            version: 1,
+            topic: st.topic.to_string(),
+            partition: st.partition,
+            start: p.start,
+            end: p.end,
+            files: committed,
+            messages: p.messages,
+            events: p.events,
+            dead_lettered: p.dead_lettered,
+            dead_letters_by_reason: p
+                .dead_letters_by_reason
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
+        };
         Some(FlushIo {
-            paths: st.paths.clone(),
+            paths,
             marker,
             staged,
             committed: p.committed,
