@@ -310,19 +310,20 @@ fn main() {
             run.assigned_at
         );
         println!(
-            "    peak RSS per replica {:.0} MB; CPU {:.1} s in all replicas, {:.1} us per message, {:.2} cores busy on average",
+            "    peak RSS per replica {:.0} MB; CPU {:.1} s in all replicas, {:.1} us per message, {:.2} cores busy after the join",
             run.peak_kb as f64 / 1024.0,
             run.cpu,
             run.cpu * 1e6 / n as f64,
-            run.cpu / run.secs
+            (run.cpu - run.cpu_assigned) / secs
         );
+        let window = (run.received_at - run.assigned_at) * *r as f64;
         let stages: Vec<String> = run
             .stages
             .iter()
-            .map(|(s, v)| format!("{s} {:.0}%", 100.0 * v / (run.secs * *r as f64)))
+            .map(|(s, v)| format!("{s} {:.0}%", 100.0 * v / window))
             .collect();
         println!(
-            "    pipeline thread, until the last message was received: {}",
+            "    pipeline thread, from the assignment to the last message received: {}",
             stages.join(", ")
         );
         println!(
@@ -350,9 +351,14 @@ struct Run {
     assigned_at: f64,
     /// The largest peak RSS of one replica, in KB.
     peak_kb: u64,
+    /// From starting the processes to the last message received.
+    received_at: f64,
     /// CPU seconds of all replicas.
     cpu: f64,
-    /// Seconds per pipeline stage, summed over replicas.
+    /// CPU seconds of all replicas once every partition was assigned.
+    cpu_assigned: f64,
+    /// Seconds per pipeline stage from the assignment to the last message received, summed
+    /// over replicas: the group join, spent waiting, is left out.
     stages: Vec<(String, f64)>,
     /// Parquet files written.
     files: u64,
@@ -411,6 +417,8 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         .collect();
     let mut peak_kb = 0;
     let mut assigned_at = None;
+    let mut stages_assigned = Vec::new();
+    let mut cpu_assigned = 0.0;
     let mut cpu_live = vec![0.0; children.len()];
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -425,6 +433,8 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         let sum = |name| bodies.iter().map(|b| metric_sum(b, name)).sum::<u64>();
         if assigned_at.is_none() && sum("sohoa_ingest_assigned_partitions") == partitions() as u64 {
             assigned_at = Some(t.elapsed().as_secs_f64());
+            stages_assigned = stage_seconds(&bodies);
+            cpu_assigned = cpu_live.iter().sum();
         }
         // Received, not yet durable: the drain below makes the rest durable, as it would
         // at any rolling restart, instead of the bench waiting out `flush.max_age_ms`.
@@ -443,7 +453,17 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         .iter()
         .filter_map(|(_, port)| scrape(*port))
         .collect();
-    let stages = stage_seconds(&bodies);
+    let received_at = t.elapsed().as_secs_f64();
+    let stages = stage_seconds(&bodies)
+        .into_iter()
+        .map(|(stage, v)| {
+            let before = stages_assigned
+                .iter()
+                .find(|(s, _)| *s == stage)
+                .map_or(0.0, |(_, b)| *b);
+            (stage, v - before)
+        })
+        .collect();
     for (child, _) in &children {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -472,8 +492,10 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
     Run {
         secs,
         assigned_at: assigned_at.expect("every partition was assigned before the end"),
+        received_at,
         peak_kb,
         cpu,
+        cpu_assigned,
         stages,
         files,
         _storage: dir,
