@@ -77,22 +77,29 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// The messages and files the commit markers under `dir` account for: what storage holds.
-fn committed(dir: &std::path::Path) -> (u64, u64) {
+/// The messages, files and Parquet bytes the commit markers under `dir` account for: what
+/// storage holds.
+fn committed(dir: &std::path::Path) -> (u64, u64, u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
-    entries.flatten().fold((0, 0), |(messages, files), e| {
-        let path = e.path();
-        let (m, f) = if path.is_dir() {
-            committed(&path)
-        } else {
-            let marker: Marker = serde_json::from_slice(&std::fs::read(&path).unwrap())
-                .unwrap_or_else(|e| panic!("{}: not a commit marker: {e}", path.display()));
-            (marker.messages, marker.files.len() as u64)
-        };
-        (messages + m, files + f)
-    })
+    entries
+        .flatten()
+        .fold((0, 0, 0), |(messages, files, bytes), e| {
+            let path = e.path();
+            let (m, f, b) = if path.is_dir() {
+                committed(&path)
+            } else {
+                let marker: Marker = serde_json::from_slice(&std::fs::read(&path).unwrap())
+                    .unwrap_or_else(|e| panic!("{}: not a commit marker: {e}", path.display()));
+                (
+                    marker.messages,
+                    marker.files.len() as u64,
+                    marker.files.iter().map(|f| f.bytes).sum(),
+                )
+            };
+            (messages + m, files + f, bytes + b)
+        })
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -327,9 +334,10 @@ fn main() {
             stages.join(", ")
         );
         println!(
-            "    {} Parquet files, {:.0} messages per file",
+            "    {} Parquet files, {:.0} messages per file, {:.0} MB in all",
             run.files,
-            n as f64 / run.files.max(1) as f64
+            n as f64 / run.files.max(1) as f64,
+            run.parquet_bytes as f64 / 1e6
         );
     }
     if let Some((_, big)) = runs.iter().find(|(r, _)| *r == 1) {
@@ -362,6 +370,8 @@ struct Run {
     stages: Vec<(String, f64)>,
     /// Parquet files written.
     files: u64,
+    /// Bytes of those files.
+    parquet_bytes: u64,
     /// The run's storage, deleted when the bench ends rather than before the next run: on
     /// ext4 without a journal, creating inodes soon after thousands were deleted scans past
     /// every recently freed one (`recently_deleted`), which would slow the next run down.
@@ -484,7 +494,7 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         );
     }
     let secs = t.elapsed().as_secs_f64();
-    let (durable, files) = committed(&dir.path().join("data/_sohoa/commits"));
+    let (durable, files, parquet_bytes) = committed(&dir.path().join("data/_sohoa/commits"));
     assert_eq!(
         durable, n as u64,
         "every message is committed in storage after the drain"
@@ -498,6 +508,7 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         cpu_assigned,
         stages,
         files,
+        parquet_bytes,
         _storage: dir,
     }
 }
