@@ -71,6 +71,13 @@ fn invalid_utf8_and_deep_nesting_are_rejected_not_panics() {
         "{}",
         out.rejects[0]
     );
+    assert!(
+        out.rejects[0]
+            .to_string()
+            .contains("not UTF-8: invalid byte at offset 11"),
+        "{}",
+        out.rejects[0]
+    );
 
     // Deep nesting where nothing is read is skipped without recursion.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));

@@ -91,7 +91,13 @@ pub struct DecoderContext {
 
 /// The message as text. Checking UTF-8 once for the whole message, then parsing with
 /// `serde_json::from_str`, spares serde_json a second check of every string it reads.
+/// The check is SIMD: the standard library's took a twentieth of an ingestor's CPU on
+/// Vietnamese text, whose accented letters keep it off its ASCII fast path.
 pub(crate) fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        return Ok(text);
+    }
+    // The fast check says only that the bytes are invalid; the standard one says where.
     std::str::from_utf8(bytes).map_err(|e| {
         crate::error::Loc::ROOT.error(crate::error::Reason::Syntax(format!(
             "not UTF-8: invalid byte at offset {}",
