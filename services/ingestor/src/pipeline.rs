@@ -642,7 +642,6 @@ impl Pipeline {
                 .collect();
             self.try_flush_many(&chosen)?;
         }
-        self.metrics.refresh_lag();
         Ok(())
     }
 
