@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rayon::prelude::*;
 use sohoa_runtime::config::FlushConfig;
 use sohoa_schemas::normalize::vn_day;
 use sohoa_schemas::{DecodeOutput, Decoder, EventBatchBuilder, Lineage};
@@ -88,6 +89,8 @@ pub enum PipelineError {
     DrainTimeout(usize),
     #[error("storage writes interrupted: {0}")]
     WritesInterrupted(String),
+    #[error("starting the worker threads: {0}")]
+    Workers(#[from] rayon::ThreadPoolBuildError),
 }
 
 impl PipelineError {
@@ -324,8 +327,10 @@ pub struct Pipeline {
     own_bytes: usize,
     totals: Totals,
     last_check: Instant,
-    /// Threads for decoding a batch and for encoding a flush's files.
-    threads: usize,
+    /// Threads for decoding a batch and for encoding a flush's files. They live as long as
+    /// the pipeline: starting threads per batch cost little in itself, but each new
+    /// thread's allocations then came from fresh allocator state.
+    workers: rayon::ThreadPool,
     /// Offsets made durable by the flushes just settled, committed to Kafka together.
     to_commit: Vec<(Arc<str>, i32, i64)>,
     /// Storage writes in flight. They run on `rt`, which must be a multi-threaded runtime.
@@ -373,8 +378,11 @@ impl Pipeline {
             own_bytes: 0,
             totals: Totals::default(),
             last_check: Instant::now(),
-            // Respects a container's CPU quota.
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            workers: rayon::ThreadPoolBuilder::new()
+                // Respects a container's CPU quota.
+                .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
+                .thread_name(|i| format!("sohoa-work-{i}"))
+                .build()?,
             to_commit: Vec::new(),
             writing: Vec::new(),
             write_slots: Arc::new(tokio::sync::Semaphore::new(FLUSH_CONCURRENCY)),
@@ -496,7 +504,7 @@ impl Pipeline {
             let st = self.parts.get(&(r.topic.clone(), r.partition));
             wanted.push(st.is_none_or(|st| !st.skips(r.offset)));
         }
-        let outputs = decode_batch(&self.decoders, batch, &wanted, self.threads);
+        let outputs = decode_batch(&self.workers, &self.decoders, batch, &wanted);
         for (r, out) in batch.iter().zip(outputs) {
             match out {
                 Some(out) => self.apply(r, out)?,
@@ -974,7 +982,7 @@ impl Pipeline {
                 started,
             });
         }
-        let encoded = encode_all(&self.format, &work, self.threads);
+        let encoded = encode_all(&self.workers, &self.format, &work);
         for (u, files) in work.into_iter().zip(encoded) {
             let st = self.parts.get_mut(&u.key).expect("taken from above");
             let files = match files {
@@ -1102,13 +1110,12 @@ impl Pipeline {
     }
 }
 
-/// Decode a batch on up to `threads` threads, in contiguous chunks so the outputs come
-/// back in the batch's order. `None` for the records not `wanted`.
+/// Decode a batch on the worker threads, in order. `None` for the records not `wanted`.
 fn decode_batch<'a>(
+    workers: &rayon::ThreadPool,
     decoders: &HashMap<Arc<str>, Box<dyn Decoder>>,
     batch: &'a [Record],
     wanted: &[bool],
-    threads: usize,
 ) -> Vec<Option<DecodeOutput<'a>>> {
     let decode = |(r, want): (&'a Record, &bool)| {
         let decoder = decoders.get(&r.topic).filter(|_| *want)?;
@@ -1131,59 +1138,39 @@ fn decode_batch<'a>(
         }
         Some(out)
     };
-    // Below this a thread costs more than it saves.
+    // Below this a hand-off to another thread costs more than it saves.
     const MIN_PER_THREAD: usize = 32;
-    let threads = threads.min(batch.len() / MIN_PER_THREAD).max(1);
-    if threads == 1 {
+    if workers.current_num_threads() == 1 || batch.len() < 2 * MIN_PER_THREAD {
         return batch.iter().zip(wanted).map(decode).collect();
     }
-    let per = batch.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let rest: Vec<_> = batch[per..]
-            .chunks(per)
-            .zip(wanted[per..].chunks(per))
-            .map(|(b, w)| s.spawn(move || b.iter().zip(w).map(decode).collect::<Vec<_>>()))
-            .collect();
-        let mut out: Vec<_> = batch[..per]
-            .iter()
-            .zip(&wanted[..per])
+    workers.install(|| {
+        batch
+            .par_iter()
+            .zip(wanted)
+            .with_min_len(MIN_PER_THREAD)
             .map(decode)
-            .collect();
-        for h in rest {
-            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        }
-        out
+            .collect()
     })
 }
 
 type Encoded = Result<Vec<(String, Bytes, u64)>, WriteError>;
 
-/// Encode every partition's files, spreading the files over up to `threads` threads.
-fn encode_all(format: &FileFormat, work: &[Unencoded], threads: usize) -> Vec<Encoded> {
+/// Encode every partition's files, spreading the files over the worker threads.
+fn encode_all(
+    workers: &rayon::ThreadPool,
+    format: &FileFormat,
+    work: &[Unencoded],
+) -> Vec<Encoded> {
     let items: Vec<(usize, usize)> = work
         .iter()
         .enumerate()
         .flat_map(|(w, u)| (0..u.batches.len()).map(move |b| (w, b)))
         .collect();
-    let next = AtomicUsize::new(0);
-    let encode_some = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(w, b)) = items.get(i) else {
-                return done;
-            };
-            done.push((w, b, format.encode(&work[w].batches[b].1)));
-        }
-    };
-    let threads = threads.min(items.len()).max(1);
-    let results: Vec<_> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..threads).map(|_| s.spawn(encode_some)).collect();
-        let mut all = encode_some();
-        for h in others {
-            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        }
-        all
+    let results: Vec<_> = workers.install(|| {
+        items
+            .par_iter()
+            .map(|&(w, b)| (w, b, format.encode(&work[w].batches[b].1)))
+            .collect()
     });
     let mut out: Vec<Vec<Option<Result<Bytes, WriteError>>>> = work
         .iter()
@@ -1246,7 +1233,11 @@ mod tests {
         let mut wanted = vec![true; batch.len()];
         wanted[10] = false;
         for threads in [1, 2, 4] {
-            let outs = decode_batch(&decoders, &batch, &wanted, threads);
+            let workers = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            let outs = decode_batch(&workers, &decoders, &batch, &wanted);
             assert_eq!(outs.len(), 200);
             for (i, out) in outs.iter().enumerate() {
                 match out {
