@@ -1161,32 +1161,24 @@ fn encode_all(
     format: &FileFormat,
     work: &[Unencoded],
 ) -> Vec<Encoded> {
-    let items: Vec<(usize, usize)> = work
-        .iter()
-        .enumerate()
-        .flat_map(|(w, u)| (0..u.batches.len()).map(move |b| (w, b)))
-        .collect();
-    let results: Vec<_> = workers.install(|| {
-        items
-            .par_iter()
-            .map(|&(w, b)| (w, b, format.encode(&work[w].batches[b].1)))
-            .collect()
-    });
-    let mut out: Vec<Vec<Option<Result<Bytes, WriteError>>>> = work
-        .iter()
-        .map(|u| (0..u.batches.len()).map(|_| None).collect())
-        .collect();
-    for (w, b, data) in results {
-        out[w][b] = Some(data);
-    }
-    out.into_iter()
-        .zip(work)
-        .map(|(files, u)| {
+    // One task per file, not per partition: a partition can hold several days.
+    let files: Vec<_> = work.iter().flat_map(|u| &u.batches).collect();
+    let mut encoded = workers
+        .install(|| {
             files
-                .into_iter()
-                .zip(&u.batches)
-                .map(|(data, (day, _, rows))| {
-                    Ok((day.clone(), data.expect("every file is encoded")?, *rows))
+                .par_iter()
+                .map(|(_, batch, _)| format.encode(batch))
+                .collect::<Vec<_>>()
+        })
+        .into_iter();
+    // `collect` keeps the order, so the files come back partition by partition.
+    work.iter()
+        .map(|u| {
+            u.batches
+                .iter()
+                .map(|(day, _, rows)| {
+                    let data = encoded.next().expect("one encoding per file")?;
+                    Ok((day.clone(), data, *rows))
                 })
                 .collect()
         })
