@@ -319,10 +319,11 @@ fn main() {
         line(&format!("sohoa ingest x{r}, assigned to durable"), secs);
         let kcat = kcat_secs.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
         println!(
-            "    ratio to kcat {kcat}, to the bare consumer {:.2}; end to end {:.2} s with {:.2} s to join",
+            "    ratio to kcat {kcat}, to the bare consumer {:.2}; end to end {:.2} s with {:.2} s to join and {:.2} s to drain",
             bare_secs / secs,
             run.secs,
-            run.assigned_at
+            run.assigned_at,
+            run.secs - run.received_at
         );
         println!(
             "    peak RSS per replica {:.0} MB; CPU {:.1} s in all replicas, {:.1} us per message, {:.2} cores busy after the join",
@@ -331,14 +332,15 @@ fn main() {
             run.cpu * 1e6 / n as f64,
             (run.cpu - run.cpu_assigned) / secs
         );
-        let window = (run.received_at - run.assigned_at) * *r as f64;
+        let window = (run.received_at - run.assigned_at) * run.shards as f64;
         let stages: Vec<String> = run
             .stages
             .iter()
             .map(|(s, v)| format!("{s} {:.0}%", 100.0 * v / window))
             .collect();
         println!(
-            "    pipeline thread, from the assignment to the last message received: {}",
+            "    pipeline threads ({} in all), from the assignment to the last message received: {}",
+            run.shards,
             stages.join(", ")
         );
         println!(
@@ -376,6 +378,8 @@ struct Run {
     /// Seconds per pipeline stage from the assignment to the last message received, summed
     /// over replicas: the group join, spent waiting, is left out.
     stages: Vec<(String, f64)>,
+    /// Pipeline threads in all replicas (`sohoa_ingest_shards`).
+    shards: u64,
     /// Parquet files written.
     files: u64,
     /// Bytes of those files.
@@ -437,6 +441,7 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
     let mut assigned_at = None;
     let mut stages_assigned = Vec::new();
     let mut cpu_assigned = 0.0;
+    let mut shards = 0;
     let mut cpu_live = vec![0.0; children.len()];
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -452,6 +457,7 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         if assigned_at.is_none() && sum("sohoa_ingest_assigned_partitions") == partitions() as u64 {
             assigned_at = Some(t.elapsed().as_secs_f64());
             stages_assigned = stage_seconds(&bodies);
+            shards = sum("sohoa_ingest_shards");
             cpu_assigned = cpu_live.iter().sum();
         }
         // Received, not yet durable: the drain below makes the rest durable, as it would
@@ -515,6 +521,7 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         cpu,
         cpu_assigned,
         stages,
+        shards: shards.max(1),
         files,
         parquet_bytes,
         _storage: dir,

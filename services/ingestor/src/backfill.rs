@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use sohoa_schemas::{build_decoder, Decoder, DecoderContext, DecoderKind};
 
 use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::dead_letter::RejectsFile;
-use crate::pipeline::{self, Input, NoCommit, Pipeline, PipelineConfig, Record, Totals};
+use crate::pipeline::{self, Input, NoCommit, Pipeline, PipelineConfig, Record, Shared, Totals};
 use crate::{pseudonymizer, IngestError, Metrics};
 
 /// How a file holds its messages.
@@ -114,7 +113,10 @@ pub fn run(
         (None, None) => PathBuf::from("backfill.rejects.jsonl"),
     };
     let rejects = RejectsFile::create(&rejects_path)?;
-    let buffered = Arc::new(AtomicUsize::new(0));
+    // One shard: a file is one partition, which only one shard could own.
+    let shared = Shared::new(1)?;
+    metrics.shards.set(1);
+    let buffered = shared.buffered.clone();
     let pipeline = Pipeline::new(
         PipelineConfig {
             flush: cfg.flush.clone(),
@@ -126,7 +128,7 @@ pub fn run(
         Box::new(rejects),
         Box::new(NoCommit),
         metrics,
-        buffered.clone(),
+        shared,
     )?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let worker = std::thread::Builder::new()

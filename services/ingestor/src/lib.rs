@@ -11,12 +11,13 @@ pub mod crashpoint;
 pub mod dead_letter;
 pub mod metrics;
 pub mod pipeline;
+pub mod shard;
 pub mod source;
 pub mod write;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,8 @@ pub use pipeline::Totals;
 
 use checkpoint::Checkpointer;
 use dead_letter::KafkaDeadLetters;
-use pipeline::{Pipeline, PipelineConfig};
+use pipeline::{Pipeline, PipelineConfig, Shared};
+use shard::Shards;
 use source::{IngestContext, KafkaCommitter};
 
 #[derive(Debug, thiserror::Error)]
@@ -183,9 +185,14 @@ pub fn run(
     let storage = Storage::open(&cfg.storage)?;
     let pseudo = pseudonymizer(cfg)?;
     let checkpointer = Checkpointer::new(storage.store.clone());
-    let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let fatal = Arc::new(AtomicBool::new(false));
-    let buffered = Arc::new(AtomicUsize::new(0));
+    let shard_count = cfg.ingest.shard_count();
+    let shared = Shared::new(shard_count)?;
+    metrics.shards.set(shard_count as i64);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..shard_count)
+        .map(|_| std::sync::mpsc::sync_channel(1024))
+        .unzip();
+    let tx = Shards::new(txs);
 
     let ctx = IngestContext {
         tx: tx.clone(),
@@ -200,11 +207,6 @@ pub fn run(
         Arc::new(consumer_config(cfg).create_with_context(ctx)?);
     let topics: Vec<&str> = cfg.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
-    let dead = KafkaDeadLetters::new(
-        &producer_config(cfg),
-        &cfg.kafka.dead_letter_topic,
-        cfg.kafka.dead_letter_max_bytes,
-    )?;
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     if !cfg.http.listen.is_empty() {
@@ -224,25 +226,38 @@ pub fn run(
     }
 
     let (rewind_tx, rewind_rx) = std::sync::mpsc::channel();
-    let pipeline = Pipeline::new(
-        PipelineConfig {
-            flush: cfg.flush.clone(),
-            buffer_max_bytes: cfg.buffer.max_bytes,
-        },
-        decoders(cfg, &pseudo),
-        checkpointer,
-        rt.clone(),
-        Box::new(dead),
-        Box::new(KafkaCommitter {
-            consumer: consumer.clone(),
-            rewinds: rewind_tx,
-        }),
-        metrics.clone(),
-        buffered.clone(),
-    )?;
-    let pipeline_thread = std::thread::Builder::new()
-        .name("sohoa-pipeline".into())
-        .spawn(move || pipeline.run(rx))?;
+    let mut shard_threads = Vec::with_capacity(shard_count);
+    for (i, rx) in rxs.into_iter().enumerate() {
+        // One producer per shard: a shard waits for its own dead letters before it
+        // commits, not for the other shards'.
+        let dead = KafkaDeadLetters::new(
+            &producer_config(cfg),
+            &cfg.kafka.dead_letter_topic,
+            cfg.kafka.dead_letter_max_bytes,
+        )?;
+        let pipeline = Pipeline::new(
+            PipelineConfig {
+                flush: cfg.flush.clone(),
+                buffer_max_bytes: cfg.buffer.max_bytes,
+            },
+            decoders(cfg, &pseudo),
+            checkpointer.clone(),
+            rt.clone(),
+            Box::new(dead),
+            Box::new(KafkaCommitter {
+                consumer: consumer.clone(),
+                rewinds: rewind_tx.clone(),
+            }),
+            metrics.clone(),
+            shared.clone(),
+        )?;
+        shard_threads.push(
+            std::thread::Builder::new()
+                .name(format!("sohoa-shard-{i}"))
+                .spawn(move || pipeline.run(rx))?,
+        );
+    }
+    drop(rewind_tx);
     let stop = Arc::new(AtomicBool::new(false));
     let drain = Duration::from_millis(cfg.shutdown.drain_deadline_ms);
     let poll_thread = {
@@ -250,7 +265,7 @@ pub fn run(
             consumer.clone(),
             stop.clone(),
             metrics.clone(),
-            buffered.clone(),
+            shared.buffered.clone(),
         );
         let cap = cfg.buffer.max_bytes;
         std::thread::Builder::new()
@@ -269,7 +284,7 @@ pub fn run(
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                    if pipeline_thread.is_finished() || fatal.load(Ordering::SeqCst) {
+                    if shard_threads.iter().any(|t| t.is_finished()) || fatal.load(Ordering::SeqCst) {
                         break;
                     }
                 }
@@ -280,10 +295,20 @@ pub fn run(
     metrics.set_ready(false);
     stop.store(true, Ordering::SeqCst);
     let _ = poll_thread.join();
-    // Bounded by the drain deadline the pipeline was given.
-    let result = pipeline_thread
-        .join()
-        .unwrap_or_else(|_| Err(pipeline::PipelineError::DrainTimeout(0)));
+    // Bounded by the drain deadline the shards were given. The first error wins; a shard
+    // that stopped early stopped the poll loop, and with it the others, which drained.
+    let mut result = Ok(Totals::default());
+    for t in shard_threads {
+        match (
+            t.join()
+                .unwrap_or_else(|_| Err(pipeline::PipelineError::DrainTimeout(0))),
+            &mut result,
+        ) {
+            (Ok(t), Ok(sum)) => *sum += t,
+            (Err(e), Ok(_)) => result = Err(e),
+            (_, Err(_)) => {}
+        }
+    }
     // Leave the group now rather than waiting for the session to time out.
     consumer.unsubscribe();
     let _ = consumer.poll(Duration::from_millis(100));

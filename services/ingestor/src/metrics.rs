@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// Partitions currently assigned.
     pub assigned_partitions: IntGauge,
+    /// Pipelines this process runs: `pipeline_seconds` counts each one's time.
+    pub shards: IntGauge,
     /// Bytes buffered (decoded rows not yet written, and messages in flight).
     pub buffered_bytes: IntGauge,
     /// 1 while consumption is paused for backpressure.
@@ -190,6 +192,10 @@ impl Metrics {
             assigned_partitions: gauge(
                 "sohoa_ingest_assigned_partitions",
                 "Partitions currently assigned to this ingestor.",
+            ),
+            shards: gauge(
+                "sohoa_ingest_shards",
+                "Pipelines (shards) this ingestor runs, each owning a share of its partitions.",
             ),
             buffered_bytes: gauge(
                 "sohoa_ingest_buffered_bytes",

@@ -125,6 +125,17 @@ pub struct Totals {
     pub skipped_durable: u64,
 }
 
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.messages += o.messages;
+        self.events += o.events;
+        self.dead_lettered += o.dead_lettered;
+        self.rejected_records += o.rejected_records;
+        self.files += o.files;
+        self.skipped_durable += o.skipped_durable;
+    }
+}
+
 /// A flush whose files are encoded and whose commit is not done yet.
 struct Pending {
     start: i64,
@@ -312,6 +323,51 @@ pub struct PipelineConfig {
     pub buffer_max_bytes: usize,
 }
 
+/// What the pipelines of one process share: a process runs several (see `shard`), each
+/// owning some of the partitions, under one buffer cap and one set of worker threads.
+#[derive(Clone)]
+pub struct Shared {
+    /// Bytes in flight from the source to the pipelines.
+    pub buffered: Arc<AtomicUsize>,
+    /// Bytes the pipelines hold: decoded rows, and encoded files not yet durable.
+    pub held: Arc<AtomicUsize>,
+    /// Threads for decoding a batch and for encoding a flush's files, for a lone pipeline;
+    /// `None` when the pipelines are the parallelism (several shards, or one core). They
+    /// live as long as the process: starting threads per batch cost little in itself, but
+    /// each new thread's allocations then came from fresh allocator state.
+    pub workers: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Shared {
+    /// For `shards` pipelines. Several shards each decode and encode on their own thread:
+    /// on two cores, a lone pipeline handing its batches to a pool kept 1.5 cores busy,
+    /// two shards 1.7, and two shards sharing a pool spent the difference on hand-offs.
+    pub fn new(shards: usize) -> Result<Self, PipelineError> {
+        // Respects a container's CPU quota.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let workers = if shards == 1 && cores > 1 {
+            Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(cores)
+                    .thread_name(|i| format!("sohoa-work-{i}"))
+                    .build()?,
+            ))
+        } else {
+            None
+        };
+        Ok(Shared {
+            buffered: Arc::default(),
+            held: Arc::default(),
+            workers,
+        })
+    }
+
+    /// Everything buffered: what the buffer cap applies to.
+    pub fn level(&self) -> usize {
+        self.buffered.load(Ordering::SeqCst) + self.held.load(Ordering::SeqCst)
+    }
+}
+
 pub struct Pipeline {
     cfg: PipelineConfig,
     decoders: HashMap<Arc<str>, Box<dyn Decoder>>,
@@ -322,15 +378,13 @@ pub struct Pipeline {
     dead: Box<dyn DeadLetters>,
     committer: Box<dyn OffsetCommitter>,
     metrics: Arc<Metrics>,
-    /// Shared with the source: bytes in flight plus bytes buffered here.
-    buffered: Arc<AtomicUsize>,
+    shared: Shared,
+    /// Bytes this shard holds, decoded or encoded: its part of `shared.held`.
     own_bytes: usize,
+    /// Partitions this shard has counted in the assigned-partitions gauge.
+    counted: usize,
     totals: Totals,
     last_check: Instant,
-    /// Threads for decoding a batch and for encoding a flush's files. They live as long as
-    /// the pipeline: starting threads per batch cost little in itself, but each new
-    /// thread's allocations then came from fresh allocator state.
-    workers: rayon::ThreadPool,
     /// Offsets made durable by the flushes just settled, committed to Kafka together.
     to_commit: Vec<(Arc<str>, i32, i64)>,
     /// Storage writes in flight. They run on `rt`, which must be a multi-threaded runtime.
@@ -357,7 +411,7 @@ impl Pipeline {
         dead: Box<dyn DeadLetters>,
         committer: Box<dyn OffsetCommitter>,
         metrics: Arc<Metrics>,
-        buffered: Arc<AtomicUsize>,
+        shared: Shared,
     ) -> Result<Self, PipelineError> {
         let format = FileFormat::new(
             &sohoa_schemas::events_schema(),
@@ -374,15 +428,11 @@ impl Pipeline {
             dead,
             committer,
             metrics,
-            buffered,
+            shared,
             own_bytes: 0,
+            counted: 0,
             totals: Totals::default(),
             last_check: Instant::now(),
-            workers: rayon::ThreadPoolBuilder::new()
-                // Respects a container's CPU quota.
-                .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
-                .thread_name(|i| format!("sohoa-work-{i}"))
-                .build()?,
             to_commit: Vec::new(),
             writing: Vec::new(),
             write_slots: Arc::new(tokio::sync::Semaphore::new(FLUSH_CONCURRENCY)),
@@ -411,15 +461,14 @@ impl Pipeline {
             let timeout = if self.writing.is_empty() { 100 } else { 10 };
             // With the buffer near its cap and flushes in flight, the source holds back
             // until they free memory: the wait is for storage, not for messages.
-            let held = !self.writing.is_empty()
-                && self.own_bytes + self.buffered.load(Ordering::SeqCst)
-                    > self.cfg.buffer_max_bytes * 3 / 4;
+            let held =
+                !self.writing.is_empty() && self.shared.level() > self.cfg.buffer_max_bytes * 3 / 4;
             let input = rx.recv_timeout(Duration::from_millis(timeout));
             if held { &writing } else { &waiting }.inc_by(wait.elapsed().as_secs_f64());
             match input {
                 Ok(Input::Records(batch)) => {
                     let bytes = batch.iter().map(|r| r.payload.len()).sum();
-                    self.buffered.fetch_sub(bytes, Ordering::SeqCst);
+                    self.shared.buffered.fetch_sub(bytes, Ordering::SeqCst);
                     // Per run of one topic, not per record: a label lookup hashes.
                     for run in batch.chunk_by(|a, b| a.topic == b.topic) {
                         self.metrics
@@ -440,9 +489,7 @@ impl Pipeline {
                             PartState::new(topic, partition, next),
                         );
                     }
-                    self.metrics
-                        .assigned_partitions
-                        .set(self.parts.len() as i64);
+                    self.sync_assigned();
                 }
                 Ok(Input::Revoked(parts, ack)) => {
                     let deadline = Instant::now() + Duration::from_secs(10);
@@ -454,14 +501,12 @@ impl Pipeline {
                             tracing::warn!(%topic, partition, error = %e, "revoked partition dropped without flushing");
                         }
                         if let Some(st) = self.parts.remove(&key) {
-                            self.own_bytes -= st.buffered_bytes();
+                            self.release(st.buffered_bytes());
                         }
                         self.metrics.forget_partition(&topic, partition);
                     }
                     self.sync_buffered();
-                    self.metrics
-                        .assigned_partitions
-                        .set(self.parts.len() as i64);
+                    self.sync_assigned();
                     let _ = ack.send(());
                 }
                 Ok(Input::Rewound(topic, partition, next)) => {
@@ -504,7 +549,12 @@ impl Pipeline {
             let st = self.parts.get(&(r.topic.clone(), r.partition));
             wanted.push(st.is_none_or(|st| !st.skips(r.offset)));
         }
-        let outputs = decode_batch(&self.workers, &self.decoders, batch, &wanted);
+        let outputs = decode_batch(
+            self.shared.workers.as_deref(),
+            &self.decoders,
+            batch,
+            &wanted,
+        );
         for (r, out) in batch.iter().zip(outputs) {
             match out {
                 Some(out) => self.apply(r, out)?,
@@ -590,8 +640,12 @@ impl Pipeline {
             self.metrics
                 .update_lag(&r.topic, r.partition, |l| l.oldest_pending_ms = ts);
         }
-        self.own_bytes = self.own_bytes + st.bytes - before;
-        let full = st.rows >= self.cfg.flush.max_rows || st.bytes >= self.cfg.flush.max_bytes;
+        let (now, full) = (
+            st.bytes,
+            st.rows >= self.cfg.flush.max_rows || st.bytes >= self.cfg.flush.max_bytes,
+        );
+        self.hold(now);
+        self.release(before);
         self.sync_buffered();
         if full {
             self.try_flush(&key)?;
@@ -600,9 +654,26 @@ impl Pipeline {
     }
 
     fn sync_buffered(&self) {
+        self.metrics.buffered_bytes.set(self.shared.level() as i64);
+    }
+
+    /// The gauge counts every shard's partitions, so each adds its own change.
+    fn sync_assigned(&mut self) {
+        let n = self.parts.len();
         self.metrics
-            .buffered_bytes
-            .set(self.buffered.load(Ordering::SeqCst) as i64 + self.own_bytes as i64);
+            .assigned_partitions
+            .add(n as i64 - self.counted as i64);
+        self.counted = n;
+    }
+
+    fn hold(&mut self, bytes: usize) {
+        self.own_bytes += bytes;
+        self.shared.held.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.own_bytes -= bytes;
+        self.shared.held.fetch_sub(bytes, Ordering::SeqCst);
     }
 
     /// Age triggers, retries, and the global cap.
@@ -625,7 +696,7 @@ impl Pipeline {
         // source resumes only there, and records already in flight when it paused can keep
         // the level between the two for as long as nothing else flushes): write out the
         // largest buffers, together, until well below half of the cap.
-        let level = self.own_bytes + self.buffered.load(Ordering::SeqCst);
+        let level = self.shared.level();
         let paused = self.metrics.paused.get() != 0;
         if level > self.cfg.buffer_max_bytes * 3 / 4
             || (paused && level >= self.cfg.buffer_max_bytes / 2)
@@ -638,7 +709,11 @@ impl Pipeline {
                 .collect();
             by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
             let mut freed = 0;
-            let target = level.saturating_sub(self.cfg.buffer_max_bytes * 3 / 8);
+            // Each shard frees its share of the excess, in proportion to what it holds.
+            let held = self.shared.held.load(Ordering::SeqCst).max(1);
+            let target = (level.saturating_sub(self.cfg.buffer_max_bytes * 3 / 8) as u128
+                * self.own_bytes as u128
+                / held as u128) as usize;
             let chosen: Vec<_> = by_size
                 .into_iter()
                 .take_while(|(bytes, _)| {
@@ -930,10 +1005,11 @@ impl Pipeline {
             tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not delete the losing staged files");
         }
         if let Some(st) = self.parts.get_mut(key) {
-            self.own_bytes -= st.buffered_bytes();
+            let freed = st.buffered_bytes();
             let (topic, partition) = (st.topic.clone(), st.partition);
             *st = PartState::new(topic, partition, None);
             st.fenced = true;
+            self.release(freed);
         }
         true
     }
@@ -962,9 +1038,10 @@ impl Pipeline {
                     Ok((day_string(day), b.finish()?, rows))
                 })
                 .collect::<Result<Vec<_>, arrow::error::ArrowError>>();
-            self.own_bytes -= st.bytes;
+            let freed = st.bytes;
             st.rows = 0;
             st.bytes = 0;
+            self.release(freed);
             // Not retried: the buffer is gone and the run stops; the offsets were never
             // committed, so a restart consumes them again.
             let batches = match batches {
@@ -982,9 +1059,8 @@ impl Pipeline {
                 started,
             });
         }
-        let encoded = encode_all(&self.workers, &self.format, &work);
+        let encoded = encode_all(self.shared.workers.as_deref(), &self.format, &work);
         for (u, files) in work.into_iter().zip(encoded) {
-            let st = self.parts.get_mut(&u.key).expect("taken from above");
             let files = match files {
                 Ok(files) => files,
                 Err(e) => {
@@ -993,7 +1069,8 @@ impl Pipeline {
                 }
             };
             let bytes: usize = files.iter().map(|f: &(String, Bytes, u64)| f.1.len()).sum();
-            self.own_bytes += bytes;
+            self.hold(bytes);
+            let st = self.parts.get_mut(&u.key).expect("taken from above");
             st.pending = Some(Pending {
                 start: u.start,
                 end: u.end,
@@ -1067,6 +1144,7 @@ impl Pipeline {
         st.retry_at = None;
         st.durable_next = Some(p.end + 1);
         self.own_bytes -= p.bytes;
+        self.shared.held.fetch_sub(p.bytes, Ordering::SeqCst);
         self.to_commit
             .push((st.topic.clone(), st.partition, p.end + 1));
 
@@ -1112,7 +1190,7 @@ impl Pipeline {
 
 /// Decode a batch on the worker threads, in order. `None` for the records not `wanted`.
 fn decode_batch<'a>(
-    workers: &rayon::ThreadPool,
+    workers: Option<&rayon::ThreadPool>,
     decoders: &HashMap<Arc<str>, Box<dyn Decoder>>,
     batch: &'a [Record],
     wanted: &[bool],
@@ -1140,9 +1218,9 @@ fn decode_batch<'a>(
     };
     // Below this a hand-off to another thread costs more than it saves.
     const MIN_PER_THREAD: usize = 32;
-    if workers.current_num_threads() == 1 || batch.len() < 2 * MIN_PER_THREAD {
+    let Some(workers) = workers.filter(|_| batch.len() >= 2 * MIN_PER_THREAD) else {
         return batch.iter().zip(wanted).map(decode).collect();
-    }
+    };
     workers.install(|| {
         batch
             .par_iter()
@@ -1157,20 +1235,19 @@ type Encoded = Result<Vec<(String, Bytes, u64)>, WriteError>;
 
 /// Encode every partition's files, spreading the files over the worker threads.
 fn encode_all(
-    workers: &rayon::ThreadPool,
+    workers: Option<&rayon::ThreadPool>,
     format: &FileFormat,
     work: &[Unencoded],
 ) -> Vec<Encoded> {
     // One task per file, not per partition: a partition can hold several days.
     let files: Vec<_> = work.iter().flat_map(|u| &u.batches).collect();
-    let mut encoded = workers
-        .install(|| {
-            files
-                .par_iter()
-                .map(|(_, batch, _)| format.encode(batch))
-                .collect::<Vec<_>>()
-        })
-        .into_iter();
+    let encode =
+        |(_, batch, _): &&(String, arrow::record_batch::RecordBatch, u64)| format.encode(batch);
+    let mut encoded = match workers {
+        Some(w) => w.install(|| files.par_iter().map(encode).collect::<Vec<_>>()),
+        None => files.iter().map(encode).collect(),
+    }
+    .into_iter();
     // `collect` keeps the order, so the files come back partition by partition.
     work.iter()
         .map(|u| {
@@ -1229,7 +1306,7 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .expect("a thread pool");
-            let outs = decode_batch(&workers, &decoders, &batch, &wanted);
+            let outs = decode_batch(Some(&workers), &decoders, &batch, &wanted);
             assert_eq!(outs.len(), 200);
             for (i, out) in outs.iter().enumerate() {
                 match out {

@@ -4,7 +4,7 @@
 //! the pipeline has flushed or dropped the revoked partitions, then acknowledges.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,10 +20,11 @@ use sohoa_runtime::config::StartFrom;
 use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::metrics::Metrics;
 use crate::pipeline::{Input, OffsetCommitter, Record};
+use crate::shard::Shards;
 
 /// What the consumer's callbacks need.
 pub struct IngestContext {
-    pub tx: SyncSender<Input>,
+    pub tx: Shards,
     pub checkpointer: Checkpointer,
     pub rt: tokio::runtime::Handle,
     pub metrics: Arc<Metrics>,
@@ -144,10 +145,9 @@ impl IngestContext {
             .iter()
             .map(|e| (Arc::from(e.topic()), e.partition()))
             .collect();
-        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
-        if self.send_batch() && self.tx.send(Input::Revoked(parts, ack_tx)).is_ok() {
+        if self.send_batch() {
             // Bounded by the pipeline's own revoke deadline.
-            let _ = ack_rx.recv_timeout(Duration::from_secs(60));
+            let _ = self.tx.revoke(parts, Duration::from_secs(60));
         }
         let _ = consumer.unassign();
     }
@@ -188,7 +188,7 @@ impl OffsetCommitter for KafkaCommitter {
 /// the partition sent after `Rewound` comes from the new position. `false` to retry later.
 fn rewind(
     consumer: &BaseConsumer<IngestContext>,
-    tx: &SyncSender<Input>,
+    tx: &Shards,
     topic: &Arc<str>,
     partition: i32,
 ) -> bool {
@@ -228,7 +228,7 @@ const PAUSE_AFTER: Duration = Duration::from_secs(2);
 #[allow(clippy::too_many_arguments)]
 pub fn poll_loop(
     consumer: Arc<BaseConsumer<IngestContext>>,
-    tx: SyncSender<Input>,
+    tx: Shards,
     rewinds: Receiver<(Arc<str>, i32)>,
     buffered: Arc<AtomicUsize>,
     cap: usize,
@@ -236,6 +236,13 @@ pub fn poll_loop(
     drain_deadline: Duration,
     metrics: Arc<Metrics>,
 ) {
+    // Messages not yet decoded are held to an eighth of the cap as well. The pipeline
+    // needs only a few batches ahead; with more, a backlog filled most of the cap with
+    // undecoded messages, and the pipeline, flushing to stay under the cap, wrote its
+    // decoded buffers out small (a third of the size, in the ingest bench). Shards get a
+    // quarter: one shard busy encoding a flush can hold that much of the in-flight
+    // allowance, and at an eighth the others waited for input a sixth of the time.
+    let ahead_max = if tx.len() > 1 { cap / 4 } else { cap / 8 };
     let mut paused = false;
     let mut retry: Vec<(Arc<str>, i32)> = Vec::new();
     let mut retry_at = Instant::now();
@@ -248,11 +255,7 @@ pub fn poll_loop(
         // The gauge is the pipeline's last count of everything buffered (in flight plus
         // decoded); the in-flight counter alone covers a pipeline busy in a long flush.
         let level = || (buffered.load(Ordering::SeqCst) as i64).max(metrics.buffered_bytes.get());
-        // Messages not yet decoded are held to an eighth of the cap as well. The pipeline
-        // needs only a few batches ahead; with more, a backlog filled most of the cap with
-        // undecoded messages, and the pipeline, flushing to stay under the cap, wrote its
-        // decoded buffers out small (a third of the size, in the ingest bench).
-        let ahead = || buffered.load(Ordering::SeqCst) > cap / 8;
+        let ahead = || buffered.load(Ordering::SeqCst) > ahead_max;
         if !paused && (level() as usize > cap || ahead()) {
             // Over the cap, first just stop taking messages for a moment: the pipeline is
             // usually in the middle of a flush that brings the level well down. librdkafka

@@ -22,8 +22,16 @@ fn high_watermarks(brokers: &str, partitions: i32) -> Vec<i64> {
     high_watermarks_of(brokers, TOPIC, partitions)
 }
 
+/// With one pipeline (decoding on the worker pool), and with three shards on four
+/// partitions (one shard owning two); every other test runs one shard per core.
 #[test]
 fn every_event_lands_once_bad_input_is_dead_lettered_and_offsets_are_committed() {
+    for shards in ["1", "3"] {
+        lands_once_with(shards);
+    }
+}
+
+fn lands_once_with(shards: &str) {
     let c = cluster(4);
     let (msgs, bad) = feed(2000, 50);
     produce(&c.brokers, TOPIC, &msgs);
@@ -32,11 +40,16 @@ fn every_event_lands_once_bad_input_is_dead_lettered_and_offsets_are_committed()
 
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
-    let run = start(config(&c.brokers, dir.path(), &[]), metrics.clone());
+    let run = start(
+        config(&c.brokers, dir.path(), &[("SOHOA__INGEST__SHARDS", shards)]),
+        metrics.clone(),
+    );
     assert!(
         wait_for_rows(dir.path(), expected.len(), Duration::from_secs(60)),
         "rows did not arrive"
     );
+    assert_eq!(metrics.shards.get().to_string(), shards);
+    assert_eq!(metrics.assigned_partitions.get(), 4);
     let totals = run.stop();
 
     // Exactly once: every good message's offset appears once, nothing else.

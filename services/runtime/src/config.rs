@@ -43,6 +43,8 @@ pub struct Config {
     pub flush: FlushConfig,
     /// The global cap on buffered bytes (backpressure).
     pub buffer: BufferConfig,
+    /// How the ingestor spreads its work over threads.
+    pub ingest: IngestConfig,
     /// Graceful stop.
     pub shutdown: ShutdownConfig,
     /// The metrics and health endpoint.
@@ -174,6 +176,28 @@ pub struct BufferConfig {
     /// Bytes buffered across all partitions before consumption pauses.
     pub max_bytes: usize,
 }
+
+/// How the ingestor spreads its work over threads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Pipelines in one process, each owning a share of its assigned partitions; 0 for
+    /// one per CPU core the process may use.
+    pub shards: usize,
+}
+
+impl IngestConfig {
+    /// The number of pipelines to run.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS)),
+            n => n,
+        }
+    }
+}
+
+/// More pipelines than this only add threads: the source feeds them all from one poll loop.
+pub const MAX_SHARDS: usize = 16;
 
 /// Graceful stop.
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +362,12 @@ impl Config {
         if self.topics.is_empty() {
             return invalid("topics", "at least one topic is needed".into());
         }
+        if self.ingest.shards > MAX_SHARDS {
+            return invalid(
+                "ingest.shards",
+                format!("{} is more than {MAX_SHARDS}", self.ingest.shards),
+            );
+        }
         if self
             .topics
             .iter()
@@ -490,6 +520,20 @@ mod tests {
             e.starts_with("configuration key shutdown.drain_deadline_ms:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn shards_default_to_the_cores_and_are_bounded() {
+        let cfg = Config::load_with_env(None, std::iter::empty()).unwrap();
+        assert_eq!(cfg.ingest.shards, 0);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(cfg.ingest.shard_count(), cores.min(MAX_SHARDS));
+        let cfg = Config::load_with_env(None, env(&[("SOHOA__INGEST__SHARDS", "3")])).unwrap();
+        assert_eq!(cfg.ingest.shard_count(), 3);
+        let e = Config::load_with_env(None, env(&[("SOHOA__INGEST__SHARDS", "17")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("configuration key ingest.shards:"), "{e}");
     }
 
     #[test]
