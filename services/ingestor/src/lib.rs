@@ -1,8 +1,9 @@
 //! The ingestor: Kafka (or backfill files) to Hive-partitioned Parquet, exactly once.
 //!
-//! One module per pipeline stage: `source` (consume), `pipeline` (decode, normalize,
-//! buffer), `write` (Parquet encoding), `checkpoint` (the exactly-once protocol),
-//! `dead_letter`, `metrics`, and `backfill` (files instead of Kafka).
+//! One module per pipeline stage: `source` (consume), `shard` (partitions over pipelines),
+//! `pipeline` (decode, normalize, buffer), `write` (Parquet encoding), `checkpoint` (the
+//! exactly-once protocol), `dead_letter`, `metrics`, and `backfill` (files instead of
+//! Kafka).
 
 pub mod backfill;
 pub mod checkpoint;

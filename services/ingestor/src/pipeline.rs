@@ -2,7 +2,8 @@
 //! the exactly-once protocol (`checkpoint`). Source-agnostic: Kafka and backfill files
 //! feed it the same [`Input`]s.
 //!
-//! It runs on its own thread. The source thread only moves bytes; decoding and encoding
+//! It runs on its own thread, one per shard (`shard`), each owning a share of the
+//! partitions. The source thread only moves bytes; decoding and encoding
 //! happen here, and storage writes start here, so a slow flush applies backpressure
 //! instead of stalling the consumer's poll loop. The writes run on the async runtime while
 //! this thread goes on decoding: they are mostly latency (fsyncs), and waiting on them kept

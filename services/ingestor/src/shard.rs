@@ -72,40 +72,65 @@ impl Shards {
             Input::Rewound(topic, partition, next) => self.txs[self.of(&topic, partition)]
                 .send(Input::Rewound(topic, partition, next))
                 .map_err(|_| Stopped),
+            // Every shard, even past one that has stopped: a shard left without its drain
+            // would wait for input forever.
             Input::Drain(deadline) => {
-                for tx in &self.txs {
-                    tx.send(Input::Drain(deadline)).map_err(|_| Stopped)?;
+                let sent = self
+                    .txs
+                    .iter()
+                    .filter(|tx| tx.send(Input::Drain(deadline)).is_ok())
+                    .count();
+                if sent == self.txs.len() {
+                    Ok(())
+                } else {
+                    Err(Stopped)
                 }
-                Ok(())
             }
-            // Every shard answers on the same channel; only `revoke` knows how many to wait for.
             Input::Revoked(parts, ack) => {
-                let mut split = vec![Vec::new(); self.txs.len()];
-                for p in parts {
-                    split[self.of(&p.0, p.1)].push(p);
+                let sent = self.revoked(parts, &ack);
+                if sent == self.txs.len() {
+                    Ok(())
+                } else {
+                    Err(Stopped)
                 }
-                for (tx, parts) in self.txs.iter().zip(split) {
-                    tx.send(Input::Revoked(parts, ack.clone()))
-                        .map_err(|_| Stopped)?;
-                }
-                Ok(())
             }
         }
     }
 
     /// Have every shard flush (or drop) its revoked partitions, and wait until all have
-    /// answered or `timeout` has passed.
+    /// answered, or `timeout` has passed. The shards still running answer even if one has
+    /// stopped; the stopped one's partitions were never made durable past storage's
+    /// record, so their next owner starts from there.
     pub fn revoke(&self, parts: Vec<(Arc<str>, i32)>, timeout: Duration) -> Result<(), Stopped> {
         let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(self.txs.len());
-        self.send(Input::Revoked(parts, ack_tx))?;
+        let sent = self.revoked(parts, &ack_tx);
+        drop(ack_tx);
         let deadline = Instant::now() + timeout;
-        for _ in 0..self.txs.len() {
+        for _ in 0..sent {
             let left = deadline.saturating_duration_since(Instant::now());
             if ack_rx.recv_timeout(left).is_err() {
                 break;
             }
         }
-        Ok(())
+        if sent == self.txs.len() {
+            Ok(())
+        } else {
+            Err(Stopped)
+        }
+    }
+
+    /// Send every shard its part of a revocation (possibly none: it answers at once), all
+    /// answering on `ack`. Returns how many shards took it.
+    fn revoked(&self, parts: Vec<(Arc<str>, i32)>, ack: &SyncSender<()>) -> usize {
+        let mut split = vec![Vec::new(); self.txs.len()];
+        for p in parts {
+            split[self.of(&p.0, p.1)].push(p);
+        }
+        self.txs
+            .iter()
+            .zip(split)
+            .filter(|(tx, parts)| tx.send(Input::Revoked(parts.clone(), ack.clone())).is_ok())
+            .count()
     }
 
     /// Send each shard its non-empty part.
@@ -239,9 +264,35 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_shard_is_reported() {
-        let (s, mut rxs) = shards(2);
-        rxs.pop();
+    fn a_stopped_shard_is_reported_and_the_others_still_get_the_drain() {
+        let (s, mut rxs) = shards(3);
+        rxs.remove(1);
         assert!(s.send(Input::Drain(Instant::now())).is_err());
+        for rx in &rxs {
+            assert!(matches!(rx.try_recv(), Ok(Input::Drain(_))));
+        }
+        // A revocation is answered by the shards still running, without waiting for the
+        // stopped one until the timeout.
+        let answer: Vec<_> = rxs
+            .into_iter()
+            .map(|rx| {
+                std::thread::spawn(move || {
+                    if let Ok(Input::Revoked(_, ack)) = rx.recv() {
+                        ack.send(()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        assert!(s
+            .revoke(vec![(Arc::from("t"), 0)], Duration::from_secs(600))
+            .is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "did not wait for the stopped shard"
+        );
+        for a in answer {
+            a.join().unwrap();
+        }
     }
 }

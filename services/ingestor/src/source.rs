@@ -328,7 +328,9 @@ pub fn poll_loop(
             polled = consumer.poll(Duration::ZERO);
         }
         if !ctx.send_batch() {
-            return; // the pipeline failed; its error is reported by the caller
+            // A shard failed; its error is reported by the caller. The others still
+            // need their drain, or they would wait for input forever.
+            break;
         }
     }
     let _ = tx.send(Input::Drain(Instant::now() + drain_deadline));
