@@ -262,17 +262,17 @@ pub fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let drain = Duration::from_millis(cfg.shutdown.drain_deadline_ms);
     let poll_thread = {
-        let (consumer, stop, metrics, buffered) = (
+        let (consumer, stop, metrics, shared) = (
             consumer.clone(),
             stop.clone(),
             metrics.clone(),
-            shared.buffered.clone(),
+            shared.clone(),
         );
         let cap = cfg.buffer.max_bytes;
         std::thread::Builder::new()
             .name("sohoa-kafka-poll".into())
             .spawn(move || {
-                source::poll_loop(consumer, tx, rewind_rx, buffered, cap, stop, drain, metrics)
+                source::poll_loop(consumer, tx, rewind_rx, shared, cap, stop, drain, metrics)
             })?
     };
     metrics.set_ready(true);

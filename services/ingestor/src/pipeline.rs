@@ -645,8 +645,12 @@ impl Pipeline {
             st.bytes,
             st.rows >= self.cfg.flush.max_rows || st.bytes >= self.cfg.flush.max_bytes,
         );
-        self.hold(now);
-        self.release(before);
+        // One update of the counter the shards share, per message: it is on the hot path.
+        if now >= before {
+            self.hold(now - before);
+        } else {
+            self.release(before - now);
+        }
         self.sync_buffered();
         if full {
             self.try_flush(&key)?;
@@ -1144,8 +1148,6 @@ impl Pipeline {
         };
         st.retry_at = None;
         st.durable_next = Some(p.end + 1);
-        self.own_bytes -= p.bytes;
-        self.shared.held.fetch_sub(p.bytes, Ordering::SeqCst);
         self.to_commit
             .push((st.topic.clone(), st.partition, p.end + 1));
 
@@ -1186,6 +1188,7 @@ impl Pipeline {
             files = p.files.len(),
             "flushed"
         );
+        self.release(p.bytes);
     }
 }
 

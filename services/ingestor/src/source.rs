@@ -3,7 +3,7 @@
 //! so they run on that thread too, where blocking is allowed: a revocation waits until
 //! the pipeline has flushed or dropped the revoked partitions, then acknowledges.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use sohoa_runtime::config::StartFrom;
 
 use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::metrics::Metrics;
-use crate::pipeline::{Input, OffsetCommitter, Record};
+use crate::pipeline::{Input, OffsetCommitter, Record, Shared};
 use crate::shard::Shards;
 
 /// What the consumer's callbacks need.
@@ -230,7 +230,7 @@ pub fn poll_loop(
     consumer: Arc<BaseConsumer<IngestContext>>,
     tx: Shards,
     rewinds: Receiver<(Arc<str>, i32)>,
-    buffered: Arc<AtomicUsize>,
+    shared: Shared,
     cap: usize,
     stop: Arc<AtomicBool>,
     drain_deadline: Duration,
@@ -252,11 +252,9 @@ pub fn poll_loop(
             retry.retain(|(t, p)| !rewind(&consumer, &tx, t, *p));
             retry_at = Instant::now() + Duration::from_secs(1);
         }
-        // The gauge is the pipeline's last count of everything buffered (in flight plus
-        // decoded); the in-flight counter alone covers a pipeline busy in a long flush.
-        let level = || (buffered.load(Ordering::SeqCst) as i64).max(metrics.buffered_bytes.get());
-        let ahead = || buffered.load(Ordering::SeqCst) > ahead_max;
-        if !paused && (level() as usize > cap || ahead()) {
+        let level = || shared.level();
+        let ahead = || shared.buffered.load(Ordering::SeqCst) > ahead_max;
+        if !paused && (level() > cap || ahead()) {
             // Over the cap, first just stop taking messages for a moment: the pipeline is
             // usually in the middle of a flush that brings the level well down. librdkafka
             // keeps its prefetch (bounded by `queued.max.messages.kbytes`) meanwhile,
@@ -264,7 +262,7 @@ pub fn poll_loop(
             // for a flush that takes longer, such as storage being down; the hold is short
             // enough that rebalance callbacks, which run inside `poll`, wait little.
             let hold_until = Instant::now() + PAUSE_AFTER;
-            while (level() as usize > cap || ahead())
+            while (level() > cap || ahead())
                 && Instant::now() < hold_until
                 && !stop.load(Ordering::SeqCst)
             {
@@ -272,7 +270,7 @@ pub fn poll_loop(
             }
         }
         let level = level();
-        if level as usize > cap {
+        if level > cap {
             // Pausing is idempotent; re-pausing also covers partitions assigned meanwhile.
             if let Ok(a) = consumer.assignment() {
                 let _ = consumer.pause(&a);
@@ -282,7 +280,7 @@ pub fn poll_loop(
                 paused = true;
                 metrics.paused.set(1);
             }
-        } else if paused && (level as usize) < cap / 2 {
+        } else if paused && level < cap / 2 {
             if let Ok(a) = consumer.assignment() {
                 let _ = consumer.resume(&a);
             }
@@ -302,7 +300,7 @@ pub fn poll_loop(
                         topic = Arc::from(m.topic());
                     }
                     let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-                    buffered.fetch_add(payload.len(), Ordering::SeqCst);
+                    shared.buffered.fetch_add(payload.len(), Ordering::SeqCst);
                     count += 1;
                     bytes += payload.len();
                     let rec = Record {
