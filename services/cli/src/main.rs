@@ -11,7 +11,7 @@ use sohoa_schemas::{build_decoder, DecodeOutput, DecoderContext, DecoderKind, Ps
 
 /// In the ingest profile, glibc's allocator took a sixth of a replica's CPU: the poll
 /// thread allocates each payload and a shard thread frees it, and glibc consolidates and
-/// locks arenas on that path. mimalloc's thread-local heaps took a twelfth, for about 10%
+/// locks arenas on that path. mimalloc's thread-local heaps took a twelfth, for 10 to 15%
 /// more messages per second in alternating runs (BENCHMARKS.md), at about 60 MB more peak
 /// RSS. librdkafka, being C, keeps glibc's allocator.
 #[global_allocator]
