@@ -1,11 +1,11 @@
 //! Shards: one process runs several pipelines, each owning a fixed subset of the source
 //! partitions, as if it were several replicas sharing one consumer.
 //!
-//! A pipeline's stages take turns on its thread: it waits while the workers decode a
-//! batch, buffers the batch while they wait, then waits while they encode a flush. On two
-//! cores one pipeline kept 1.5 of them busy, and two replicas on the same machine did a
-//! third more work than one. With two shards, one buffers while the workers decode for the
-//! other. A partition's records, and everything about it, go to one shard, so each keeps
+//! A lone pipeline's stages take turns: it waits while its workers decode a batch,
+//! buffers the batch while they wait, then waits while they encode a flush. On two cores
+//! it kept 1.5 of them busy, and two replicas on the same machine did a third more work
+//! than one. Each shard decodes, buffers and encodes on its own thread, so on two cores
+//! one buffers while the other decodes. A partition's records, and everything about it, go to one shard, so each keeps
 //! the per-partition order the exactly-once protocol relies on.
 
 use std::sync::mpsc::SyncSender;
@@ -55,19 +55,12 @@ impl Shards {
             return self.txs[0].send(input).map_err(|_| Stopped);
         }
         match input {
-            Input::Records(batch) => {
-                let mut split: Vec<Vec<Record>> = vec![Vec::new(); self.txs.len()];
-                for r in batch {
-                    split[self.of(&r.topic, r.partition)].push(r);
-                }
-                self.each(split, Input::Records)
-            }
+            Input::Records(batch) => self.each(
+                self.split(batch, |r: &Record| self.of(&r.topic, r.partition)),
+                Input::Records,
+            ),
             Input::Assigned(parts) => {
-                let mut split = vec![Vec::new(); self.txs.len()];
-                for p in parts {
-                    split[self.of(&p.0, p.1)].push(p);
-                }
-                self.each(split, Input::Assigned)
+                self.each(self.split(parts, |p| self.of(&p.0, p.1)), Input::Assigned)
             }
             Input::Rewound(topic, partition, next) => self.txs[self.of(&topic, partition)]
                 .send(Input::Rewound(topic, partition, next))
@@ -80,20 +73,9 @@ impl Shards {
                     .iter()
                     .filter(|tx| tx.send(Input::Drain(deadline)).is_ok())
                     .count();
-                if sent == self.txs.len() {
-                    Ok(())
-                } else {
-                    Err(Stopped)
-                }
+                self.all(sent)
             }
-            Input::Revoked(parts, ack) => {
-                let sent = self.revoked(parts, &ack);
-                if sent == self.txs.len() {
-                    Ok(())
-                } else {
-                    Err(Stopped)
-                }
-            }
+            Input::Revoked(parts, ack) => self.all(self.revoked(parts, &ack)),
         }
     }
 
@@ -112,25 +94,36 @@ impl Shards {
                 break;
             }
         }
-        if sent == self.txs.len() {
-            Ok(())
-        } else {
-            Err(Stopped)
-        }
+        self.all(sent)
     }
 
     /// Send every shard its part of a revocation (possibly none: it answers at once), all
     /// answering on `ack`. Returns how many shards took it.
     fn revoked(&self, parts: Vec<(Arc<str>, i32)>, ack: &SyncSender<()>) -> usize {
-        let mut split = vec![Vec::new(); self.txs.len()];
-        for p in parts {
-            split[self.of(&p.0, p.1)].push(p);
-        }
+        let split = self.split(parts, |p| self.of(&p.0, p.1));
         self.txs
             .iter()
             .zip(split)
             .filter(|(tx, parts)| tx.send(Input::Revoked(parts.clone(), ack.clone())).is_ok())
             .count()
+    }
+
+    /// Items grouped by the shard `owner` names, in their order.
+    fn split<T>(&self, items: Vec<T>, owner: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+        let mut split: Vec<Vec<T>> = (0..self.txs.len()).map(|_| Vec::new()).collect();
+        for item in items {
+            split[owner(&item)].push(item);
+        }
+        split
+    }
+
+    /// `Ok` when every shard took its input.
+    fn all(&self, sent: usize) -> Result<(), Stopped> {
+        if sent == self.txs.len() {
+            Ok(())
+        } else {
+            Err(Stopped)
+        }
     }
 
     /// Send each shard its non-empty part.
