@@ -5,18 +5,15 @@
 //!
 //! A file has a fixed cost (a column writer, a dictionary, zstd pages, statistics and
 //! metadata for each of its 40-odd columns) on top of a cost per row. The ingest bench's
-//! 512 partitions give files of a few hundred rows, where the fixed part is about half of
-//! the encoding; this bench measures the split, fitted as `fixed + per_row * rows`.
+//! 512 partitions give files of about 500 rows, where the fixed part was about a third of
+//! the encoding (BENCHMARKS.md); this bench measures the split, fitted as
+//! `per_row + fixed / rows` per row.
 //!
 //! Run: `cargo bench -p sohoa --bench encode` (release).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
-
-// The allocator of the `sohoa` binary: a file's fixed cost is mostly small allocations.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use sohoa_ingestor::write::FileFormat;
 use sohoa_runtime::config::Config;
@@ -27,6 +24,11 @@ use sohoa_schemas::{
 
 mod common;
 use common::record;
+
+// The `sohoa` binary's allocator: a file's fixed cost includes many small allocations
+// (glibc's malloc and free were a quarter of the encoding's CPU for 100-row files).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SIZES: &[usize] = &[100, 250, 500, 1_000, 2_000, 5_000, 20_000, 100_000];
 
