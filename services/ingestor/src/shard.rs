@@ -5,8 +5,9 @@
 //! buffers the batch while they wait, then waits while they encode a flush. On two cores
 //! it kept 1.5 of them busy, and two replicas on the same machine did a third more work
 //! than one. Each shard decodes, buffers and encodes on its own thread, so on two cores
-//! one buffers while the other decodes. A partition's records, and everything about it, go to one shard, so each keeps
-//! the per-partition order the exactly-once protocol relies on.
+//! one buffers while the other decodes. A partition's records, and everything about it,
+//! go to one shard, so each keeps the per-partition order the exactly-once protocol
+//! relies on.
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
