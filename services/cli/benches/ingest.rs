@@ -1,7 +1,9 @@
 //! Ingest throughput of `sohoa ingest` against a bare consume of the same topic, in the
-//! same run: `kcat -C -e` when kcat is installed, and always a bare librdkafka consumer
-//! loop. Then the same with 2 and 3 replicas in one group, for scaling. Everything reads
-//! from librdkafka's mock cluster in this process.
+//! same run: `kcat -C -e` when kcat is installed (three runs first, and one more just
+//! before each ingest run, which gives that run a ratio to a reference measured moments
+//! earlier), and always a bare librdkafka consumer loop. Then the same with 2 and 3
+//! replicas in one group, for scaling. Everything reads from librdkafka's mock cluster in
+//! this process.
 //!
 //! Run: `cargo bench -p sohoa --bench ingest` (release). Environment:
 //! - `SOHOA_BENCH_MESSAGES`: the topic size (default 1,000,000 national sync records of
@@ -9,6 +11,11 @@
 //! - `SOHOA_BENCH_PARTITIONS`: its partitions (default 512);
 //! - `SOHOA_BENCH_COMPRESSION`: the producer's `compression.type` (default `none`; with
 //!   `lz4`, the default topic fits in 48 partitions);
+//! - `SOHOA_BENCH_LINGER_MS`: the producer's `linger.ms` (default 20). The mock cluster
+//!   answers a fetch with one produced batch per partition, where a Kafka broker returns
+//!   up to `max.partition.fetch.bytes` (1 MB) of them: with the default, batches are a few
+//!   KB and every fetch interleaves all partitions; with 3000, batches are about 1 MB, and
+//!   consumers read the topic as they would from Kafka;
 //! - `SOHOA_BENCH_REPLICAS`: the replica counts to run (default `1,2,3`);
 //! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default 64 MB, which
 //!   keeps a replica under the 300 MB the ingest issue allows);
@@ -149,14 +156,41 @@ fn stage_seconds(bodies: &[String]) -> Vec<(String, f64)> {
     stages
 }
 
+/// Seconds for kcat to read the whole benchmark topic to /dev/null.
+fn kcat(brokers: &str) -> f64 {
+    let t = Instant::now();
+    let status = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            brokers,
+            "-t",
+            TOPIC,
+            "-e",
+            "-q",
+            "-o",
+            "beginning",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    t.elapsed().as_secs_f64()
+}
+
 /// Produce `n` records to `topic` and check the mock cluster kept them all. Returns the
 /// payload bytes.
 fn produce(brokers: &str, topic: &str, n: usize, partitions: i32) -> usize {
     let t = Instant::now();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
+        .set(
+            "linger.ms",
+            std::env::var("SOHOA_BENCH_LINGER_MS").unwrap_or_else(|_| "20".into()),
+        )
         .set("batch.size", "1000000")
+        // A long linger only fills batches if the queue can hold that many messages.
+        .set("queue.buffering.max.messages", "2000000")
         .set("compression.type", compression())
         .create()
         .unwrap();
@@ -227,26 +261,7 @@ fn main() {
         .status()
         .is_ok();
     let mut kcat_runs: Vec<f64> = (0..if has_kcat { 3 } else { 0 })
-        .map(|_| {
-            let t = Instant::now();
-            let status = Command::new("kcat")
-                .args([
-                    "-C",
-                    "-b",
-                    &brokers,
-                    "-t",
-                    TOPIC,
-                    "-e",
-                    "-q",
-                    "-o",
-                    "beginning",
-                ])
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success());
-            t.elapsed().as_secs_f64()
-        })
+        .map(|_| kcat(&brokers))
         .collect();
     kcat_runs.sort_by(f64::total_cmp);
     let kcat_secs = kcat_runs.get(kcat_runs.len() / 2).copied();
@@ -285,9 +300,15 @@ fn main() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let runs: Vec<(usize, Run)> = replicas
+    // The host's speed drifts by more than most changes to the ingestor move it, so each
+    // run also gets a kcat run just before it: the ratio to that one compares the two at
+    // the same moment.
+    let runs: Vec<(usize, Option<f64>, Run)> = replicas
         .iter()
-        .map(|&r| (r, ingest(&brokers, TOPIC, r, n)))
+        .map(|&r| {
+            let kcat_before = has_kcat.then(|| kcat(&brokers));
+            (r, kcat_before, ingest(&brokers, TOPIC, r, n))
+        })
         .collect();
     let n_small = (n / 5).max(1);
     produce(&brokers, SMALL_TOPIC, n_small, partitions);
@@ -310,14 +331,17 @@ fn main() {
     }
     line("bare consumer in a group, from 1st message", bare_secs);
     println!("    (joining the group took {bare_join:.2} s before that)");
-    for (r, run) in &runs {
+    for (r, kcat_before, run) in &runs {
         // Measured from the moment every partition is assigned, as the bare consumer is:
         // the group join is the broker's fixed cost, not the ingestor's throughput.
         let secs = run.secs - run.assigned_at;
         line(&format!("sohoa ingest x{r}, assigned to durable"), secs);
-        let kcat = kcat_secs.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
+        let ratio = |k: Option<f64>| k.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
         println!(
-            "    ratio to kcat {kcat}, to the bare consumer {:.2}; end to end {:.2} s with {:.2} s to join and {:.2} s to drain",
+            "    ratio to kcat {} (to the kcat run of {} just before it, {}), to the bare consumer {:.2}; end to end {:.2} s with {:.2} s to join and {:.2} s to drain",
+            ratio(kcat_secs),
+            kcat_before.map_or("-".to_string(), |k| format!("{k:.2} s")),
+            ratio(*kcat_before),
             bare_secs / secs,
             run.secs,
             run.assigned_at,
@@ -348,7 +372,7 @@ fn main() {
             run.parquet_bytes as f64 / 1e6
         );
     }
-    if let Some((_, big)) = runs.iter().find(|(r, _)| *r == 1) {
+    if let Some((_, _, big)) = runs.iter().find(|(r, _, _)| *r == 1) {
         println!(
             "peak RSS of one replica: {:.0} MB with a backlog of {n} messages, {:.0} MB with {n_small} (ratio {:.2})",
             big.peak_kb as f64 / 1024.0,
@@ -398,7 +422,12 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         format!("[[topics]]\nname = \"{topic}\"\ndecoder = \"dvcqg\"\n"),
     )
     .unwrap();
-    let group = format!("bench-{topic}-{replicas}");
+    // A fresh group per run: when the last member of a group leaves, the mock cluster
+    // (unlike Kafka, which empties the group) waits out most of a session timeout, 44 s,
+    // before the next run's replicas could join it.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let group = format!("bench-{topic}-{replicas}-{run}");
     let t = Instant::now();
     let mut children: Vec<(std::process::Child, u16)> = (0..replicas)
         .map(|_| {
