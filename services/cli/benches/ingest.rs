@@ -11,11 +11,12 @@
 //! - `SOHOA_BENCH_PARTITIONS`: its partitions (default 512);
 //! - `SOHOA_BENCH_COMPRESSION`: the producer's `compression.type` (default `none`; with
 //!   `lz4`, the default topic fits in 48 partitions);
-//! - `SOHOA_BENCH_LINGER_MS`: the producer's `linger.ms` (default 20). The mock cluster
+//! - `SOHOA_BENCH_LINGER_MS`: the producer's `linger.ms` (default 3000). The mock cluster
 //!   answers a fetch with one produced batch per partition, where a Kafka broker returns
-//!   up to `max.partition.fetch.bytes` (1 MB) of them: with the default, batches are a few
-//!   KB and every fetch interleaves all partitions; with 3000, batches are about 1 MB, and
-//!   consumers read the topic as they would from Kafka;
+//!   up to `max.partition.fetch.bytes` (1 MB) of them: with the default, batches are about
+//!   1 MB, and consumers read the topic as they would from Kafka; with 20 (the default
+//!   until the seventh session of BENCHMARKS.md), batches are a few KB, every fetch
+//!   interleaves all partitions, and kcat's time swings by half from run to run;
 //! - `SOHOA_BENCH_REPLICAS`: the replica counts to run (default `1,2,3`);
 //! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default 64 MB, which
 //!   keeps a replica under the 300 MB the ingest issue allows);
@@ -186,7 +187,7 @@ fn produce(brokers: &str, topic: &str, n: usize, partitions: i32) -> usize {
         .set("bootstrap.servers", brokers)
         .set(
             "linger.ms",
-            std::env::var("SOHOA_BENCH_LINGER_MS").unwrap_or_else(|_| "20".into()),
+            std::env::var("SOHOA_BENCH_LINGER_MS").unwrap_or_else(|_| "3000".into()),
         )
         .set("batch.size", "1000000")
         // A long linger only fills batches if the queue can hold that many messages.
