@@ -207,3 +207,54 @@ fn a_group_of_three_with_one_leaving_and_one_joining_loses_and_duplicates_nothin
     }
     assert_exactly_once(dir.path(), &expected);
 }
+
+/// While the broker is down, librdkafka reports an error at every reconnection attempt,
+/// about 25 a second. The log says it once per client and error (then once per 30 s),
+/// the metric counts them all, and the run still ends exactly once.
+#[test]
+fn a_broker_outage_is_logged_once_per_client_and_error_not_per_retry() {
+    let c = cluster(2);
+    let (msgs, bad) = feed(1000, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = ingestor(&c.brokers, dir.path(), "outage-log", &[]);
+    produce(&c.brokers, TOPIC, &msgs[..500]);
+    assert!(wait_for_rows(dir.path(), 100, Duration::from_secs(60)));
+    c.mock.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    c.mock.broker_up(1).unwrap();
+    produce(&c.brokers, TOPIC, &msgs[500..]);
+    let expected = expected_offsets(&c.brokers, TOPIC, msgs.len(), &bad);
+    assert!(wait_for_rows(
+        dir.path(),
+        expected.len(),
+        Duration::from_secs(60)
+    ));
+    let (status, err) = terminate(&mut run);
+    assert!(status.success(), "exit 0 after SIGTERM ({status}): {err}");
+    assert_exactly_once(dir.path(), &expected);
+
+    // rdkafka's own handler logged each report, under its target: none of those now.
+    assert!(
+        !err.contains("rdkafka::client"),
+        "a client error was logged outside client_errors: {err}"
+    );
+    let mut lines: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for line in err.lines().filter(|l| l.contains("kafka client error")) {
+        let field = |name: &str| {
+            line.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .trim_matches('"')
+                .to_string()
+        };
+        *lines.entry((field("client"), field("code"))).or_default() += 1;
+    }
+    assert!(
+        lines.contains_key(&("consumer".to_string(), "AllBrokersDown".to_string())),
+        "the outage is in the log: {lines:?}\n{err}"
+    );
+    for (key, n) in &lines {
+        assert_eq!(*n, 1, "{key:?} was logged {n} times in a 5 s outage: {err}");
+    }
+}

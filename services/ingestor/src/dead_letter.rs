@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use sohoa_schemas::DecodeError;
 
+use crate::client_errors::{Client, ClientErrors};
 use crate::pipeline::Record;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +87,19 @@ pub struct DeliveryTracker {
     refused: std::sync::Mutex<Vec<Refused>>,
 }
 
-/// The producer's context: a handle on the shared tracker.
-#[derive(Clone, Default)]
-pub struct Tracked(Arc<DeliveryTracker>);
+/// The producer's context: a handle on the shared tracker, and where its client errors
+/// are counted and logged.
+#[derive(Clone)]
+pub struct Tracked {
+    tracker: Arc<DeliveryTracker>,
+    errors: Arc<ClientErrors>,
+}
 
-impl ClientContext for Tracked {}
+impl ClientContext for Tracked {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report(Client::DeadLetters, &error, reason);
+    }
+}
 
 impl ProducerContext for Tracked {
     type DeliveryOpaque = ();
@@ -105,13 +115,17 @@ impl ProducerContext for Tracked {
                         .collect()
                 })
                 .unwrap_or_default();
-            self.0.refused.lock().expect("refused lock").push(Refused {
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-            });
-            self.0.failed.fetch_add(1, Ordering::SeqCst);
-            *self.0.last_error.lock().expect("error lock") = Some(e.to_string());
+            self.tracker
+                .refused
+                .lock()
+                .expect("refused lock")
+                .push(Refused {
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers,
+                });
+            self.tracker.failed.fetch_add(1, Ordering::SeqCst);
+            *self.tracker.last_error.lock().expect("error lock") = Some(e.to_string());
         }
     }
 }
@@ -177,10 +191,14 @@ impl KafkaDeadLetters {
         producer_config: &rdkafka::ClientConfig,
         topic: &str,
         max_bytes: usize,
+        errors: Arc<ClientErrors>,
     ) -> Result<Self, DeadLetterError> {
         let tracker = Arc::new(DeliveryTracker::default());
         let producer = producer_config
-            .create_with_context(Tracked(tracker.clone()))
+            .create_with_context(Tracked {
+                tracker: tracker.clone(),
+                errors,
+            })
             .map_err(|e| DeadLetterError::Kafka {
                 topic: topic.to_owned(),
                 reason: e.to_string(),

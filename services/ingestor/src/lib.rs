@@ -2,11 +2,12 @@
 //!
 //! One module per pipeline stage: `source` (consume), `shard` (partitions over pipelines),
 //! `pipeline` (decode, normalize, buffer), `write` (Parquet encoding), `checkpoint` (the
-//! exactly-once protocol), `dead_letter`, `metrics`, and `backfill` (files instead of
-//! Kafka).
+//! exactly-once protocol), `dead_letter`, `metrics`, `client_errors` (librdkafka's error
+//! reports, all counted, their log folded), and `backfill` (files instead of Kafka).
 
 pub mod backfill;
 pub mod checkpoint;
+pub mod client_errors;
 pub mod compact;
 pub mod crashpoint;
 pub mod dead_letter;
@@ -31,6 +32,7 @@ pub use metrics::Metrics;
 pub use pipeline::Totals;
 
 use checkpoint::Checkpointer;
+use client_errors::ClientErrors;
 use dead_letter::KafkaDeadLetters;
 use pipeline::{Pipeline, PipelineConfig, Shared};
 use shard::Shards;
@@ -195,7 +197,9 @@ pub fn run(
         .unzip();
     let tx = Shards::new(txs);
 
+    let client_errors = ClientErrors::new(metrics.clone());
     let ctx = IngestContext {
+        errors: client_errors.clone(),
         tx: tx.clone(),
         checkpointer: checkpointer.clone(),
         rt: rt.clone(),
@@ -235,6 +239,7 @@ pub fn run(
             &producer_config(cfg),
             &cfg.kafka.dead_letter_topic,
             cfg.kafka.dead_letter_max_bytes,
+            client_errors.clone(),
         )?;
         let pipeline = Pipeline::new(
             PipelineConfig {

@@ -58,6 +58,9 @@ pub struct Metrics {
     /// where a replica's time goes, to tell a CPU-bound replica from one waiting on the
     /// broker or on storage.
     pub pipeline_seconds: CounterVec,
+    /// Errors librdkafka reported, by client (consumer, dead_letters) and error code: every
+    /// report, where the log folds repeats (`client_errors`).
+    pub kafka_client_errors: IntCounterVec,
     lag: Mutex<HashMap<(String, i32), PartitionLag>>,
     ready: AtomicBool,
 }
@@ -225,6 +228,12 @@ impl Metrics {
                 "Unix time of the last successful flush.",
             ),
             pipeline_seconds,
+            kafka_client_errors: counter_vec(
+                "sohoa_kafka_client_errors_total",
+                "Errors the Kafka clients reported, by client (consumer, dead_letters) and \
+                 librdkafka error code (AllBrokersDown, BrokerTransportFailure, ...).",
+                &["client", "code"],
+            ),
             registry,
             lag: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),

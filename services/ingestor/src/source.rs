@@ -18,6 +18,7 @@ use rdkafka::ClientContext;
 use sohoa_runtime::config::StartFrom;
 
 use crate::checkpoint::{Checkpointer, PartitionPaths};
+use crate::client_errors::{Client, ClientErrors};
 use crate::metrics::Metrics;
 use crate::pipeline::{Input, OffsetCommitter, Record, Shared};
 use crate::shard::Shards;
@@ -35,6 +36,8 @@ pub struct IngestContext {
     /// loop, because a rebalance can fire inside any `poll`: the callbacks send it first,
     /// so the pipeline still sees every record before the assignment change that follows.
     pub batch: Mutex<Vec<Record>>,
+    /// Where the consumer's client errors are counted and logged.
+    pub errors: Arc<ClientErrors>,
 }
 
 /// Records handed to the pipeline at once: one channel hand-off (and one wake-up of the
@@ -45,6 +48,10 @@ const BATCH_RECORDS: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
 
 impl ClientContext for IngestContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report(Client::Consumer, &error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
@@ -317,7 +324,7 @@ pub fn poll_loop(
                         .push(rec);
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Err(e)) => ctx.errors.polled(&e),
                 None => break,
             }
             if count >= BATCH_RECORDS || bytes >= BATCH_BYTES {
