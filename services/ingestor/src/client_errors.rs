@@ -68,9 +68,10 @@ impl ClientErrors {
         }
     }
 
-    /// An error `poll` returned to the consumer loop. Errors that are not about one message
-    /// reach the loop after [`ClientErrors::report`] has counted them, so these are only
-    /// logged, folded the same way, as warnings.
+    /// An error `poll` returned to the consumer loop, logged as a warning and folded the
+    /// same way. Most of these are client errors that [`ClientErrors::report`] has just
+    /// counted, so they are not counted again; the few about one partition's fetch come
+    /// only this way, and the log has them.
     pub fn polled(&self, error: &KafkaError) {
         let code = code(error);
         if let Some(folded) = self
