@@ -241,9 +241,30 @@ drain_deadline_ms = 4000
         wait_for("tansu to expire the killed member", expired, 60)
         victim.start()
 
+        # The wait above is a heuristic: tansu 0.6 also rebalances now and then on its own,
+        # which can move a survivor's counter before the expiry. When it misfires (seen once
+        # in CI, on a slow host), the live replicas together own fewer partitions than the
+        # topic has, for good. A new generation mends it, so after 30 s of that, stop the
+        # victim gracefully and start it again (twice at most). Nothing asserted below
+        # changes: every message must still be stored exactly once.
+        orphaned = {"since": None, "restarts": 0}
+
         def caught_up():
             committed, high = committed_and_high(brokers)
-            return sum(high) == len(lines) and committed == high
+            if sum(high) == len(lines) and committed == high:
+                return True
+            owned = sum(i.metric("sohoa_ingest_assigned_partitions") for i in ingestors)
+            now = time.monotonic()
+            if owned >= PARTITIONS:
+                orphaned["since"] = None
+            elif orphaned["since"] is None:
+                orphaned["since"] = now
+            elif now - orphaned["since"] > 30 and orphaned["restarts"] < 2:
+                print(f"only {owned:.0f} of {PARTITIONS} partitions owned for 30 s: restarting the victim")
+                assert victim.stop(signal.SIGTERM) == 0
+                victim.start()
+                orphaned["since"], orphaned["restarts"] = None, orphaned["restarts"] + 1
+            return False
         wait_for("the group's committed offsets to reach the high watermarks", caught_up, 240)
         codes = [i.stop(signal.SIGTERM) for i in ingestors]
     finally:
