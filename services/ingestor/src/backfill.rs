@@ -17,7 +17,9 @@ use sohoa_schemas::{build_decoder, Decoder, DecoderContext, DecoderKind};
 
 use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::dead_letter::RejectsFile;
-use crate::pipeline::{self, Input, NoCommit, Pipeline, PipelineConfig, Record, Shared, Totals};
+use crate::pipeline::{
+    self, Body, Input, NoCommit, Pipeline, PipelineConfig, Record, Shared, Totals,
+};
 use crate::{pseudonymizer, IngestError, Metrics};
 
 /// How a file holds its messages.
@@ -164,8 +166,10 @@ pub fn run(
                 partition: 0,
                 offset,
                 timestamp_ms: None,
-                key: None,
-                payload: line.to_vec(),
+                body: Body::Owned {
+                    key: None,
+                    payload: line.to_vec(),
+                },
             };
             batch.push(rec);
             if batch.len() >= 512 && !send(Input::Records(std::mem::take(&mut batch))) {

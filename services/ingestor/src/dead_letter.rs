@@ -254,20 +254,21 @@ impl DeadLetters for KafkaDeadLetters {
             });
         // A message larger than the topic accepts would be refused forever and block the
         // partition; keep its head and say how large it was.
-        let (payload, hdrs) = if record.payload.len() > self.max_payload {
-            let size = record.payload.len().to_string();
+        let whole = record.payload();
+        let (payload, hdrs) = if whole.len() > self.max_payload {
+            let size = whole.len().to_string();
             let h = hdrs.insert(Header {
                 key: headers::TRUNCATED,
                 value: Some(size.as_str()),
             });
-            (&record.payload[..self.max_payload], h)
+            (&whole[..self.max_payload], h)
         } else {
-            (&record.payload[..], hdrs)
+            (whole, hdrs)
         };
         let mut rec: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&self.topic).payload(payload).headers(hdrs);
-        if let Some(k) = &record.key {
-            rec = rec.key(&k[..]);
+        if let Some(k) = record.key() {
+            rec = rec.key(k);
         }
         // A full local queue is transient: wait for room rather than drop the message.
         produce(&self.producer, &self.topic, rec)?;
@@ -346,7 +347,7 @@ impl DeadLetters for RejectsFile {
             "line": record.offset + 1,
             "errors": rejects.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "kind": rejects.first().map_or("unknown", |e| e.kind()),
-            "raw": String::from_utf8_lossy(&record.payload),
+            "raw": String::from_utf8_lossy(record.payload()),
         });
         writeln!(self.out, "{line}").map_err(|source| DeadLetterError::File {
             path: self.path.display().to_string(),

@@ -141,6 +141,7 @@ impl Shards {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Body;
     use std::sync::mpsc::{sync_channel, Receiver};
 
     fn shards(n: usize) -> (Shards, Vec<Receiver<Input>>) {
@@ -154,8 +155,10 @@ mod tests {
             partition,
             offset,
             timestamp_ms: None,
-            key: None,
-            payload: Vec::new(),
+            body: Body::Owned {
+                key: None,
+                payload: Vec::new(),
+            },
         }
     }
 

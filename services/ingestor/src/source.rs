@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -20,7 +20,7 @@ use sohoa_runtime::config::StartFrom;
 use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::client_errors::{Client, ClientErrors};
 use crate::metrics::Metrics;
-use crate::pipeline::{Input, OffsetCommitter, Record, Shared};
+use crate::pipeline::{Body, Input, OffsetCommitter, Record, Shared};
 use crate::shard::Shards;
 
 /// What the consumer's callbacks need.
@@ -227,6 +227,46 @@ fn rewind(
     true
 }
 
+/// A polled message handed on as it is, not copied: its bytes stay in librdkafka's fetch
+/// buffer until the pipeline has decoded them.
+pub struct Fetched {
+    // Fields drop in order: the message first, then the consumer that owns its memory.
+    msg: BorrowedMessage<'static>,
+    _consumer: Arc<BaseConsumer<IngestContext>>,
+}
+
+impl Fetched {
+    fn new(msg: BorrowedMessage<'_>, consumer: &Arc<BaseConsumer<IngestContext>>) -> Self {
+        // SAFETY: a `BorrowedMessage` borrows the consumer only so that it cannot outlive
+        // the client whose memory holds it. `_consumer` keeps that client alive for as
+        // long as the message, and is dropped after it. librdkafka allows a message to be
+        // destroyed on any thread.
+        let msg =
+            unsafe { std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(msg) };
+        Fetched {
+            msg,
+            _consumer: consumer.clone(),
+        }
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.msg.key()
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.msg.payload().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("key", &self.key())
+            .field("len", &self.payload().len())
+            .finish()
+    }
+}
+
 /// How long the poll loop stops taking messages over the buffer cap before it pauses the
 /// partitions.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
@@ -306,17 +346,16 @@ pub fn poll_loop(
                     if *topic != *m.topic() {
                         topic = Arc::from(m.topic());
                     }
-                    let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-                    shared.buffered.fetch_add(payload.len(), Ordering::SeqCst);
+                    let len = m.payload_len();
+                    shared.buffered.fetch_add(len, Ordering::SeqCst);
                     count += 1;
-                    bytes += payload.len();
+                    bytes += len;
                     let rec = Record {
                         topic: topic.clone(),
                         partition: m.partition(),
                         offset: m.offset(),
                         timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload,
+                        body: Body::Fetched(Fetched::new(m, &consumer)),
                     };
                     ctx.batch
                         .lock()
