@@ -471,8 +471,9 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
     let mut cpu_assigned = 0.0;
     let mut shards = 0;
     let mut cpu_live = vec![0.0; children.len()];
+    let mut pause = Duration::from_millis(50);
     loop {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
         for (i, (child, _)) in children.iter().enumerate() {
             peak_kb = peak_kb.max(vm_hwm_kb(child.id()).unwrap_or(0));
             cpu_live[i] = cpu_secs(child.id()).unwrap_or(cpu_live[i]);
@@ -490,8 +491,18 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         }
         // Received, not yet durable: the drain below makes the rest durable, as it would
         // at any rolling restart, instead of the bench waiting out `flush.max_age_ms`.
-        if sum("sohoa_ingest_received_messages_total") >= n as u64 {
+        let received = sum("sohoa_ingest_received_messages_total");
+        if received >= n as u64 {
             break;
+        }
+        // Each scrape renders every partition's series: at 20 a second that was a
+        // fortieth of a replica's CPU, where Prometheus scrapes every 15 s or so. So
+        // scrape often only while waiting for the assignment, and near the end: the next
+        // scrape comes after half the time the rest should take at the rate so far.
+        if let Some(at) = assigned_at.filter(|_| received > 0) {
+            let rate = received as f64 / (t.elapsed().as_secs_f64() - at).max(1e-3);
+            let rest = (n as u64 - received) as f64 / rate;
+            pause = Duration::from_secs_f64((rest / 2.0).clamp(0.02, 1.0));
         }
         for (child, _) in &mut children {
             assert!(
