@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -360,6 +360,10 @@ pub struct Shared {
     pub buffered: Arc<AtomicUsize>,
     /// Bytes the pipelines hold: decoded rows, and encoded files not yet durable.
     pub held: Arc<AtomicUsize>,
+    /// Pipelines waiting for input with none queued. The source holds back once enough
+    /// is in flight, but the allowance is shared: one shard busy encoding can hold most
+    /// of it while another runs dry, so a starving pipeline lets the source go on.
+    pub starving: Arc<AtomicUsize>,
     /// Threads for decoding a batch and for encoding a flush's files, for a lone pipeline;
     /// `None` when the pipelines are the parallelism (several shards, or one core). They
     /// live as long as the process: starting threads per batch cost little in itself, but
@@ -387,6 +391,7 @@ impl Shared {
         Ok(Shared {
             buffered: Arc::default(),
             held: Arc::default(),
+            starving: Arc::default(),
             workers,
         })
     }
@@ -492,7 +497,16 @@ impl Pipeline {
             // until they free memory: the wait is for storage, not for messages.
             let held =
                 !self.writing.is_empty() && self.shared.level() > self.cfg.buffer_max_bytes * 3 / 4;
-            let input = rx.recv_timeout(Duration::from_millis(timeout));
+            let input = match rx.try_recv() {
+                Ok(input) => Ok(input),
+                Err(TryRecvError::Empty) => {
+                    self.shared.starving.fetch_add(1, Ordering::SeqCst);
+                    let input = rx.recv_timeout(Duration::from_millis(timeout));
+                    self.shared.starving.fetch_sub(1, Ordering::SeqCst);
+                    input
+                }
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            };
             if held { &writing } else { &waiting }.inc_by(wait.elapsed().as_secs_f64());
             match input {
                 Ok(Input::Records(batch)) => {

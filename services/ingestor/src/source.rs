@@ -300,7 +300,13 @@ pub fn poll_loop(
             retry_at = Instant::now() + Duration::from_secs(1);
         }
         let level = || shared.level();
-        let ahead = || shared.buffered.load(Ordering::SeqCst) > ahead_max;
+        let ahead = || {
+            too_far_ahead(
+                shared.buffered.load(Ordering::SeqCst),
+                ahead_max,
+                shared.starving.load(Ordering::SeqCst),
+            )
+        };
         if !paused && (level() > cap || ahead()) {
             // Over the cap, first just stop taking messages for a moment: the pipeline is
             // usually in the middle of a flush that brings the level well down. librdkafka
@@ -380,9 +386,31 @@ pub fn poll_loop(
     let _ = tx.send(Input::Drain(Instant::now() + drain_deadline));
 }
 
+/// Whether `in_flight` undecoded bytes are enough for now. Past the allowance, a pipeline
+/// with nothing queued still gets input, up to twice the allowance: with the shards'
+/// shares unbalanced, one shard waited for input 7% of the time while the source held
+/// back for the other's backlog.
+fn too_far_ahead(in_flight: usize, allowance: usize, starving: usize) -> bool {
+    in_flight > 2 * allowance || (in_flight > allowance && starving == 0)
+}
+
 /// Move newly requested rewinds into `queue`; `true` if there were any.
 fn rewinds_pending(rx: &Receiver<(Arc<str>, i32)>, queue: &mut Vec<(Arc<str>, i32)>) -> bool {
     let before = queue.len();
     queue.extend(rx.try_iter());
     queue.len() > before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_far_ahead;
+
+    #[test]
+    fn a_starving_pipeline_lets_the_source_past_the_allowance_but_not_past_twice_it() {
+        assert!(!too_far_ahead(100, 100, 0));
+        assert!(too_far_ahead(101, 100, 0));
+        assert!(!too_far_ahead(101, 100, 1));
+        assert!(!too_far_ahead(200, 100, 2));
+        assert!(too_far_ahead(201, 100, 1));
+    }
 }
