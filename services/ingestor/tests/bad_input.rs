@@ -592,6 +592,10 @@ fn judge(
                 ),
                 "source headers".into(),
             );
+            miss(
+                d.key.as_deref() == Some(case.label().as_bytes()),
+                "original key kept".into(),
+            );
             match d.headers.get(headers::TRUNCATED) {
                 Some(size) => miss(
                     size == &case.payload.len().to_string()

@@ -205,6 +205,7 @@ pub fn null_count(batches: &[RecordBatch], col: &str) -> usize {
 /// One message read back from the dead-letter topic.
 pub struct DeadLetter {
     pub headers: BTreeMap<String, String>,
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
@@ -246,6 +247,7 @@ pub fn read_dead_letters(brokers: &str, n: usize) -> Vec<DeadLetter> {
                 .unwrap_or_default();
             out.push(DeadLetter {
                 headers,
+                key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().unwrap_or_default().to_vec(),
             });
         }
