@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::raw::{raw_object, Raw, RawList};
+use super::scan::{self, Reader, Scan};
 use super::{DecodeOutput, Decoder, DecoderContext, DecoderKind};
 use crate::error::{DecodeError, Loc, Reason};
 use crate::event::{
@@ -110,6 +111,7 @@ raw_object! {
 }
 
 /// The message as a whole: an object (record or envelope), an array, or junk.
+#[derive(Debug)]
 enum RawTop<'a> {
     Object(Box<RawNode<'a>>),
     Array(Vec<RawNode<'a>>),
@@ -157,6 +159,16 @@ impl<'a> Deserialize<'a> for RawTop<'a> {
     }
 }
 
+impl<'a> Scan<'a> for RawTop<'a> {
+    fn scan(r: &mut Reader<'a>) -> Option<Self> {
+        match r.peek()? {
+            b'{' => RawNode::scan(r).map(|n| RawTop::Object(Box::new(n))),
+            b'[' => r.list().map(RawTop::Array),
+            _ => Raw::scan(r).map(RawTop::Other),
+        }
+    }
+}
+
 /// What the envelope says its items are.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Service {
@@ -189,9 +201,14 @@ impl Decoder for DvcqgDecoder {
             Ok(t) => t,
             Err(e) => return out.rejects.push(e),
         };
-        let top: RawTop<'a> = match serde_json::from_str(text) {
-            Ok(t) => t,
-            Err(e) => return out.rejects.push(root.error(Reason::Syntax(e.to_string()))),
+        // serde_json reads again what the fast reader gives up on: it is the reference,
+        // and it says where a broken message breaks.
+        let top = match scan::parse::<RawTop<'a>>(text) {
+            Some(t) => t,
+            None => match serde_json::from_str(text) {
+                Ok(t) => t,
+                Err(e) => return out.rejects.push(root.error(Reason::Syntax(e.to_string()))),
+            },
         };
         match top {
             RawTop::Array(items) => {
@@ -654,4 +671,166 @@ fn results(
         }
     }
     Ok((docs, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the fast reader and serde_json make of one message, as comparable text.
+    fn both(text: &str) -> (Option<String>, Result<String, String>) {
+        let fast = scan::parse::<RawTop>(text).map(|t| format!("{t:?}"));
+        let slow = serde_json::from_str::<RawTop>(text)
+            .map(|t| format!("{t:?}"))
+            .map_err(|e| e.to_string());
+        (fast, slow)
+    }
+
+    /// Every national sync fixture and bad-input case that is UTF-8.
+    fn corpus() -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
+        let mut texts = Vec::new();
+        for dir in ["fixtures/dvcqg", "bad-input/dvcqg"] {
+            let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            paths.sort();
+            for path in paths {
+                if let Ok(text) = String::from_utf8(std::fs::read(&path).unwrap()) {
+                    texts.push(text);
+                }
+            }
+        }
+        assert!(texts.len() > 50, "only {} files", texts.len());
+        texts
+    }
+
+    #[test]
+    fn the_fast_reader_reads_every_case_as_serde_json_does() {
+        let mut read = 0;
+        for text in &corpus() {
+            match both(text) {
+                (Some(fast), slow) => {
+                    assert_eq!(Ok(fast), slow, "{text}");
+                    read += 1;
+                }
+                // Most cases are valid JSON with bad values; the reader must take them all,
+                // but for integers too long for a u64, which serde_json reads as floats.
+                (None, Ok(_)) => assert!(
+                    text.as_bytes()
+                        .split(|b| !b.is_ascii_digit())
+                        .any(|run| run.len() > 19),
+                    "valid JSON left to serde_json: {text}"
+                ),
+                (None, Err(_)) => {}
+            }
+        }
+        assert!(read > 50, "read {read}");
+    }
+
+    /// Random edits of real messages: wherever the fast reader accepts one, serde_json
+    /// must accept it too and read the same values.
+    #[test]
+    fn edited_messages_are_read_alike_or_left_to_serde_json() {
+        const TOKENS: &[&str] = &[
+            "\"",
+            "\\",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "0",
+            "-",
+            ".",
+            "e",
+            "E+",
+            "7",
+            " ",
+            "\n",
+            "\u{1}",
+            "\\u",
+            "\\ud83d",
+            "\\ude00",
+            "\\u00e9",
+            "null",
+            "true",
+            "-0",
+            "1.5e3",
+            "\"x\":1,",
+            "é",
+            "123456789012345678901",
+            "1e400",
+            "0.1",
+            ",]",
+            ",}",
+            "}{",
+            "][",
+            ",,",
+            "\"\":",
+            "::",
+            "[]",
+            "{}",
+            "\"\\u0041\"",
+        ];
+        let corpus = corpus();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut agreed, mut left, mut rejected) = (0, 0, 0);
+        for _ in 0..30_000 {
+            let mut bytes = corpus[next(corpus.len())].clone().into_bytes();
+            for _ in 0..1 + next(3) {
+                // Half the edits land next to punctuation, where grammar mistakes hide.
+                let marks: Vec<usize> = (0..bytes.len())
+                    .filter(|&i| b"{}[],:\"".contains(&bytes[i]))
+                    .collect();
+                let at = match marks.len() {
+                    n if n > 0 && next(2) == 0 => marks[next(n)] + next(2),
+                    _ => next(bytes.len() + 1),
+                };
+                let token = TOKENS[next(TOKENS.len())].as_bytes();
+                match next(4) {
+                    0 => {
+                        let end = (at + 1 + next(4)).min(bytes.len());
+                        bytes.drain(at.min(end)..end);
+                    }
+                    1 => {
+                        bytes.splice(at..at, token.iter().copied());
+                    }
+                    2 if at < bytes.len() => {
+                        bytes.splice(at..at + 1, token.iter().copied());
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            let Ok(text) = String::from_utf8(bytes) else {
+                continue;
+            };
+            match both(&text) {
+                (Some(fast), slow) => {
+                    assert_eq!(Ok(fast), slow, "{text}");
+                    agreed += 1;
+                }
+                (None, Ok(_)) => left += 1,
+                (None, Err(_)) => rejected += 1,
+            }
+        }
+        // Enough of each outcome that the comparison means something.
+        assert!(
+            agreed > 3_000 && rejected > 3_000,
+            "{agreed} read, {rejected} broken"
+        );
+        // Valid edits the reader declines are slow, not wrong; they should be rare.
+        assert!(
+            left * 20 < agreed,
+            "{left} left to serde_json, {agreed} read"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 mod canonical;
 mod dvcqg;
 mod raw;
+mod scan;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::scan::{Reader, Scan};
 use crate::error::Reason;
 use crate::normalize::{Warning, Warnings};
 
@@ -36,6 +37,20 @@ impl<'a> Raw<'a> {
 
     pub fn is_missing(&self) -> bool {
         matches!(self, Raw::Missing)
+    }
+
+    /// The same value, with a borrowed string copied.
+    pub fn into_owned(self) -> Raw<'static> {
+        match self {
+            Raw::Missing => Raw::Missing,
+            Raw::Null => Raw::Null,
+            Raw::Bool(b) => Raw::Bool(b),
+            Raw::Int(i) => Raw::Int(i),
+            Raw::Float(f) => Raw::Float(f),
+            Raw::Str(s) => Raw::Str(Cow::Owned(s.into_owned())),
+            Raw::Array => Raw::Array,
+            Raw::Object => Raw::Object,
+        }
     }
 
     /// How the value reads in an error message.
@@ -267,6 +282,16 @@ impl<'a, T: Deserialize<'a>> Deserialize<'a> for RawList<T> {
     }
 }
 
+impl<'a, T: Scan<'a>> Scan<'a> for RawList<T> {
+    fn scan(r: &mut Reader<'a>) -> Option<Self> {
+        match r.peek()? {
+            b'[' => r.list().map(RawList::Items),
+            b'n' => Raw::scan(r).map(|_| RawList::Null),
+            _ => Raw::scan(r).map(|v| RawList::NotArray(v.into_owned())),
+        }
+    }
+}
+
 /// A map key, borrowed when it has no escapes.
 pub struct Key<'a>(pub Cow<'a, str>);
 
@@ -325,6 +350,30 @@ macro_rules! raw_object {
                     }
                 }
                 Ok(out)
+            }
+        }
+
+        // The same reading as `from_map` and the serde visitor below, by the fast reader.
+        impl<'a> crate::decode::scan::Scan<'a> for $name<'a> {
+            fn scan(r: &mut crate::decode::scan::Reader<'a>) -> Option<Self> {
+                use crate::decode::scan::Scan;
+                let mut out = Self::default();
+                if r.peek()? != b'{' {
+                    out.not_object = Some(crate::decode::raw::Raw::scan(r)?);
+                    return Some(out);
+                }
+                r.object(|r, key| {
+                    match &*key {
+                        $($key => out.$field = Scan::scan(r)?,)*
+                        $($skip)|* => r.skip()?,
+                        _ => {
+                            out.unknown += 1;
+                            r.skip()?;
+                        }
+                    }
+                    Some(())
+                })?;
+                Some(out)
             }
         }
 
