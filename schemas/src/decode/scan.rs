@@ -203,10 +203,13 @@ impl<'a> Reader<'a> {
         let negative = b[start] == b'-';
         let mut i = start + usize::from(negative);
         let int_start = i;
+        // Wraps past 19 digits, where it is not used.
+        let mut magnitude: u64 = 0;
         match *b.get(i)? {
             b'0' => i += 1,
             b'1'..=b'9' => {
-                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+                    magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
                     i += 1;
                 }
             }
@@ -259,7 +262,6 @@ impl<'a> Reader<'a> {
         if int_digits > 19 {
             return None;
         }
-        let magnitude: u64 = self.text[int_start..i].parse().ok()?;
         if !negative {
             return Some(Raw::from_u64(magnitude));
         }
