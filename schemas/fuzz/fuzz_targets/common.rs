@@ -18,6 +18,12 @@ pub fn check(kind: DecoderKind, data: &[u8]) {
             build_decoder(DecoderKind::Canonical, ctx),
         ]
     });
+    // The dvcqg decoder's fast JSON reader must read as serde_json does, or decline.
+    if let (DecoderKind::Dvcqg, Ok(text)) = (kind, std::str::from_utf8(data)) {
+        if let Err(e) = sohoa_schemas::decode::readers_agree(text) {
+            panic!("{e}");
+        }
+    }
     let decoder = &decoders[kind as usize];
     let mut out = DecodeOutput::default();
     decoder.decode(data, &mut out);

@@ -169,6 +169,20 @@ impl<'a> Scan<'a> for RawTop<'a> {
     }
 }
 
+/// Whether the fast reader and serde_json read `text` alike, where the fast reader reads
+/// it at all. For the differential tests and the fuzz target; not part of the API.
+#[doc(hidden)]
+pub fn readers_agree(text: &str) -> Result<(), String> {
+    let Some(fast) = scan::parse::<RawTop>(text) else {
+        return Ok(());
+    };
+    match serde_json::from_str::<RawTop>(text) {
+        Ok(slow) if format!("{fast:?}") == format!("{slow:?}") => Ok(()),
+        Ok(slow) => Err(format!("read as {fast:?}, serde_json read {slow:?}")),
+        Err(e) => Err(format!("read what serde_json rejects ({e})")),
+    }
+}
+
 /// What the envelope says its items are.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Service {
@@ -677,13 +691,16 @@ fn results(
 mod tests {
     use super::*;
 
-    /// What the fast reader and serde_json make of one message, as comparable text.
-    fn both(text: &str) -> (Option<String>, Result<String, String>) {
-        let fast = scan::parse::<RawTop>(text).map(|t| format!("{t:?}"));
-        let slow = serde_json::from_str::<RawTop>(text)
-            .map(|t| format!("{t:?}"))
-            .map_err(|e| e.to_string());
-        (fast, slow)
+    /// Whether the fast reader and serde_json each read one message, after checking
+    /// that they agree where both do.
+    fn both(text: &str) -> (bool, bool) {
+        if let Err(e) = readers_agree(text) {
+            panic!("{e}: {text}");
+        }
+        (
+            scan::parse::<RawTop>(text).is_some(),
+            serde_json::from_str::<RawTop>(text).is_ok(),
+        )
     }
 
     /// Every national sync fixture and bad-input case that is UTF-8.
@@ -711,19 +728,16 @@ mod tests {
         let mut read = 0;
         for text in &corpus() {
             match both(text) {
-                (Some(fast), slow) => {
-                    assert_eq!(Ok(fast), slow, "{text}");
-                    read += 1;
-                }
+                (true, _) => read += 1,
                 // Most cases are valid JSON with bad values; the reader must take them all,
                 // but for integers too long for a u64, which serde_json reads as floats.
-                (None, Ok(_)) => assert!(
+                (false, true) => assert!(
                     text.as_bytes()
                         .split(|b| !b.is_ascii_digit())
                         .any(|run| run.len() > 19),
                     "valid JSON left to serde_json: {text}"
                 ),
-                (None, Err(_)) => {}
+                (false, false) => {}
             }
         }
         assert!(read > 50, "read {read}");
@@ -784,9 +798,10 @@ mod tests {
             (seed % n as u64) as usize
         };
         let (mut agreed, mut left, mut rejected) = (0, 0, 0);
-        for _ in 0..30_000 {
+        for _ in 0..40_000 {
             let mut bytes = corpus[next(corpus.len())].clone().into_bytes();
-            for _ in 0..1 + next(3) {
+            // Mostly one edit, so that a second does not hide what the first broke.
+            for _ in 0..1 + next(4) / 3 {
                 // Half the edits land next to punctuation, where grammar mistakes hide.
                 let marks: Vec<usize> = (0..bytes.len())
                     .filter(|&i| b"{}[],:\"".contains(&bytes[i]))
@@ -814,12 +829,9 @@ mod tests {
                 continue;
             };
             match both(&text) {
-                (Some(fast), slow) => {
-                    assert_eq!(Ok(fast), slow, "{text}");
-                    agreed += 1;
-                }
-                (None, Ok(_)) => left += 1,
-                (None, Err(_)) => rejected += 1,
+                (true, _) => agreed += 1,
+                (false, true) => left += 1,
+                (false, false) => rejected += 1,
             }
         }
         // Enough of each outcome that the comparison means something.

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use canonical::CanonicalDecoder;
+#[doc(hidden)]
+pub use dvcqg::readers_agree;
 pub use dvcqg::DvcqgDecoder;
 
 use crate::error::DecodeError;
