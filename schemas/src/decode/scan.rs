@@ -1,15 +1,16 @@
 //! A JSON reader for the raw shapes, written for the one job the ingestor does most.
 //!
-//! Going through serde's visitors cost about half of decoding a national sync record:
-//! every key and value is a trait call into a generic deserializer, and every skipped
-//! value is walked token by token. This reader fills the same [`Raw`] shapes directly.
+//! In a profile, serde_json's generic visitor calls and its token-by-token walk over
+//! skipped values were about half of decoding a national sync record. This reader fills
+//! the same [`Raw`] shapes directly, which made decode + normalize about 13% faster
+//! (BENCHMARKS.md, ninth session); most of what is left is scanning each string's bytes.
 //!
-//! It only ever accepts. On anything it is not sure of (a syntax error, a lone
-//! surrogate, a number serde_json would read differently, nesting past [`MAX_DEPTH`]) it
+//! It never judges a message bad. On anything it is not sure of (a syntax error, a lone
+//! surrogate, a number serde_json might read differently, nesting past [`MAX_DEPTH`]) it
 //! gives up with `None`, and the caller decodes the message again with serde_json, which
 //! is the reference: it either reads the same values or says what is wrong and where.
-//! A differential test holds the two to the same result on valid input and checks that
-//! this reader never accepts what serde_json rejects.
+//! A differential test and the fuzz target hold the two to the same result on valid
+//! input, and check that this reader never accepts what serde_json rejects.
 
 use std::borrow::Cow;
 
