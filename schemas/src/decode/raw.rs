@@ -362,11 +362,23 @@ macro_rules! raw_object {
                     out.not_object = Some(crate::decode::raw::Raw::scan(r)?);
                     return Some(out);
                 }
-                r.object(|r, key| {
-                    match &*key {
-                        $($key => out.$field = Scan::scan(r)?,)*
-                        $($skip)|* => r.skip()?,
-                        _ => {
+                // The fields by their index in NAMES, which lists them first and the
+                // skipped keys after them.
+                #[allow(non_camel_case_types)]
+                #[derive(Clone, Copy)]
+                enum Field { $($field,)* }
+                const FIELDS: &[Field] = &[$(Field::$field,)*];
+                const NAMES: &[&[u8]] = &[
+                    $(concat!("\"", $key, "\"").as_bytes(),)*
+                    $(concat!("\"", $skip, "\"").as_bytes(),)*
+                ];
+                const _: () = assert!(NAMES.len() <= crate::decode::scan::KeyOrder::MAX_NAMES);
+                static ORDER: crate::decode::scan::KeyOrder = crate::decode::scan::KeyOrder::new();
+                r.fields(NAMES, &ORDER, |r, index| {
+                    match index.map(|i| FIELDS.get(i)) {
+                        $(Some(Some(Field::$field)) => out.$field = Scan::scan(r)?,)*
+                        Some(None) => r.skip()?,
+                        None => {
                             out.unknown += 1;
                             r.skip()?;
                         }
