@@ -205,19 +205,16 @@ impl Decoder for CanonicalDecoder {
             Ok(v) => v,
             Err(e) => return out.rejects.push(root.error(Reason::Syntax(e.to_string()))),
         };
-        let mut push = |r: Result<DossierEvent<'static>, DecodeError>| match r {
-            Ok(e) => out.events.push(e),
-            Err(e) => out.rejects.push(e),
-        };
         match &value {
             Value::Array(items) => {
                 for (i, v) in items.iter().enumerate() {
-                    push(self.one(v, &root.index(i), &mut out.warnings));
+                    let r = self.one(v, &root.index(i), &mut out.warnings);
+                    out.push(r);
                 }
             }
             v => {
                 let r = self.one(v, &root, &mut out.warnings);
-                push(r)
+                out.push(r)
             }
         }
     }

@@ -303,7 +303,7 @@ impl DvcqgDecoder {
                             step.ma_ho_so = parent.clone();
                         }
                         let r = self.progress(step, &step_loc, &mut out.warnings);
-                        push(out, r);
+                        out.push(r);
                     }
                 }
                 Err(reason) => out.rejects.push(steps_loc.error(reason)),
@@ -322,7 +322,7 @@ impl DvcqgDecoder {
         } else {
             self.snapshot(node, loc, &mut out.warnings)
         };
-        push(out, r);
+        out.push(r);
     }
 
     fn snapshot<'a>(
@@ -528,13 +528,6 @@ impl DvcqgDecoder {
             }
         }
         Ok(None)
-    }
-}
-
-fn push<'a>(out: &mut DecodeOutput<'a>, r: Result<DossierEvent<'a>, DecodeError>) {
-    match r {
-        Ok(e) => out.events.push(e),
-        Err(e) => out.rejects.push(e),
     }
 }
 

@@ -34,11 +34,27 @@ pub struct DecodeOutput<'a> {
     pub warnings: Warnings,
 }
 
-impl DecodeOutput<'_> {
+impl<'a> DecodeOutput<'a> {
     pub fn clear(&mut self) {
         self.events.clear();
         self.rejects.clear();
         self.warnings = Warnings::default();
+    }
+
+    /// A record's event, or why it could not become one.
+    pub(crate) fn push(&mut self, r: Result<DossierEvent<'a>, DecodeError>) {
+        match r {
+            Ok(e) => {
+                // Most messages hold one event. A first push would make room for four,
+                // 1.6 KB, past mimalloc's small-object path; allocating them was 1.5% of a
+                // replica's CPU. One event is 392 bytes.
+                if self.events.capacity() == 0 {
+                    self.events.reserve_exact(1);
+                }
+                self.events.push(e)
+            }
+            Err(e) => self.rejects.push(e),
+        }
     }
 }
 
