@@ -353,18 +353,6 @@ impl<'a> Reader<'a> {
         (self.depth <= MAX_DEPTH).then_some(())
     }
 
-    /// An object, handing each key to `field`, which must consume its value.
-    pub(crate) fn object(
-        &mut self,
-        mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
-    ) -> Option<()> {
-        self.delimited(b'{', b'}', |r| {
-            let key = r.string()?;
-            r.expect(b':')?;
-            field(r, key)
-        })
-    }
-
     /// An object of a known shape: hands `field` each key's index in `names` (each name
     /// written with its quotes, as `"\"MaHoSo\""`), or `None` for a key not among them;
     /// `field` must consume the value. `order` learns the order keys come in, so most keys
@@ -455,7 +443,12 @@ impl<'a> Reader<'a> {
     pub(crate) fn skip(&mut self) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => self.object(|r, _| r.skip()),
+            // Its keys are checked like any string, and dropped with their values.
+            b'{' => self.delimited(b'{', b'}', |r| {
+                r.string()?;
+                r.expect(b':')?;
+                r.skip()
+            }),
             b'[' => self.array(Self::skip),
             _ => self.scalar().map(drop),
         }
