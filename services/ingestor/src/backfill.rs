@@ -5,7 +5,6 @@
 //! resumes after the last committed line and never duplicates. Rejected lines go to a
 //! rejects file, with the reason and the original text.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sohoa_runtime::{Config, Storage};
-use sohoa_schemas::{build_decoder, Decoder, DecoderContext, DecoderKind};
+use sohoa_schemas::{build_decoder, DecoderContext, DecoderKind};
 
 use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::dead_letter::RejectsFile;
 use crate::pipeline::{
-    self, Body, Input, NoCommit, Pipeline, PipelineConfig, Record, Shared, Totals,
+    self, Body, Decoders, Input, NoCommit, Pipeline, PipelineConfig, Record, Shared, Totals,
 };
 use crate::{pseudonymizer, IngestError, Metrics};
 
@@ -101,7 +100,7 @@ pub fn run(
         }
         contents.push((file_topic(f, &bytes), bytes));
     }
-    let mut decoders: HashMap<Arc<str>, Box<dyn Decoder>> = HashMap::new();
+    let mut decoders = Decoders::default();
     for (topic, _) in &contents {
         let ctx = DecoderContext {
             source_system: Arc::from(job.source_system.as_str()),

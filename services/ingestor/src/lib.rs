@@ -17,7 +17,6 @@ pub mod shard;
 pub mod source;
 pub mod write;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use sohoa_runtime::{Config, Storage};
-use sohoa_schemas::{build_decoder, Decoder, DecoderContext, Pseudonymizer};
+use sohoa_schemas::{build_decoder, DecoderContext, Pseudonymizer};
 
 pub use metrics::Metrics;
 pub use pipeline::Totals;
@@ -70,7 +69,7 @@ pub fn pseudonymizer(cfg: &Config) -> Result<Arc<Pseudonymizer>, IngestError> {
     }))
 }
 
-fn decoders(cfg: &Config, pseudo: &Arc<Pseudonymizer>) -> HashMap<Arc<str>, Box<dyn Decoder>> {
+fn decoders(cfg: &Config, pseudo: &Arc<Pseudonymizer>) -> pipeline::Decoders {
     cfg.topics
         .iter()
         .map(|t| {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rayon::prelude::*;
+use rustc_hash::FxBuildHasher;
 use sohoa_runtime::config::FlushConfig;
 use sohoa_schemas::normalize::vn_day;
 use sohoa_schemas::{DecodeOutput, Decoder, EventBatchBuilder, Lineage};
@@ -264,6 +265,11 @@ impl PartState {
 /// A source partition: topic and partition number.
 type PartKey = (Arc<str>, i32);
 
+/// The decoder of each topic. Both maps are looked up for every message (five hashes of
+/// the topic), so they hash with Fx rather than SipHash: the keys are the configured topics
+/// and the partitions the broker assigns, not input an attacker chooses.
+pub type Decoders = HashMap<Arc<str>, Box<dyn Decoder>, FxBuildHasher>;
+
 /// How many partitions' storage writes run at once, across all flushes in flight.
 const FLUSH_CONCURRENCY: usize = 16;
 
@@ -404,8 +410,8 @@ impl Shared {
 
 pub struct Pipeline {
     cfg: PipelineConfig,
-    decoders: HashMap<Arc<str>, Box<dyn Decoder>>,
-    parts: HashMap<PartKey, PartState>,
+    decoders: Decoders,
+    parts: HashMap<PartKey, PartState, FxBuildHasher>,
     checkpointer: Checkpointer,
     rt: tokio::runtime::Handle,
     format: FileFormat,
@@ -439,7 +445,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: PipelineConfig,
-        decoders: HashMap<Arc<str>, Box<dyn Decoder>>,
+        decoders: Decoders,
         checkpointer: Checkpointer,
         rt: tokio::runtime::Handle,
         dead: Box<dyn DeadLetters>,
@@ -455,7 +461,7 @@ impl Pipeline {
         Ok(Pipeline {
             cfg,
             decoders,
-            parts: HashMap::new(),
+            parts: HashMap::default(),
             checkpointer,
             rt,
             format,
@@ -1237,7 +1243,7 @@ impl Pipeline {
 /// Decode a batch on the worker threads, in order. `None` for the records not `wanted`.
 fn decode_batch<'a>(
     workers: Option<&rayon::ThreadPool>,
-    decoders: &HashMap<Arc<str>, Box<dyn Decoder>>,
+    decoders: &Decoders,
     batch: &'a [Record],
     wanted: &[bool],
 ) -> Vec<Option<DecodeOutput<'a>>> {
@@ -1342,7 +1348,7 @@ mod tests {
 
     #[test]
     fn a_decoder_panic_becomes_a_dead_letter_and_order_is_kept_across_threads() {
-        let mut decoders: HashMap<Arc<str>, Box<dyn Decoder>> = HashMap::new();
+        let mut decoders = Decoders::default();
         decoders.insert(Arc::from("t"), Box::new(Buggy));
         let batch: Vec<Record> = (0..200)
             .map(|i| record(i, if i % 7 == 3 { b"!x" } else { b"{}" }))
