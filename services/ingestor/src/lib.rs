@@ -205,7 +205,8 @@ pub fn run(
         metrics: metrics.clone(),
         start_from: cfg.kafka.start_from,
         fatal: fatal.clone(),
-        batch: std::sync::Mutex::new(Vec::new()),
+        batch: std::sync::Mutex::default(),
+        buffered: shared.buffered.clone(),
     };
     let consumer: Arc<BaseConsumer<IngestContext>> =
         Arc::new(consumer_config(cfg).create_with_context(ctx)?);

@@ -3,7 +3,7 @@
 //! so they run on that thread too, where blocking is allowed: a revocation waits until
 //! the pipeline has flushed or dropped the revoked partitions, then acknowledges.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,9 +35,19 @@ pub struct IngestContext {
     /// Records polled and not yet handed to the pipeline. It lives here, not in the poll
     /// loop, because a rebalance can fire inside any `poll`: the callbacks send it first,
     /// so the pipeline still sees every record before the assignment change that follows.
-    pub batch: Mutex<Vec<Record>>,
+    pub batch: Mutex<Polled>,
+    /// Bytes in flight to the pipelines (`Shared::buffered`): a batch's bytes are added as
+    /// it is sent.
+    pub buffered: Arc<AtomicUsize>,
     /// Where the consumer's client errors are counted and logged.
     pub errors: Arc<ClientErrors>,
+}
+
+/// The batch being polled, with the size of its payloads.
+#[derive(Default)]
+pub struct Polled {
+    records: Vec<Record>,
+    bytes: usize,
 }
 
 /// Records handed to the pipeline at once: one channel hand-off (and one wake-up of the
@@ -86,7 +96,15 @@ impl IngestContext {
     /// Hand the polled records to the pipeline; `false` when it has stopped.
     fn send_batch(&self) -> bool {
         let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|e| e.into_inner()));
-        batch.is_empty() || self.tx.send(Input::Records(batch)).is_ok()
+        if batch.records.is_empty() {
+            return true;
+        }
+        // Added once per batch, not per message: this counter is shared with the shards,
+        // and its cache line moving between cores for each message was a sixth of the poll
+        // loop's own time. It is added before the shards can see the batch, and so before
+        // they subtract it.
+        self.buffered.fetch_add(batch.bytes, Ordering::SeqCst);
+        self.tx.send(Input::Records(batch.records)).is_ok()
     }
 
     /// Recover each partition from storage and start it exactly where storage stops.
@@ -353,7 +371,6 @@ pub fn poll_loop(
                         topic = Arc::from(m.topic());
                     }
                     let len = m.payload_len();
-                    shared.buffered.fetch_add(len, Ordering::SeqCst);
                     count += 1;
                     bytes += len;
                     let rec = Record {
@@ -363,10 +380,9 @@ pub fn poll_loop(
                         timestamp_ms: m.timestamp().to_millis(),
                         body: Body::Fetched(Fetched::new(m, &consumer)),
                     };
-                    ctx.batch
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(rec);
+                    let mut pending = ctx.batch.lock().unwrap_or_else(|e| e.into_inner());
+                    pending.records.push(rec);
+                    pending.bytes += len;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => ctx.errors.polled(&e),
