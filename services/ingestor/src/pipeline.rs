@@ -592,10 +592,7 @@ impl Pipeline {
     fn on_batch(&mut self, batch: &[Record]) -> Result<(), PipelineError> {
         let mut wanted = Vec::with_capacity(batch.len());
         for r in batch {
-            if !self.decoders.contains_key(&r.topic) {
-                return Err(PipelineError::UnknownTopic(r.topic.to_string()));
-            }
-            let st = self.parts.get(&(r.topic.clone(), r.partition));
+            let st = self.parts.get(&(self.own_topic(&r.topic)?, r.partition));
             wanted.push(st.is_none_or(|st| !st.skips(r.offset)));
         }
         let outputs = decode_batch(
@@ -613,13 +610,24 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The topic as this shard's own `Arc` (its decoder's key), for keys into `parts`.
+    /// A record's `Arc` is cloned and dropped by the poll thread and by the other shards
+    /// too, and cloning it for each key moved its count's cache line between cores several
+    /// times per message.
+    fn own_topic(&self, topic: &str) -> Result<Arc<str>, PipelineError> {
+        match self.decoders.get_key_value(topic) {
+            Some((own, _)) => Ok(own.clone()),
+            None => Err(PipelineError::UnknownTopic(topic.to_string())),
+        }
+    }
+
     fn apply(&mut self, r: &Record, out: DecodeOutput<'_>) -> Result<(), PipelineError> {
-        let key = (r.topic.clone(), r.partition);
+        let key = (self.own_topic(&r.topic)?, r.partition);
         if !self.parts.contains_key(&key) {
             // A source that does not announce assignments (files) starts from storage.
             self.parts.insert(
                 key.clone(),
-                PartState::new(r.topic.clone(), r.partition, None),
+                PartState::new(key.0.clone(), r.partition, None),
             );
         }
         let st = self.parts.get_mut(&key).expect("inserted above");
