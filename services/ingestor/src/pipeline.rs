@@ -612,9 +612,12 @@ impl Pipeline {
             batch,
             &wanted,
         );
+        // One ingest time for the batch: a clock read per record was 0.6% of a replica's
+        // CPU, and the batch's records are buffered within a few milliseconds.
+        let ingested_at = now_ms() * 1000;
         for (r, out) in batch.iter().zip(outputs) {
             match out {
-                Some(out) => self.apply(r, out)?,
+                Some(out) => self.apply(r, out, ingested_at)?,
                 None => self.totals.skipped_durable += 1,
             }
         }
@@ -632,7 +635,12 @@ impl Pipeline {
         }
     }
 
-    fn apply(&mut self, r: &Record, out: DecodeOutput<'_>) -> Result<(), PipelineError> {
+    fn apply(
+        &mut self,
+        r: &Record,
+        out: DecodeOutput<'_>,
+        ingested_at: i64,
+    ) -> Result<(), PipelineError> {
         let key = (self.own_topic(&r.topic)?, r.partition);
         if !self.parts.contains_key(&key) {
             // A source that does not announce assignments (files) starts from storage.
@@ -647,7 +655,6 @@ impl Pipeline {
             self.totals.skipped_durable += 1;
             return Ok(());
         }
-        let ingested_at = now_ms() * 1000;
         let lineage = Lineage {
             topic: &r.topic,
             partition: r.partition,
