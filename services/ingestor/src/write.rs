@@ -22,8 +22,6 @@ pub enum WriteError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("zstd level {0} is invalid")]
     Level(i32),
-    #[error("a batch of another schema than the file format's: {0}")]
-    Schema(String),
 }
 
 /// Columns whose values are (nearly) all distinct within a file. A dictionary of them is
@@ -113,18 +111,22 @@ impl FileFormat {
                 }),
             })
             .collect();
-        // The schemas worked out in `new` describe only batches of this schema.
-        if *batch.schema() != *self.schema {
-            return Err(WriteError::Schema(format!("{:?}", batch.schema().fields())));
-        }
         let indices = lexsort_to_indices(&columns, None)?;
         let sorted = take_record_batch(batch, &indices)?;
         let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4 + 4096);
-        let options = ArrowWriterOptions::new()
-            .with_properties((*self.props).clone())
-            .with_parquet_schema(self.parquet_schema.clone())
-            .with_skip_arrow_metadata(true);
-        let mut writer = ArrowWriter::try_new_with_options(&mut buf, sorted.schema(), options)?;
+        let props = (*self.props).clone();
+        // The schemas worked out in `new` describe only batches of that schema. Others
+        // (compaction reads files whose schema metadata may differ) are written as
+        // `ArrowWriter` writes them, which replaces the encoded schema in `props`.
+        let mut writer = if *sorted.schema() == *self.schema {
+            let options = ArrowWriterOptions::new()
+                .with_properties(props)
+                .with_parquet_schema(self.parquet_schema.clone())
+                .with_skip_arrow_metadata(true);
+            ArrowWriter::try_new_with_options(&mut buf, sorted.schema(), options)?
+        } else {
+            ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props))?
+        };
         writer.write(&sorted)?;
         writer.close()?;
         Ok(Bytes::from(buf))
@@ -250,16 +252,27 @@ mod tests {
             .any(|kv| kv.key == parquet::arrow::ARROW_SCHEMA_META_KEY));
     }
 
+    /// A batch of another schema (here, with schema-level metadata) is written with its
+    /// own schema, not the one worked out in `new`.
     #[test]
-    fn a_batch_of_another_schema_is_refused() {
+    fn a_batch_of_another_schema_is_written_with_its_own() {
         let format = FileFormat::new(&events_schema(), 1024, 1).unwrap();
         let batch = fixture_batch();
-        let fewer = batch
-            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
-            .unwrap();
-        match format.encode(&fewer) {
-            Err(WriteError::Schema(_)) => {}
-            other => panic!("{other:?}"),
-        }
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert("origin".to_string(), "compaction".to_string());
+        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+        let other = RecordBatch::try_new(schema, batch.columns().to_vec()).unwrap();
+        let data = format.encode(&other).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data).unwrap();
+        assert_eq!(
+            reader.schema().metadata().get("origin").map(String::as_str),
+            Some("compaction")
+        );
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            read.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            batch.num_rows()
+        );
     }
 }
