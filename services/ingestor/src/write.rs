@@ -211,6 +211,8 @@ mod tests {
         let schema = events_schema();
         let format = FileFormat::new(&schema, 1024, 1).unwrap();
         let batch = fixture_batch();
+        // The ingest path's batches take the schemas worked out in `new`.
+        assert!(*batch.schema() == *format.schema);
         let fast = format.encode(&batch).unwrap();
 
         let columns: Vec<SortColumn> = format
