@@ -98,8 +98,8 @@ impl FileFormat {
         })
     }
 
-    /// Sort by agency then event time, and encode as one Parquet file.
-    pub fn encode(&self, batch: &RecordBatch) -> Result<Bytes, WriteError> {
+    /// The rows sorted by agency then event time, nulls first.
+    fn sorted(&self, batch: &RecordBatch) -> Result<RecordBatch, WriteError> {
         let columns: Vec<SortColumn> = self
             .sort_keys
             .iter()
@@ -112,7 +112,12 @@ impl FileFormat {
             })
             .collect();
         let indices = lexsort_to_indices(&columns, None)?;
-        let sorted = take_record_batch(batch, &indices)?;
+        Ok(take_record_batch(batch, &indices)?)
+    }
+
+    /// Sort by agency then event time, and encode as one Parquet file.
+    pub fn encode(&self, batch: &RecordBatch) -> Result<Bytes, WriteError> {
+        let sorted = self.sorted(batch)?;
         let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4 + 4096);
         let props = (*self.props).clone();
         // The schemas worked out in `new` describe only batches of that schema. Others
@@ -215,19 +220,7 @@ mod tests {
         assert!(*batch.schema() == *format.schema);
         let fast = format.encode(&batch).unwrap();
 
-        let columns: Vec<SortColumn> = format
-            .sort_keys
-            .iter()
-            .map(|&i| SortColumn {
-                values: batch.column(i).clone(),
-                options: Some(SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                }),
-            })
-            .collect();
-        let sorted =
-            take_record_batch(&batch, &lexsort_to_indices(&columns, None).unwrap()).unwrap();
+        let sorted = format.sorted(&batch).unwrap();
         // `try_new` converts the schema, encodes it again and replaces the one in `props`.
         let props = (*format.props).clone();
         let mut plain = Vec::new();
