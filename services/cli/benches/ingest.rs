@@ -335,9 +335,7 @@ fn main() {
     line("bare consumer in a group, from 1st message", bare_secs);
     println!("    (joining the group took {bare_join:.2} s before that)");
     for (r, kcat_before, run) in &runs {
-        // Measured from the moment every partition is assigned, as the bare consumer is:
-        // the group join is the broker's fixed cost, not the ingestor's throughput.
-        let secs = run.secs - run.assigned_at;
+        let secs = run.measured_secs();
         line(&format!("sohoa ingest x{r}, assigned to durable"), secs);
         let ratio = |k: Option<f64>| k.map_or("-".to_string(), |k| format!("{:.2}", k / secs));
         println!(
@@ -377,11 +375,14 @@ fn main() {
     }
     // One run's ratio moves by a third with the host (BENCHMARKS.md): with a replica count
     // repeated (`SOHOA_BENCH_REPLICAS=1,1,1,1,1`), the spread is what to judge by.
-    for count in [1, 2, 3] {
+    let mut counts = replicas.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    for count in counts {
         let mut ratios: Vec<f64> = runs
             .iter()
             .filter(|(r, _, _)| *r == count)
-            .filter_map(|(_, k, run)| k.map(|k| k / (run.secs - run.assigned_at)))
+            .filter_map(|(_, k, run)| k.map(|k| k / run.measured_secs()))
             .collect();
         if ratios.len() < 2 {
             continue;
@@ -438,6 +439,14 @@ struct Run {
     /// ext4 without a journal, creating inodes soon after thousands were deleted scans past
     /// every recently freed one (`recently_deleted`), which would slow the next run down.
     _storage: tempfile::TempDir,
+}
+
+impl Run {
+    /// Seconds from the moment every partition is assigned, as the bare consumer is
+    /// measured: the group join is the broker's fixed cost, not the ingestor's throughput.
+    fn measured_secs(&self) -> f64 {
+        self.secs - self.assigned_at
+    }
 }
 
 /// Run `replicas` ingestor processes in a fresh group and storage until every message is
