@@ -27,6 +27,9 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    /// Only the variable's name is shown: its value may be a secret.
+    #[error("environment variable {name}: {reason}")]
+    Environment { name: String, reason: &'static str },
 }
 
 /// The whole configuration of every sohoa service.
@@ -306,10 +309,48 @@ impl ScorecardConfig {
     }
 }
 
+/// The variables that configure sohoa, out of the whole environment. `std::env::vars`
+/// panics on the first value that is not UTF-8, and the panic message prints that value,
+/// which may be a secret; so the environment is read as `OsString`s and only sohoa's own
+/// variables must be UTF-8. Others (a binary pseudonym key included) are left alone.
+pub fn sohoa_environment(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let ours = |name: &str| {
+        name.starts_with(KAFKA_PROP_ENV_PREFIX) || name.starts_with(&format!("{ENV_PREFIX}__"))
+    };
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        let name = match name.into_string() {
+            Ok(name) => name,
+            Err(name) if ours(&name.to_string_lossy()) => {
+                return Err(ConfigError::Environment {
+                    name: name.to_string_lossy().into_owned(),
+                    reason: "the name is not valid UTF-8",
+                })
+            }
+            Err(_) => continue,
+        };
+        if !ours(&name) {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => out.push((name, value)),
+            Err(_) => {
+                return Err(ConfigError::Environment {
+                    name,
+                    reason: "the value is not valid UTF-8",
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Config {
     /// Defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, std::env::vars())
+        Self::load_with_env(file, sohoa_environment(std::env::vars_os())?)
     }
 
     /// As [`Config::load`], with the environment passed in (for tests).
@@ -549,5 +590,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("xml") && e.contains("decoder"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_is_read_as_bytes_and_only_sohoa_variables_must_be_utf8() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let secret = b"s3cr\xffet-value".to_vec();
+        let os = |k: &str, v: Vec<u8>| (OsString::from(k), OsString::from_vec(v));
+        // Another program's binary variable, and a binary pseudonym key: not ours to parse.
+        let vars = vec![
+            os("LANG", b"C".to_vec()),
+            os("OTHER_TOOL", secret.clone()),
+            os("SOHOA_PSEUDONYM_KEY", secret.clone()),
+            os("SOHOA__FLUSH__MAX_AGE_MS", b"7".to_vec()),
+        ];
+        let env = sohoa_environment(vars).unwrap();
+        assert_eq!(env, [("SOHOA__FLUSH__MAX_AGE_MS".into(), "7".into())]);
+
+        for name in ["SOHOA__KAFKA__BROKERS", "SOHOA_KAFKA_PROP_SASL_PASSWORD"] {
+            let e = sohoa_environment(vec![os(name, secret.clone())])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("environment variable {name}: the value is not valid UTF-8")
+            );
+            assert!(
+                !e.contains("s3cr"),
+                "the value stays out of the message: {e}"
+            );
+        }
+        let bad_name = (
+            OsString::from_vec(b"SOHOA__FLUSH__\xff".to_vec()),
+            OsString::from("1"),
+        );
+        let e = sohoa_environment(vec![bad_name]).unwrap_err().to_string();
+        assert!(e.contains("the name is not valid UTF-8"), "{e}");
     }
 }
