@@ -15,6 +15,17 @@ pub const KEY_ENV: &str = "SOHOA_PSEUDONYM_KEY";
 /// Keys shorter than this are refused: HMAC security rests on the key's entropy.
 pub const MIN_KEY_BYTES: usize = 16;
 
+/// The Parquet key-value metadata entry (and Arrow schema metadata entry) that names the
+/// fingerprint of the key a file's pseudonyms were made with.
+pub const KEY_FINGERPRINT_METADATA: &str = "sohoa.pseudonym_key";
+
+/// What a key's fingerprint is the MAC of.
+const FINGERPRINT_INPUT: &[u8] = b"sohoa pseudonym key fingerprint v1";
+
+/// Keeps digests of raw bytes apart from pseudonyms: an ID number's pseudonym and the
+/// digest of the same bytes must differ.
+const DIGEST_DOMAIN: &[u8] = b"sohoa raw digest v1\0";
+
 /// The well-known key of development mode. Pseudonyms made with it protect nothing.
 const DEVELOPMENT_KEY: &[u8] = b"sohoa-development-key-NOT-FOR-PRODUCTION";
 
@@ -24,7 +35,12 @@ pub enum PseudonymError {
     MissingKey,
     #[error("{KEY_ENV} is too short ({len} bytes): use at least {MIN_KEY_BYTES} bytes")]
     ShortKey { len: usize },
+    #[error("{KEY_ENV} is set and development mode is on ({DEVELOPMENT_SETTING}): choose one. Development mode would pseudonymize with the public key and ignore the real one")]
+    BothKeys,
 }
+
+/// Where development mode is switched on, for messages.
+pub const DEVELOPMENT_SETTING: &str = "privacy.development_mode, SOHOA__PRIVACY__DEVELOPMENT_MODE";
 
 /// Turns ID numbers into HMAC-SHA256 pseudonyms. Its `Debug` output never shows the key.
 #[derive(Clone)]
@@ -54,6 +70,18 @@ impl Pseudonymizer {
         }
     }
 
+    /// The key a service is configured with: the public development key in development
+    /// mode, else `SOHOA_PSEUDONYM_KEY`. Both at once is an error rather than a silent
+    /// choice: data pseudonymized with the public key must never pass for production data.
+    pub fn configured(development_mode: bool) -> Result<Self, PseudonymError> {
+        let key_set = std::env::var_os(KEY_ENV).is_some_and(|k| !k.is_empty());
+        match (development_mode, key_set) {
+            (true, true) => Err(PseudonymError::BothKeys),
+            (true, false) => Ok(Self::development()),
+            (false, _) => Self::from_env(),
+        }
+    }
+
     /// Development mode: a fixed, public key. Only for the demo and tests; it logs loudly
     /// so it cannot slip into production unnoticed.
     pub fn development() -> Self {
@@ -70,6 +98,33 @@ impl Pseudonymizer {
 
     pub fn is_development(&self) -> bool {
         self.development
+    }
+
+    /// Names the key without revealing it: the first 8 hex digits of the HMAC of a fixed
+    /// string. Written into every file sohoa stores, so that tables pseudonymized under
+    /// different keys (the public development key above all) are never mixed unnoticed.
+    pub fn fingerprint(&self) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(FINGERPRINT_INPUT);
+        crate::normalize::to_hex(&mac.finalize().into_bytes()[..4])
+    }
+
+    /// The fingerprint of the public development key.
+    pub fn development_fingerprint() -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(DEVELOPMENT_KEY).expect("HMAC takes keys of any length");
+        mac.update(FINGERPRINT_INPUT);
+        crate::normalize::to_hex(&mac.finalize().into_bytes()[..4])
+    }
+
+    /// A keyed digest of raw bytes (a rejected line, say): equal inputs give equal digests
+    /// under one key, so a rejected record can be matched to its source line by whoever
+    /// holds the key, while the digest alone reveals nothing of a short ID inside it.
+    pub fn digest(&self, bytes: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(DIGEST_DOMAIN);
+        mac.update(bytes);
+        crate::normalize::to_hex(&mac.finalize().into_bytes())
     }
 
     /// The pseudonym of an ID number: spaces, dots and dashes removed, upper-cased, then
@@ -149,6 +204,8 @@ impl fmt::Debug for Pseudonymizer {
 mod tests {
     use super::*;
 
+    const FINGERPRINT_OF_TEST_KEY: &str = "4b745989";
+
     #[test]
     fn pseudonyms_are_keyed_and_stable() {
         let a = Pseudonymizer::new(b"0123456789abcdef-key-a").unwrap();
@@ -220,6 +277,44 @@ mod tests {
         );
         let msg = PseudonymError::MissingKey.to_string();
         assert!(msg.contains("SOHOA_PSEUDONYM_KEY"), "{msg}");
+    }
+
+    #[test]
+    fn fingerprints_name_the_key_and_the_development_key_is_known() {
+        let a = Pseudonymizer::new(b"0123456789abcdef-key-a").unwrap();
+        let b = Pseudonymizer::new(b"0123456789abcdef-key-b").unwrap();
+        assert_eq!(a.fingerprint().len(), 8);
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let dev = Pseudonymizer::development();
+        assert_eq!(dev.fingerprint(), Pseudonymizer::development_fingerprint());
+        assert_ne!(a.fingerprint(), dev.fingerprint());
+        // HMAC-SHA256(key, "sohoa pseudonym key fingerprint v1")[..4], from Python's hmac.
+        assert_eq!(
+            Pseudonymizer::new(b"sohoa-test-key-16bytes")
+                .unwrap()
+                .fingerprint(),
+            FINGERPRINT_OF_TEST_KEY
+        );
+        assert_ne!(
+            a.digest(b"082123456789"),
+            a.pseudonym("082123456789").unwrap()
+        );
+        assert_ne!(a.digest(b"x"), b.digest(b"x"));
+    }
+
+    #[test]
+    fn both_keys_at_once_are_refused() {
+        // Only this test sets the variable in this process, and it reads it back at once.
+        std::env::set_var(KEY_ENV, "0123456789abcdef-a-real-key");
+        let both = Pseudonymizer::configured(true);
+        let real = Pseudonymizer::configured(false).map(|p| p.is_development());
+        std::env::remove_var(KEY_ENV);
+        assert_eq!(both.unwrap_err(), PseudonymError::BothKeys);
+        assert_eq!(real, Ok(false));
+        assert!(PseudonymError::BothKeys
+            .to_string()
+            .contains("SOHOA__PRIVACY__DEVELOPMENT_MODE"));
     }
 
     #[test]

@@ -786,6 +786,7 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = crate::reference_data(cfg)?;
     let mut summary = Summary::default();
+    crate::check_keys(&*store, rt, opts, &mut summary)?;
     let loaded = match load(&store, rt)? {
         Some(l) => l,
         None => {

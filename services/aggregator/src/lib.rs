@@ -67,6 +67,24 @@ pub enum AggregateError {
     State(#[from] incremental::StateError),
     #[error("shard counts {path}: {reason}")]
     ShardCounts { path: String, reason: String },
+    #[error("events/ holds rows pseudonymized under {} different keys ({}): their pseudonyms cannot be compared, and data made with the public development key must never pass for production data. Load each key's data into its own root, or pass --allow-mixed-keys to aggregate them anyway", .0.len(), describe_keys(.0))]
+    MixedKeys(Vec<String>),
+}
+
+/// Fingerprints for a message, the public development key named as such.
+fn describe_keys(fingerprints: &[String]) -> String {
+    let dev = sohoa_schemas::Pseudonymizer::development_fingerprint();
+    fingerprints
+        .iter()
+        .map(|f| {
+            if *f == dev {
+                format!("{f}, the public development key")
+            } else {
+                f.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl AggregateError {
@@ -95,6 +113,8 @@ pub struct Options {
     pub merge_shards: Option<u32>,
     /// Periods written to `metrics/`.
     pub periods: Vec<Period>,
+    /// Aggregate rows pseudonymized under different keys instead of refusing to.
+    pub allow_mixed_keys: bool,
 }
 
 /// What a run produced, for the command line and the report.
@@ -113,6 +133,34 @@ pub struct Summary {
     /// The data-quality tables (`quality/`): a run over all dossiers, or a merge of shards,
     /// has them; one shard's run only writes its counts for the merge.
     pub quality: Option<quality::QualityReport>,
+    /// The fingerprints of the pseudonym keys of the rows read (see
+    /// `Pseudonymizer::fingerprint`): one, unless mixing keys was allowed.
+    pub key_fingerprints: Vec<String>,
+}
+
+/// Refuse, before any work, a root whose rows were pseudonymized under different keys,
+/// unless told otherwise. The ingestors' commit markers name each range's key, and
+/// reading them is incremental (the digest of `quality/`), so this costs little.
+fn check_keys(
+    store: &dyn ObjectStore,
+    rt: &tokio::runtime::Handle,
+    opts: &Options,
+    summary: &mut Summary,
+) -> Result<(), AggregateError> {
+    let (markers, _) = rt.block_on(quality::read_markers(store, opts.range))?;
+    let keys: std::collections::BTreeSet<String> = markers
+        .into_values()
+        .flat_map(|t| t.key_fingerprints)
+        .collect();
+    let keys: Vec<String> = keys.into_iter().collect();
+    if keys.len() > 1 {
+        if !opts.allow_mixed_keys {
+            return Err(AggregateError::MixedKeys(keys));
+        }
+        tracing::warn!(keys = %describe_keys(&keys), "aggregating rows pseudonymized under different keys, as asked");
+    }
+    summary.key_fingerprints = keys;
+    Ok(())
 }
 
 impl Summary {
@@ -205,6 +253,7 @@ pub fn run(
             (base, rt.block_on(read_quality_shards(&*store, n))?)
         }
         None => {
+            check_keys(&*store, rt, opts, &mut summary)?;
             let files = rt.block_on(read::event_files(&*store, opts.range))?;
             let threads = fold_threads();
             let mut folders: Vec<Folder> = (0..threads as u32)

@@ -15,7 +15,7 @@
 //! Everything is rolled up to the metrics' periods at the end, so the fold keeps days, not
 //! periods.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::sync::Arc;
@@ -681,6 +681,8 @@ struct MarkerDoc {
     dead_lettered: u64,
     #[serde(default)]
     dead_letters_by_reason: BTreeMap<String, u64>,
+    #[serde(default)]
+    key_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -702,6 +704,9 @@ pub struct TopicMarkers {
     pub dead_lettered: u64,
     /// Dead letters by reason; those a marker does not break down are `(unknown)`.
     pub by_reason: BTreeMap<String, u64>,
+    /// The pseudonym keys the topic's rows were made with, by fingerprint (markers older
+    /// than the fingerprint name none).
+    pub key_fingerprints: BTreeSet<String>,
 }
 
 /// Where the markers already read are summed up, per source partition: markers are
@@ -727,6 +732,8 @@ struct PartitionDigest {
     /// path names no date).
     rows_by_day: BTreeMap<Option<i32>, u64>,
     unreadable: u64,
+    #[serde(default)]
+    key_fingerprints: BTreeSet<String>,
 }
 
 impl PartitionDigest {
@@ -742,6 +749,7 @@ impl PartitionDigest {
             }
         };
         self.topic = m.topic;
+        self.key_fingerprints.extend(m.key_fingerprint);
         self.markers += 1;
         self.messages += m.messages;
         self.events += m.events;
@@ -860,6 +868,8 @@ pub async fn read_markers(
         for (r, n) in &d.by_reason {
             *t.by_reason.entry(r.clone()).or_default() += n;
         }
+        t.key_fingerprints
+            .extend(d.key_fingerprints.iter().cloned());
         for (day, rows) in &d.rows_by_day {
             let in_range = match day {
                 None => true,

@@ -77,6 +77,7 @@ fn options(as_of: &str) -> Options {
         shard: Shard::ALL,
         merge_shards: None,
         periods: Period::ALL.to_vec(),
+        allow_mixed_keys: false,
     }
 }
 

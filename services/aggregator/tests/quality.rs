@@ -140,6 +140,7 @@ fn options(range: DateRange) -> Options {
         shard: Shard::ALL,
         merge_shards: None,
         periods: Period::ALL.to_vec(),
+        allow_mixed_keys: false,
     }
 }
 

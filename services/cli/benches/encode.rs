@@ -38,6 +38,7 @@ fn main() {
         &events_schema(),
         cfg.flush.row_group_rows,
         cfg.flush.zstd_level,
+        Some(&Pseudonymizer::development_fingerprint()),
     )
     .expect("file format");
     let decoder = build_decoder(

@@ -45,6 +45,10 @@ pub struct AggregateArgs {
     /// `--every`; not with `--from`, `--to`, `--shard` or `--merge-shards`.
     #[arg(long)]
     incremental: bool,
+    /// Aggregate rows pseudonymized under different keys (the ingestors' commits name
+    /// each range's key) instead of refusing to: their pseudonyms cannot be compared.
+    #[arg(long)]
+    allow_mixed_keys: bool,
     /// Skip the HTML report.
     #[arg(long)]
     no_report: bool,
@@ -254,6 +258,7 @@ fn run_once(
         shard: args.shard.unwrap_or(Shard::ALL),
         merge_shards: args.merge_shards,
         periods: args.periods.clone(),
+        allow_mixed_keys: args.allow_mixed_keys,
     };
     let summary = if args.incremental {
         sohoa_aggregator::incremental::run(
@@ -274,6 +279,13 @@ fn run_once(
         summary.dossiers,
         summary.elapsed_ms as f64 / 1000.0
     );
+    let dev = sohoa_schemas::Pseudonymizer::development_fingerprint();
+    if summary.key_fingerprints.contains(&dev) {
+        eprintln!(
+            "warning: rows pseudonymized with the public development key (fingerprint {dev}): \
+             applicant IDs in them are not protected, and these are not production figures"
+        );
+    }
     if opts.shard.count > 1 {
         eprintln!(
             "shard {}/{} done; merge with: sohoa aggregate --merge-shards {}",

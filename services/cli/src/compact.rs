@@ -34,6 +34,9 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: CompactArgs) -> Result<()> {
         &sohoa_schemas::events_schema(),
         cfg.flush.row_group_rows,
         cfg.flush.zstd_level,
+        // Merged files keep the key fingerprint of their inputs (files of different keys
+        // are never merged: their schemas' metadata differ).
+        None,
     )?;
     let now = chrono::Utc::now().timestamp_micros();
     let today = sohoa_aggregator::rules::local_date(now);

@@ -210,6 +210,13 @@ fn ingestor_config(
 
 pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     let started = Instant::now();
+    if std::env::var_os(sohoa_schemas::pseudonym::KEY_ENV).is_some_and(|k| !k.is_empty()) {
+        bail!(
+            "{} is set, and the demo pseudonymizes its generated feed with the public development \
+             key: unset it for the demo, so that a real key is never silently set aside",
+            sohoa_schemas::pseudonym::KEY_ENV
+        );
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let out = args.out.canonicalize()?;
@@ -389,6 +396,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         shard: Shard::ALL,
         merge_shards: None,
         periods: sohoa_aggregator::model::Period::ALL.to_vec(),
+        allow_mixed_keys: false,
     };
     let summary = sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)?;
     agg_bar.finish(1);

@@ -175,11 +175,8 @@ fn run(cfg: sohoa_runtime::Config, command: Command) -> Result<ExitCode> {
 }
 
 fn decode(args: DecodeArgs) -> Result<ExitCode> {
-    let pseudonymizer = if args.dev {
-        Pseudonymizer::development()
-    } else {
-        Pseudonymizer::from_env().context("cannot pseudonymize applicant ID numbers")?
-    };
+    let pseudonymizer =
+        Pseudonymizer::configured(args.dev).context("cannot pseudonymize applicant ID numbers")?;
     let decoder = build_decoder(
         args.format,
         DecoderContext {

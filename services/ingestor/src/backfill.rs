@@ -122,6 +122,7 @@ pub fn run(
         PipelineConfig {
             flush: cfg.flush.clone(),
             buffer_max_bytes: cfg.buffer.max_bytes,
+            key_fingerprint: pseudo.fingerprint(),
         },
         decoders,
         checkpointer.clone(),

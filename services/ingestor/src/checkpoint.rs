@@ -84,6 +84,11 @@ pub struct Marker {
     #[serde(default)]
     pub dead_letters_by_reason: BTreeMap<String, u64>,
     pub committed_at: String,
+    /// The fingerprint of the pseudonym key the range's rows were made with (see
+    /// `Pseudonymizer::fingerprint`): the aggregator refuses to mix keys. Absent in older
+    /// markers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
 }
 
 /// A topic name made safe for a path segment.
@@ -406,6 +411,7 @@ mod tests {
             dead_lettered: 0,
             dead_letters_by_reason: BTreeMap::new(),
             committed_at: String::new(),
+            key_fingerprint: None,
         }
     }
 

@@ -34,7 +34,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::write::{FileFormat, WriteError};
+use sohoa_schemas::pseudonym::KEY_FINGERPRINT_METADATA;
+
+use crate::write::{with_key_fingerprint, FileFormat, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
@@ -152,17 +154,27 @@ pub async fn recover(store: &dyn ObjectStore) -> Result<usize, CompactError> {
     Ok(settled)
 }
 
-async fn read_all(store: &dyn ObjectStore, p: &Path) -> Result<Vec<RecordBatch>, CompactError> {
+/// A file's rows, and the fingerprint of the pseudonym key its metadata names.
+async fn read_all(
+    store: &dyn ObjectStore,
+    p: &Path,
+) -> Result<(Option<String>, Vec<RecordBatch>), CompactError> {
     let data: Bytes = store.get(p).await?.bytes().await?;
     let err = |e: String| CompactError::File {
         path: p.to_string(),
         reason: e,
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(data)
-        .map_err(|e| err(e.to_string()))?
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    reader.map(|b| b.map_err(|e| err(e.to_string()))).collect()
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| err(e.to_string()))?;
+    let key = builder
+        .schema()
+        .metadata()
+        .get(KEY_FINGERPRINT_METADATA)
+        .cloned();
+    let reader = builder.build().map_err(|e| err(e.to_string()))?;
+    let batches = reader
+        .map(|b| b.map_err(|e| err(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok((key, batches))
 }
 
 /// Recover, then compact every closed partition. Returns a report per partition touched.
@@ -238,9 +250,18 @@ async fn merge(
     group: &[&object_store::ObjectMeta],
 ) -> Result<(), CompactError> {
     let mut batches = Vec::new();
+    let mut keys = std::collections::BTreeSet::new();
     for f in group {
-        batches.extend(read_all(store, &f.location).await?);
+        let (key, rows) = read_all(store, &f.location).await?;
+        keys.insert(key);
+        batches.extend(rows);
     }
+    if keys.len() > 1 {
+        // Rows of different pseudonym keys stay in files that say which key they used.
+        tracing::warn!(date, "files pseudonymized under different keys; not merged");
+        return Ok(());
+    }
+    let key = keys.into_iter().next().flatten();
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let Some(first) = batches.first() else {
         return Ok(());
@@ -252,7 +273,7 @@ async fn merge(
         return Ok(());
     }
     let merged = arrow::compute::concat_batches(&schema, &batches).map_err(WriteError::from)?;
-    let data = format.encode(&merged)?;
+    let data = format.encode(&with_key_fingerprint(&merged, key.as_deref())?)?;
     let inputs: Vec<String> = group.iter().map(|m| m.location.to_string()).collect();
     let mut h = Sha256::new();
     for i in &inputs {

@@ -62,11 +62,9 @@ pub enum IngestError {
 
 /// The pseudonymizer the configuration asks for.
 pub fn pseudonymizer(cfg: &Config) -> Result<Arc<Pseudonymizer>, IngestError> {
-    Ok(Arc::new(if cfg.privacy.development_mode {
-        Pseudonymizer::development()
-    } else {
-        Pseudonymizer::from_env()?
-    }))
+    Ok(Arc::new(Pseudonymizer::configured(
+        cfg.privacy.development_mode,
+    )?))
 }
 
 fn decoders(cfg: &Config, pseudo: &Arc<Pseudonymizer>) -> pipeline::Decoders {
@@ -245,6 +243,7 @@ pub fn run(
             PipelineConfig {
                 flush: cfg.flush.clone(),
                 buffer_max_bytes: cfg.buffer.max_bytes,
+                key_fingerprint: pseudo.fingerprint(),
             },
             decoders(cfg, &pseudo),
             checkpointer.clone(),

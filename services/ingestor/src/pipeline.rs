@@ -356,6 +356,8 @@ pub struct PipelineConfig {
     pub flush: FlushConfig,
     /// Cap on buffered bytes across partitions.
     pub buffer_max_bytes: usize,
+    /// The fingerprint of the pseudonym key, written into every file.
+    pub key_fingerprint: String,
 }
 
 /// What the pipelines of one process share: a process runs several (see `shard`), each
@@ -460,6 +462,7 @@ impl Pipeline {
             &sohoa_schemas::events_schema(),
             cfg.flush.row_group_rows,
             cfg.flush.zstd_level,
+            Some(&cfg.key_fingerprint),
         )?;
         Ok(Pipeline {
             cfg,
@@ -1213,6 +1216,7 @@ impl Pipeline {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
+            key_fingerprint: Some(self.cfg.key_fingerprint.clone()),
         };
         Some(FlushIo {
             paths,
@@ -1459,6 +1463,7 @@ mod tests {
             PipelineConfig {
                 flush: cfg.flush.clone(),
                 buffer_max_bytes: cfg.buffer.max_bytes,
+                key_fingerprint: "0123abcd".into(),
             },
             decoders,
             Checkpointer::new(Arc::new(object_store::memory::InMemory::new())),

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::{ColumnPath, SchemaDescriptor};
+use sohoa_schemas::pseudonym::KEY_FINGERPRINT_METADATA;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -34,6 +35,25 @@ const IDENTIFIERS: &[&str] = &[
     "source_offset",
 ];
 
+/// `batch` with its schema naming the key fingerprint `fp` (if any), so that
+/// [`FileFormat::encode`] writes it into the file.
+pub fn with_key_fingerprint(
+    batch: &RecordBatch,
+    fp: Option<&str>,
+) -> Result<RecordBatch, WriteError> {
+    let Some(fp) = fp else {
+        return Ok(batch.clone());
+    };
+    let mut metadata = batch.schema().metadata().clone();
+    metadata.insert(KEY_FINGERPRINT_METADATA.to_owned(), fp.to_owned());
+    let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+    Ok(batch.clone().with_schema(schema)?)
+}
+
+fn fingerprint_entry(fp: &str) -> KeyValue {
+    KeyValue::new(KEY_FINGERPRINT_METADATA.to_owned(), fp.to_owned())
+}
+
 /// How files are encoded.
 ///
 /// The Parquet schema and the Arrow schema that files carry in their metadata are worked
@@ -51,10 +71,14 @@ pub struct FileFormat {
 }
 
 impl FileFormat {
+    /// `key_fingerprint` names the pseudonym key of the rows (see
+    /// [`sohoa_schemas::Pseudonymizer::fingerprint`]); every file carries it in its
+    /// metadata. `None` for files whose rows bring their own (compaction's).
     pub fn new(
         schema: &Schema,
         row_group_rows: usize,
         zstd_level: i32,
+        key_fingerprint: Option<&str>,
     ) -> Result<Self, WriteError> {
         let agency = schema.index_of("agency_code")?;
         let time = schema.index_of("event_time")?;
@@ -83,6 +107,7 @@ impl FileFormat {
                 },
             ]))
             .set_created_by(format!("sohoa {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(key_fingerprint.map(|fp| vec![fingerprint_entry(fp)]))
             .build();
         // What `ArrowWriter::try_new` would do for each file.
         let parquet_schema = ArrowSchemaConverter::new()
@@ -130,6 +155,14 @@ impl FileFormat {
                 .with_skip_arrow_metadata(true);
             ArrowWriter::try_new_with_options(&mut buf, sorted.schema(), options)?
         } else {
+            // Rows read back from stored files keep the key they were pseudonymized with.
+            let props = match sorted.schema().metadata().get(KEY_FINGERPRINT_METADATA) {
+                Some(fp) => props
+                    .into_builder()
+                    .set_key_value_metadata(Some(vec![fingerprint_entry(fp)]))
+                    .build(),
+                None => props,
+            };
             ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props))?
         };
         writer.write(&sorted)?;
@@ -186,7 +219,7 @@ mod tests {
             assert!(schema.index_of(column).is_ok(), "{column} is not a column");
         }
         let batch = fixture_batch();
-        let data = FileFormat::new(&schema, 1024, 1)
+        let data = FileFormat::new(&schema, 1024, 1, Some("0123abcd"))
             .unwrap()
             .encode(&batch)
             .unwrap();
@@ -214,7 +247,7 @@ mod tests {
     #[test]
     fn files_are_those_the_writer_makes_from_the_schema_itself() {
         let schema = events_schema();
-        let format = FileFormat::new(&schema, 1024, 1).unwrap();
+        let format = FileFormat::new(&schema, 1024, 1, Some("0123abcd")).unwrap();
         let batch = fixture_batch();
         // The ingest path's batches take the schemas worked out in `new`.
         assert!(*batch.schema() == *format.schema);
@@ -245,13 +278,49 @@ mod tests {
         assert!(kv
             .iter()
             .any(|kv| kv.key == parquet::arrow::ARROW_SCHEMA_META_KEY));
+        let fingerprint = kv.iter().find(|kv| kv.key == KEY_FINGERPRINT_METADATA);
+        assert_eq!(
+            fingerprint.and_then(|kv| kv.value.as_deref()),
+            Some("0123abcd")
+        );
+    }
+
+    /// Rows read back from a file keep the fingerprint of the key they were pseudonymized
+    /// with, when their schema carries it (compaction puts it there: a reader's batches
+    /// come without the file's metadata).
+    #[test]
+    fn rows_read_back_keep_their_key_fingerprint() {
+        let first = FileFormat::new(&events_schema(), 1024, 1, Some("0123abcd"))
+            .unwrap()
+            .encode(&fixture_batch())
+            .unwrap();
+        let read = |data: Bytes| {
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+                    .unwrap();
+            let fp = reader
+                .schema()
+                .metadata()
+                .get(KEY_FINGERPRINT_METADATA)
+                .cloned();
+            let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+            (fp, batches)
+        };
+        let (fp, batches) = read(first);
+        assert_eq!(fp.as_deref(), Some("0123abcd"));
+        let compactor = FileFormat::new(&events_schema(), 1024, 1, None).unwrap();
+        let bare = compactor.encode(&batches[0]).unwrap();
+        assert_eq!(read(bare).0, None, "the batch alone names no key");
+        let keyed = with_key_fingerprint(&batches[0], fp.as_deref()).unwrap();
+        let again = compactor.encode(&keyed).unwrap();
+        assert_eq!(read(again).0.as_deref(), Some("0123abcd"));
     }
 
     /// A batch of another schema (here, with schema-level metadata) is written with its
     /// own schema, not the one worked out in `new`.
     #[test]
     fn a_batch_of_another_schema_is_written_with_its_own() {
-        let format = FileFormat::new(&events_schema(), 1024, 1).unwrap();
+        let format = FileFormat::new(&events_schema(), 1024, 1, None).unwrap();
         let batch = fixture_batch();
         let mut metadata = std::collections::HashMap::new();
         metadata.insert("origin".to_string(), "compaction".to_string());
