@@ -62,7 +62,12 @@ pub struct Metrics {
     /// report, where the log folds repeats (`client_errors`).
     pub kafka_client_errors: IntCounterVec,
     lag: Mutex<HashMap<(String, i32), PartitionLag>>,
+    /// Started, and not yet stopping.
     ready: AtomicBool,
+    /// The consumer has joined its group: it received an assignment (maybe empty).
+    joined: AtomicBool,
+    /// A broker connection is up, as of the last statistics or error report.
+    brokers_up: AtomicBool,
 }
 
 /// What the lag gauges are computed from, per partition.
@@ -237,15 +242,34 @@ impl Metrics {
             registry,
             lag: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
+            brokers_up: AtomicBool::new(false),
         })
     }
 
+    /// Started (`true`) or stopping (`false`).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// The group gave this consumer an assignment: it is part of the group.
+    pub fn set_joined(&self) {
+        self.joined.store(true, Ordering::SeqCst);
+        // Joining takes a broker: the group coordinator answered.
+        self.brokers_up.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether any broker connection is up, from librdkafka's statistics and errors.
+    pub fn set_brokers_up(&self, up: bool) {
+        self.brokers_up.store(up, Ordering::SeqCst);
+    }
+
+    /// Ready when started, in the group, and connected to a broker: a replica that cannot
+    /// reach Kafka is not doing its job, whatever its process state.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+            && self.joined.load(Ordering::SeqCst)
+            && self.brokers_up.load(Ordering::SeqCst)
     }
 
     /// Update one partition's lag inputs and recompute its gauges.

@@ -59,10 +59,21 @@ const BATCH_BYTES: usize = 4 << 20;
 
 impl ClientContext for IngestContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.metrics.set_brokers_up(false);
+        }
         self.errors.report(Client::Consumer, &error, reason);
     }
 
     fn stats(&self, stats: Statistics) {
+        // Bootstrap entries (node id -1) and the internal broker do not count: only a
+        // connection to a real broker of the cluster does.
+        self.metrics.set_brokers_up(
+            stats
+                .brokers
+                .values()
+                .any(|b| b.nodeid >= 0 && b.source != "internal" && b.state == "UP"),
+        );
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.hi_offset >= 0 {
@@ -110,6 +121,7 @@ impl IngestContext {
     /// Recover each partition from storage and start it exactly where storage stops.
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        self.metrics.set_joined();
         let mut assigned = Vec::new();
         for el in tpl.elements() {
             let (topic, partition) = (el.topic().to_owned(), el.partition());
