@@ -2,7 +2,10 @@
 import csv
 import os
 import pathlib
+import socket
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -20,6 +23,39 @@ def sohoa():
 
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """An S3-compatible server on 127.0.0.1: moto in server mode (a fake of S3 itself,
+    since no real bucket is reachable here). Yields its endpoint and a boto3 client."""
+    import boto3
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    yield endpoint, client
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 # The ground truth's per-agency counts that the metrics must equal exactly.

@@ -61,11 +61,16 @@ def test_backfill_summary_and_rejects(loaded):
     assert first.returncode == 0, first.stderr
     assert f"{N_GOOD + 3} messages, {N_GOOD} events written" in first.stderr
     assert "3 messages rejected" in first.stderr
-    rejects = [json.loads(l) for l in (out / "_sohoa/rejects/backfill.rejects.jsonl").read_text().splitlines()]
+    # One rejects file per committed range, under the file's partition.
+    files = sorted((out / "_sohoa/rejects").glob("*/p00000/*.jsonl"))
+    assert files, "rejects are committed with their range"
+    rejects = [json.loads(l) for f in files for l in f.read_text().splitlines()]
     assert sorted(r["line"] for r in rejects) == [18, 121, 251]
     by_line = {r["line"]: r for r in rejects}
     assert by_line[121]["errors"] == ["TrangThaiHoSo: 42 is not a status code (1 to 10)"]
-    assert by_line[251]["raw"] == "not json at all"
+    assert by_line[251]["excerpt"] == "not json at all"
+    assert by_line[251]["bytes"] == len("not json at all")
+    assert "raw" not in by_line[251], "raw bytes stay out of the storage root"
 
 
 def test_rerun_does_not_duplicate(loaded):

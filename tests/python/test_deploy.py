@@ -1419,6 +1419,46 @@ def test_standalone_job_manifests_are_valid(sohoa):
     assert sohoa_subcommand(argv) == "ingest" and flag_value(argv, "--from-file") and flag_value(argv, "--out")
 
 
+def test_the_backfill_job_runs_as_shipped_with_a_read_only_working_directory(sohoa, moto, tmp_path):
+    """The Job's exact arguments and environment, its root filesystem read-only (the
+    working directory made immutable: root ignores permission bits), against an S3 server
+    on 127.0.0.1. Only the export's path (a PersistentVolumeClaim there) and the secrets'
+    values are the test's; the S3 endpoint is added, the bucket is the Job's own."""
+    job = load_docs(K8S / "jobs" / "backfill-job.yaml")[0]
+    container = all_containers(job)[0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    argv = container_argv(container)
+    out = flag_value(argv, "--out")
+    assert out.startswith("s3://")
+    bucket = out[len("s3://"):].split("/")[0]
+    endpoint, client = moto
+    client.create_bucket(Bucket=bucket)
+    export = tmp_path / "export.jsonl"
+    good = json.dumps(json.loads((ROOT / "tests/fixtures/dvcqg/samples-envelope.json").read_text()))
+    export.write_text(good + "\n" + '{"service":"DongBoHoSoMC","data":[{"MaHoSo":' + "\n")
+    args = [str(export) if a == flag_value(argv, "--from-file") else a for a in argv]
+    secrets = {"SOHOA_PSEUDONYM_KEY": "0123456789abcdef-job-test-key",
+               "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    env = {"PATH": os.environ["PATH"], "SOHOA__STORAGE__OPTIONS__AWS_ENDPOINT": endpoint,
+           "SOHOA__STORAGE__OPTIONS__AWS_ALLOW_HTTP": "true", "SOHOA__HTTP__LISTEN": ""}
+    for e in container.get("env", []):
+        env[e["name"]] = e["value"] if "value" in e else secrets[e["name"]]
+    cwd = tmp_path / "readonly"
+    cwd.mkdir()
+    assert subprocess.run(["chattr", "+i", str(cwd)]).returncode == 0, "chattr +i must work here"
+    try:
+        r = subprocess.run([sohoa, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    finally:
+        subprocess.run(["chattr", "-i", str(cwd)])
+    assert r.returncode == 0, r.stderr
+    assert "1 messages rejected" in r.stderr, r.stderr
+    assert not list(cwd.iterdir()), "nothing is written to the working directory"
+    prefix = out[len("s3://") + len(bucket) + 1:].strip("/")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    assert any(k.startswith(f"{prefix}/_sohoa/rejects/") and k.endswith(".jsonl") for k in keys), keys
+    assert any(k.startswith(f"{prefix}/events/") for k in keys), keys
+
+
 def test_overlays_do_what_they_say():
     dev, prod = render(K8S / "overlays" / "dev"), render(K8S / "overlays" / "prod")
 

@@ -3,12 +3,7 @@ by this test on 127.0.0.1 (a fake of S3 itself, since no real bucket is reachabl
 Conditional puts (the commit point) and renames (publishing) go through object_store's S3
 client exactly as they would against AWS or MinIO."""
 import os
-import socket
-import subprocess
-import sys
-import time
 
-import boto3
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
@@ -17,34 +12,11 @@ from conftest import FIXTURES, run
 BUCKET = "sohoa-test"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+def s3(moto):
+    endpoint, client = moto
     client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    proc.terminate()
-    proc.wait(timeout=10)
+    return endpoint, client
 
 
 def s3_env(endpoint):
@@ -63,8 +35,8 @@ def s3_env(endpoint):
 
 def ingest(sohoa, endpoint, tmp_path, fixture):
     env = s3_env(endpoint)
-    return run([sohoa, "ingest", "--from-file", str(fixture), "--out", f"s3://{BUCKET}/province",
-                "--rejects", str(tmp_path / "rejects.jsonl")], env=env)
+    return run([sohoa, "ingest", "--from-file", str(fixture), "--out", f"s3://{BUCKET}/province"],
+               env=env)
 
 
 def test_backfill_to_s3_is_exactly_once_and_readable(sohoa, s3, tmp_path):

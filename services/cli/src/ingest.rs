@@ -21,9 +21,6 @@ pub struct IngestArgs {
     /// How backfill files hold messages: lines, document, or auto.
     #[arg(long, default_value = "auto", requires = "from_file")]
     layout: String,
-    /// Where rejected backfill lines go (default: <out>/_sohoa/rejects/backfill.rejects.jsonl).
-    #[arg(long, requires = "from_file")]
-    rejects: Option<PathBuf>,
     /// Storage root (overrides storage.root): a folder or s3://bucket/prefix.
     #[arg(long)]
     out: Option<String>,
@@ -51,12 +48,11 @@ pub fn run(mut cfg: Config, args: IngestArgs) -> Result<()> {
             decoder: args.source,
             source_system: args.source.as_str().to_owned(),
             layout,
-            rejects: args.rejects,
         };
         let t = sohoa_ingestor::backfill::run(&cfg, rt.handle(), metrics, &job)
             .context("backfill failed")?;
         eprintln!(
-            "backfill: {} messages, {} events written in {} files, {} messages rejected ({} records){}",
+            "backfill: {} messages, {} events written in {} files, {} messages rejected ({} records){}; every line is committed",
             t.messages,
             t.events,
             t.files,

@@ -53,6 +53,9 @@ enum Command {
     /// Rejected records go to stderr with the JSON path and the reason. Use it to check a
     /// province's export before loading it.
     Decode(DecodeArgs),
+    /// Delete raw rejected backfill lines older than the retention
+    /// (rejects.raw_retention_days) from the raw rejects store (rejects.raw_root).
+    PurgeRejects(purge::PurgeArgs),
     /// Show a consumer group's lag per partition: committed offset, watermarks, lag in
     /// messages and the age of the oldest unconsumed message (like
     /// `kafka-consumer-groups --describe`). Exits with 3 when --fail-above is exceeded.
@@ -87,6 +90,7 @@ mod demo;
 mod generate;
 mod ingest;
 mod lag;
+mod purge;
 
 /// Exit codes: 0 success; 1 the run failed (for decode: some records were rejected);
 /// 2 bad configuration or usage, including a missing pseudonym key; 3 the lag is above
@@ -159,6 +163,7 @@ fn run(cfg: sohoa_runtime::Config, command: Command) -> Result<ExitCode> {
         Command::Compact(args) => compact::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lag(args) => lag::run(&cfg, args),
+        Command::PurgeRejects(args) => purge::run(&cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Decode(args) => decode(args),
         Command::Schema { arrow } => {
             if arrow {

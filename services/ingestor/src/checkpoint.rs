@@ -89,6 +89,21 @@ pub struct Marker {
     /// markers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
+    /// The range's rejects file (backfills), staged and published with its data files, so
+    /// a re-run neither repeats nor loses a reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<CommittedFile>,
+    /// Where the range's rejected lines were kept whole, in the separate raw store
+    /// (`rejects.raw_root`), if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_rejects: Option<String>,
+}
+
+impl Marker {
+    /// Every file the commit publishes: the data files, then the rejects file.
+    pub fn published_files(&self) -> impl Iterator<Item = &CommittedFile> {
+        self.files.iter().chain(&self.rejects)
+    }
 }
 
 /// A topic name made safe for a path segment.
@@ -154,6 +169,42 @@ impl PartitionPaths {
             self.topic, self.partition
         ))
     }
+
+    /// A range's rejects file, staged beside its data files.
+    pub fn staged_rejects(&self, start: i64, end: i64) -> Path {
+        Path::from(format!(
+            "{}/{start:020}-{end:020}-rejects.jsonl",
+            self.staging_dir()
+        ))
+    }
+
+    /// A range's rejects file once committed: one file per committed range.
+    pub fn published_rejects(&self, start: i64, end: i64) -> Path {
+        Path::from(format!(
+            "{}/{start:020}-{end:020}.jsonl",
+            self.rejects_dir()
+        ))
+    }
+
+    fn rejects_dir(&self) -> Path {
+        Path::from(format!(
+            "_sohoa/rejects/{}/p{:05}",
+            self.topic, self.partition
+        ))
+    }
+
+    /// The folder of a partition's raw rejects, in the raw store.
+    pub fn raw_rejects_dir(&self) -> Path {
+        Path::from(format!("{}/p{:05}", self.topic, self.partition))
+    }
+
+    /// A range's raw rejects, in the raw store.
+    pub fn raw_rejects(&self, start: i64, end: i64) -> Path {
+        Path::from(format!(
+            "{}/{start:020}-{end:020}.jsonl",
+            self.raw_rejects_dir()
+        ))
+    }
 }
 
 /// What recovery found for a partition.
@@ -216,7 +267,7 @@ impl Checkpointer {
     /// published (staged copy gone, final present) is left alone.
     pub async fn publish(&self, marker: &Marker) -> Result<usize, CheckpointError> {
         let mut moved = 0;
-        for f in &marker.files {
+        for f in marker.published_files() {
             let (from, to) = (
                 Path::from(f.staged.as_str()),
                 Path::from(f.published.as_str()),
@@ -310,7 +361,7 @@ impl Checkpointer {
         };
         let (mut published, mut deleted) = (0, 0);
         for s in staged {
-            let listed = winner.files.iter().find(|f| f.staged == s.as_ref());
+            let listed = winner.published_files().find(|f| f.staged == s.as_ref());
             if let Some(f) = listed {
                 let to = Path::from(f.published.as_str());
                 match self.store.head(&to).await {
@@ -412,6 +463,8 @@ mod tests {
             dead_letters_by_reason: BTreeMap::new(),
             committed_at: String::new(),
             key_fingerprint: None,
+            rejects: None,
+            raw_rejects: None,
         }
     }
 

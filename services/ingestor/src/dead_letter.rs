@@ -3,14 +3,15 @@
 //! For Kafka sources they go to the dead-letter topic with the original key and bytes, and
 //! headers for the error class, the reasons and the source coordinates (the conventions of
 //! Kafka Connect's `errors.deadletterqueue.*`, under a `sohoa.` prefix). For backfill files
-//! they go to a rejects file. Delivery is confirmed before the offsets they cover are
+//! they are committed with their range (`rejects`). Delivery is confirmed before the offsets they cover are
 //! committed, so a broker that refuses dead letters stops progress instead of losing them.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use object_store::ObjectStore;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -24,11 +25,6 @@ use crate::pipeline::Record;
 pub enum DeadLetterError {
     #[error("dead-letter topic {topic}: {reason}")]
     Kafka { topic: String, reason: String },
-    #[error("rejects file {path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
 }
 
 /// Where rejected messages go.
@@ -37,6 +33,32 @@ pub trait DeadLetters: Send {
     fn send(&mut self, record: &Record, rejects: &[DecodeError]) -> Result<(), DeadLetterError>;
     /// Wait until everything queued is durable; an error means some of it is not.
     fn flush(&mut self, timeout: Duration) -> Result<(), DeadLetterError>;
+    /// The rejects sent for a partition since the last call, for sinks that commit them
+    /// with the partition's range (`rejects`) rather than deliver them on their own.
+    fn take_range(&mut self, _topic: &str, _partition: i32) -> Option<CommitRejects> {
+        None
+    }
+    /// A partition's records since its last flush will not be committed here (`cause`:
+    /// revoked, fenced, not_flushed): `sent` dead letters were sent for them, and whoever
+    /// consumes them next rejects them again.
+    fn dropped(&mut self, topic: &str, partition: i32, sent: u64, cause: &'static str);
+}
+
+/// What a range's commit writes of its rejects.
+pub struct CommitRejects {
+    /// Staged and published under the storage root with the range: no personal data.
+    pub redacted: Bytes,
+    /// The raw lines, written to the raw store before the commit, if one is configured.
+    pub raw: Option<(Arc<dyn ObjectStore>, Bytes)>,
+}
+
+impl std::fmt::Debug for CommitRejects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitRejects")
+            .field("redacted", &self.redacted.len())
+            .field("raw", &self.raw.as_ref().map(|(_, b)| b.len()))
+            .finish()
+    }
 }
 
 /// Header names, shared with the README and the tests.
@@ -236,6 +258,7 @@ fn produce(
 
 pub struct KafkaDeadLetters {
     producer: PolledProducer,
+    metrics: Arc<crate::Metrics>,
     tracker: Arc<DeliveryTracker>,
     topic: String,
     pending: u64,
@@ -249,6 +272,7 @@ impl KafkaDeadLetters {
         topic: &str,
         max_bytes: usize,
         errors: Arc<ClientErrors>,
+        metrics: Arc<crate::Metrics>,
     ) -> Result<Self, DeadLetterError> {
         let tracker = Arc::new(DeliveryTracker::default());
         let err = |reason: String| DeadLetterError::Kafka {
@@ -265,6 +289,7 @@ impl KafkaDeadLetters {
             .map_err(|e| err(format!("cannot start the polling thread: {e}")))?;
         Ok(KafkaDeadLetters {
             producer,
+            metrics,
             tracker,
             topic: topic.to_owned(),
             pending: 0,
@@ -275,6 +300,15 @@ impl KafkaDeadLetters {
 }
 
 impl DeadLetters for KafkaDeadLetters {
+    /// The topic has them already, so they reach it twice: counted, since a dead letter's
+    /// source coordinates (headers) are the key to tell such repeats apart.
+    fn dropped(&mut self, _topic: &str, _partition: i32, sent: u64, cause: &'static str) {
+        self.metrics
+            .dead_letters_repeated
+            .with_label_values(&[cause])
+            .inc_by(sent);
+    }
+
     fn send(&mut self, record: &Record, rejects: &[DecodeError]) -> Result<(), DeadLetterError> {
         let first = rejects.first();
         let class = first.map_or("permanent", |e| e.class().as_str());
@@ -361,6 +395,12 @@ impl DeadLetters for KafkaDeadLetters {
             // Queue the refused ones again; this flush fails, and a later one succeeds
             // only once they are all acknowledged.
             let refused = std::mem::take(&mut *self.tracker.refused.lock().expect("refused lock"));
+            // A message librdkafka gave up on may still have been stored by the broker
+            // (its acknowledgement lost): a resend can repeat it.
+            self.metrics
+                .dead_letters_repeated
+                .with_label_values(&["resent"])
+                .inc_by(refused.len() as u64);
             for r in &refused {
                 self.resend(r)?;
             }
@@ -370,58 +410,5 @@ impl DeadLetters for KafkaDeadLetters {
         }
         self.pending = 0;
         Ok(())
-    }
-}
-
-/// A rejects file for backfills: one JSON object per rejected message, with the reasons
-/// and the original text.
-pub struct RejectsFile {
-    path: std::path::PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
-}
-
-impl RejectsFile {
-    pub fn create(path: &std::path::Path) -> Result<Self, DeadLetterError> {
-        let err = |source| DeadLetterError::File {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
-        Ok(RejectsFile {
-            path: path.to_owned(),
-            out: std::io::BufWriter::new(file),
-        })
-    }
-}
-
-impl DeadLetters for RejectsFile {
-    fn send(&mut self, record: &Record, rejects: &[DecodeError]) -> Result<(), DeadLetterError> {
-        let line = serde_json::json!({
-            "source": &*record.topic,
-            "line": record.offset + 1,
-            "errors": rejects.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "kind": rejects.first().map_or("unknown", |e| e.kind()),
-            "raw": String::from_utf8_lossy(record.payload()),
-        });
-        writeln!(self.out, "{line}").map_err(|source| DeadLetterError::File {
-            path: self.path.display().to_string(),
-            source,
-        })
-    }
-
-    fn flush(&mut self, _: Duration) -> Result<(), DeadLetterError> {
-        let err = |source| DeadLetterError::File {
-            path: self.path.display().to_string(),
-            source,
-        };
-        self.out.flush().map_err(err)?;
-        self.out.get_ref().sync_data().map_err(err)
     }
 }

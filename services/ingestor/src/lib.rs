@@ -1,11 +1,13 @@
 //! The ingestor: Kafka (or backfill files) to Hive-partitioned Parquet, exactly once.
 //!
 //! One module per pipeline stage: `source` (consume), `shard` (partitions over pipelines),
-//! `pipeline` (decode, normalize, buffer), `write` (Parquet encoding), `checkpoint` (the
-//! exactly-once protocol), `dead_letter`, `metrics`, `client_errors` (librdkafka's error
-//! reports, all counted, their log folded), and `backfill` (files instead of Kafka).
+//! `pipeline` (decode, normalize, buffer), `backoff` (when a failed flush is tried again),
+//! `write` (Parquet encoding), `checkpoint` (the exactly-once protocol), `dead_letter`,
+//! `metrics`, `client_errors` (librdkafka's error reports, all counted, their log folded),
+//! and `backfill` (files instead of Kafka).
 
 pub mod backfill;
+pub mod backoff;
 pub mod checkpoint;
 pub mod client_errors;
 pub mod compact;
@@ -13,6 +15,8 @@ pub mod crashpoint;
 pub mod dead_letter;
 pub mod metrics;
 pub mod pipeline;
+pub mod redact;
+pub mod rejects;
 pub mod shard;
 pub mod source;
 pub mod write;
@@ -56,6 +60,8 @@ pub enum IngestError {
     },
     #[error("could not recover partitions from storage; see the log above")]
     Recovery,
+    #[error(transparent)]
+    Backfill(#[from] backfill::BackfillError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -171,6 +177,12 @@ fn producer_config(cfg: &Config) -> ClientConfig {
             cfg.kafka.dead_letter_max_bytes.to_string(),
         );
     }
+    // librdkafka's own retries of a produce request then never store a dead letter twice
+    // (it also implies acks=all). The cases this cannot cover are counted in
+    // sohoa_ingest_dead_letters_repeated_total.
+    if !cfg.kafka.properties.contains_key("enable.idempotence") {
+        c.set("enable.idempotence", "true");
+    }
     c
 }
 
@@ -238,13 +250,10 @@ pub fn run(
             &cfg.kafka.dead_letter_topic,
             cfg.kafka.dead_letter_max_bytes,
             client_errors.clone(),
+            metrics.clone(),
         )?;
         let pipeline = Pipeline::new(
-            PipelineConfig {
-                flush: cfg.flush.clone(),
-                buffer_max_bytes: cfg.buffer.max_bytes,
-                key_fingerprint: pseudo.fingerprint(),
-            },
+            PipelineConfig::new(cfg, pseudo.fingerprint()),
             decoders(cfg, &pseudo),
             checkpointer.clone(),
             rt.clone(),

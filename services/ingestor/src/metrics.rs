@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -26,6 +26,8 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Dead-letter messages produced, by topic and reason.
     pub dead_letters: IntCounterVec,
+    /// Dead letters that may reach the dead-letter topic twice, by cause.
+    pub dead_letters_repeated: IntCounterVec,
     /// Normalization warnings, by topic and kind.
     pub warnings: IntCounterVec,
     /// Parquet files published.
@@ -36,6 +38,9 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// Flushes that failed and will be retried, by stage.
     pub flush_failures: IntCounterVec,
+    /// How long a partition's failed flush waits before it is tried again, in seconds
+    /// (0 once it succeeds): the current step of its backoff.
+    pub flush_backoff_seconds: GaugeVec,
     /// Rebalance events, by kind (assign, revoke).
     pub rebalances: IntCounterVec,
     /// Partitions currently assigned.
@@ -173,6 +178,13 @@ impl Metrics {
                 "Records rejected into dead letters, by topic and reason (a message may hold several).",
                 &["topic", "reason"],
             ),
+            dead_letters_repeated: counter_vec(
+                "sohoa_ingest_dead_letters_repeated_total",
+                "Dead letters that may reach the dead-letter topic twice, by cause: resent \
+                 (refused or timed out, sent again), revoked, fenced or not_flushed (their \
+                 records were not committed here and are consumed again).",
+                &["cause"],
+            ),
             warnings: counter_vec(
                 "sohoa_ingest_warnings_total",
                 "Normalization warnings, by topic and kind.",
@@ -192,6 +204,21 @@ impl Metrics {
                 "Flushes that failed and will be retried, by stage.",
                 &["stage"],
             ),
+            flush_backoff_seconds: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "sohoa_ingest_flush_backoff_seconds",
+                        "Delay before a partition's failed flush is tried again (0 when none \
+                         failed), by topic and partition.",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
             rebalances: counter_vec(
                 "sohoa_ingest_rebalances_total",
                 "Consumer-group rebalance events, by kind (assign, revoke).",
@@ -305,6 +332,7 @@ impl Metrics {
         for g in [&self.lag_messages, &self.lag_seconds, &self.durable_offset] {
             let _ = g.remove_label_values(&[topic, &p]);
         }
+        let _ = self.flush_backoff_seconds.remove_label_values(&[topic, &p]);
     }
 
     /// Recompute every partition's lag seconds (time passes even without events).

@@ -23,8 +23,9 @@ use sohoa_runtime::config::FlushConfig;
 use sohoa_schemas::normalize::vn_day;
 use sohoa_schemas::{DecodeOutput, Decoder, EventBatchBuilder, Lineage};
 
+use crate::backoff::Backoff;
 use crate::checkpoint::{CheckpointError, Checkpointer, CommittedFile, Marker, PartitionPaths};
-use crate::dead_letter::{DeadLetterError, DeadLetters};
+use crate::dead_letter::{CommitRejects, DeadLetterError, DeadLetters};
 use crate::metrics::{now_ms, Metrics};
 use crate::write::{FileFormat, WriteError};
 
@@ -117,6 +118,8 @@ pub enum PipelineError {
     UnknownTopic(String),
     #[error("drain deadline passed with {0} partition(s) not flushed")]
     DrainTimeout(usize),
+    #[error("not flushed before the deadline: {0}")]
+    NotFlushed(String),
     #[error("storage writes interrupted: {0}")]
     WritesInterrupted(String),
     #[error("starting the worker threads: {0}")]
@@ -180,6 +183,8 @@ struct Pending {
     started: Instant,
     /// Its marker is written (the commit point); a failed publish is what is left.
     committed: bool,
+    /// Rejects committed with the range, for sinks that keep them so (backfills).
+    rejects: Option<CommitRejects>,
 }
 
 /// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
@@ -189,6 +194,7 @@ struct Unencoded {
     end: i64,
     batches: Vec<(String, arrow::record_batch::RecordBatch, u64)>,
     started: Instant,
+    rejects: Option<CommitRejects>,
 }
 
 struct PartState {
@@ -212,7 +218,10 @@ struct PartState {
     pending: Option<Pending>,
     /// Its pending flush is being written in the background: not to be started again.
     writing: bool,
+    /// A failed flush is not tried again before this (see `backoff`).
     retry_at: Option<Instant>,
+    /// Failed flushes in a row: the step of the backoff.
+    failures: u32,
     /// Lost a commit race: records are dropped until the source says where it resumed.
     fenced: bool,
 }
@@ -238,6 +247,7 @@ impl PartState {
             pending: None,
             writing: false,
             retry_at: None,
+            failures: 0,
             fenced: false,
         }
     }
@@ -259,6 +269,22 @@ impl PartState {
 
     fn buffered_bytes(&self) -> usize {
         self.bytes + self.pending.as_ref().map_or(0, |p| p.bytes)
+    }
+
+    /// Dead letters sent for records not yet durable: sent again if those records are
+    /// consumed again.
+    fn unflushed_dead_letters(&self) -> u64 {
+        self.dead_lettered + self.pending.as_ref().map_or(0, |p| p.dead_lettered)
+    }
+
+    /// Holds something not yet durable: a pending flush, or an open buffer.
+    fn holds(&self) -> bool {
+        self.pending.is_some() || self.open.is_some()
+    }
+
+    /// Not waiting out a backoff at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|t| t <= now)
     }
 }
 
@@ -294,6 +320,12 @@ struct FlushIo {
     paths: PartitionPaths,
     marker: Marker,
     staged: Vec<(object_store::path::Path, Bytes)>,
+    /// Raw rejected lines, written to their own store before the commit.
+    raw_rejects: Option<(
+        Arc<dyn object_store::ObjectStore>,
+        object_store::path::Path,
+        Bytes,
+    )>,
     /// An earlier attempt wrote the marker: only the publish is left to do.
     committed: bool,
 }
@@ -315,6 +347,15 @@ async fn execute(cp: &Checkpointer, io: &FlushIo) -> Result<(), FlushFailure> {
         for (path, data) in &io.staged {
             cp.stage(path, data.clone()).await.map_err(before)?;
             crate::crashpoint::hit("after_stage_file");
+        }
+        if let Some((store, path, data)) = &io.raw_rejects {
+            use object_store::ObjectStoreExt;
+            // Overwritten by a re-run of the range; the recovery of a backfill deletes
+            // any a crash left of a range that was not committed.
+            store
+                .put(path, object_store::PutPayload::from_bytes(data.clone()))
+                .await
+                .map_err(|e| before(e.into()))?;
         }
         cp.commit(&io.paths, &io.marker).await.map_err(before)?;
         crate::crashpoint::hit("after_commit");
@@ -356,8 +397,26 @@ pub struct PipelineConfig {
     pub flush: FlushConfig,
     /// Cap on buffered bytes across partitions.
     pub buffer_max_bytes: usize,
+    /// When failed flushes are tried again.
+    pub backoff: Backoff,
     /// The fingerprint of the pseudonym key, written into every file.
     pub key_fingerprint: String,
+}
+
+impl PipelineConfig {
+    /// The pipeline's part of the configuration; `key_fingerprint` names the pseudonym
+    /// key of the decoders.
+    pub fn new(cfg: &sohoa_runtime::Config, key_fingerprint: String) -> Self {
+        PipelineConfig {
+            flush: cfg.flush.clone(),
+            buffer_max_bytes: cfg.buffer.max_bytes,
+            backoff: Backoff {
+                initial: Duration::from_millis(cfg.flush.retry_initial_ms),
+                max: Duration::from_millis(cfg.flush.retry_max_ms),
+            },
+            key_fingerprint,
+        }
+    }
 }
 
 /// What the pipelines of one process share: a process runs several (see `shard`), each
@@ -565,6 +624,13 @@ impl Pipeline {
                         }
                         if let Some(st) = self.parts.remove(&key) {
                             self.release(st.buffered_bytes());
+                            // Whoever consumes these records next rejects them again.
+                            self.dead.dropped(
+                                &topic,
+                                partition,
+                                st.unflushed_dead_letters(),
+                                "revoked",
+                            );
                         }
                         self.metrics.forget_partition(&topic, partition);
                     }
@@ -776,9 +842,8 @@ impl Pipeline {
             .parts
             .iter()
             .filter(|(_, st)| {
-                let retry = st.pending.is_some() && st.retry_at.is_none_or(|t| t <= now);
                 let old = st.oldest.is_some_and(|t| now.duration_since(t) >= max_age);
-                retry || (old && st.retry_at.is_none_or(|t| t <= now))
+                st.due(now) && (st.pending.is_some() || old)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -796,7 +861,7 @@ impl Pipeline {
             let mut by_size: Vec<_> = self
                 .parts
                 .iter()
-                .filter(|(_, st)| st.bytes > 0 && st.retry_at.is_none_or(|t| t <= now))
+                .filter(|(_, st)| st.bytes > 0 && st.due(now))
                 .map(|(k, st)| (st.bytes, k.clone()))
                 .collect();
             by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
@@ -843,66 +908,117 @@ impl Pipeline {
                 .with_label_values(&[e.stage()])
                 .inc();
             if e.is_transient() {
-                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush failed; will retry");
-                if let Some(st) = self.parts.get_mut(&key) {
-                    st.retry_at = Some(Instant::now() + Duration::from_secs(1));
-                }
+                let Some(st) = self.parts.get_mut(&key) else {
+                    continue;
+                };
+                st.failures += 1;
+                let delay = self.cfg.backoff.delay(st.failures);
+                st.retry_at = Some(Instant::now() + delay);
+                // One line per step of the backoff, not per record that finds it waiting.
+                tracing::warn!(topic = %key.0, partition = key.1, attempt = st.failures,
+                    retry_in_ms = delay.as_millis() as u64, error = %e, "flush failed; will retry");
+                self.metrics
+                    .flush_backoff_seconds
+                    .with_label_values(&[&*key.0, &key.1.to_string()])
+                    .set(delay.as_secs_f64());
             } else if self.fatal.is_none() {
                 self.fatal = Some(e);
             }
         }
     }
 
-    fn flush_until(&mut self, key: &PartKey, deadline: Instant) -> Result<(), PipelineError> {
+    /// Make everything `keys` hold durable: a pending flush and the open buffer behind it,
+    /// trying failed flushes again on their backoff schedule until `deadline`. Returns
+    /// the partitions still holding something then, with the last error of each.
+    fn flush_all_until(
+        &mut self,
+        keys: &[PartKey],
+        deadline: Instant,
+    ) -> Vec<(PartKey, Option<String>)> {
+        let mut last: HashMap<PartKey, String> = HashMap::new();
         loop {
-            match self.flush(key) {
-                Ok(()) => return Ok(()),
-                Err(e)
-                    if e.is_transient()
-                        && Instant::now() + Duration::from_millis(500) < deadline =>
-                {
-                    self.metrics
-                        .flush_failures
-                        .with_label_values(&[e.stage()])
-                        .inc();
-                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "flush failed; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
+            let holding: Vec<PartKey> = keys
+                .iter()
+                .filter(|k| self.parts.get(*k).is_some_and(PartState::holds))
+                .cloned()
+                .collect();
+            let now = Instant::now();
+            if holding.is_empty() || self.fatal.is_some() {
+                return Vec::new();
+            }
+            if now >= deadline {
+                return holding
+                    .into_iter()
+                    .map(|k| {
+                        let e = last.remove(&k);
+                        (k, e)
+                    })
+                    .collect();
+            }
+            let due: Vec<PartKey> = holding
+                .iter()
+                .filter(|k| self.parts[*k].due(now))
+                .cloned()
+                .collect();
+            let failed: FlushResults = self
+                .flush_now(&due)
+                .into_iter()
+                .filter(|(_, r)| r.is_err())
+                .collect();
+            for (key, result) in &failed {
+                if let Err(e) = result {
+                    last.insert(key.clone(), e.to_string());
                 }
-                Err(e) => return Err(e),
+            }
+            self.absorb(failed);
+            // What is left waits for its next try, unless that comes after the deadline.
+            let next = holding
+                .iter()
+                .filter_map(|k| self.parts.get(k))
+                .filter(|st| st.holds())
+                .map(|st| st.retry_at.unwrap_or(now))
+                .min();
+            if let Some(at) = next {
+                let wait = at.min(deadline).saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
             }
         }
     }
 
+    fn flush_until(&mut self, key: &PartKey, deadline: Instant) -> Result<(), PipelineError> {
+        if let Some((_, error)) = self
+            .flush_all_until(std::slice::from_ref(key), deadline)
+            .pop()
+        {
+            return Err(PipelineError::NotFlushed(
+                error.unwrap_or_else(|| "the deadline passed".into()),
+            ));
+        }
+        self.fatal.take().map_or(Ok(()), Err)
+    }
+
+    /// Flush everything every partition holds, or say which were not flushed: the open
+    /// buffer behind a flush waiting for its retry is flushed too, not dropped.
     fn drain(mut self, deadline: Instant) -> Result<Totals, PipelineError> {
         let keys: Vec<_> = self.parts.keys().cloned().collect();
-        // All at once first; whatever fails is retried one by one until the deadline.
-        let retry: Vec<_> = self
-            .flush_now(&keys)
-            .into_iter()
-            .filter(|(_, r)| r.is_err())
-            .map(|(k, _)| k)
-            .collect();
-        let mut failed = 0;
-        for key in retry {
-            if let Err(e) = self.flush_until(&key, deadline) {
-                tracing::error!(topic = %key.0, partition = key.1, error = %e, "not flushed at shutdown; it will be consumed again");
-                failed += 1;
-            }
+        let left = self.flush_all_until(&keys, deadline);
+        for (key, error) in &left {
+            let st = &self.parts[key];
+            tracing::error!(topic = %key.0, partition = key.1, durable_next = ?st.durable_next,
+                error = error.as_deref().unwrap_or("the drain deadline passed"),
+                "not flushed at shutdown; it will be consumed again");
+            let sent = st.unflushed_dead_letters();
+            self.dead.dropped(&key.0, key.1, sent, "not_flushed");
         }
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
-        if failed > 0 {
-            return Err(PipelineError::DrainTimeout(failed));
+        if !left.is_empty() {
+            return Err(PipelineError::DrainTimeout(left.len()));
         }
         Ok(self.totals)
-    }
-
-    /// Flush one partition through the protocol, and wait until it is durable.
-    fn flush(&mut self, key: &PartKey) -> Result<(), PipelineError> {
-        self.flush_now(std::slice::from_ref(key))
-            .pop()
-            .map_or(Ok(()), |(_, r)| r)
     }
 
     /// Flush `keys` and wait for storage: for a revocation and the drain, which must know
@@ -930,12 +1046,15 @@ impl Pipeline {
     /// writes in the background. Partitions whose flush is being written are left for
     /// later. Returns the failures known before any write starts.
     fn dispatch(&mut self, keys: &[PartKey]) -> FlushResults {
+        // A partition waiting out its backoff is not tried again before its time, however
+        // many records find its buffer full meanwhile.
+        let now = Instant::now();
         let keys: Vec<PartKey> = keys
             .iter()
             .filter(|k| {
                 self.parts
                     .get(*k)
-                    .is_some_and(|st| !st.writing && (st.pending.is_some() || st.open.is_some()))
+                    .is_some_and(|st| !st.writing && st.holds() && st.due(now))
             })
             .cloned()
             .collect();
@@ -1098,10 +1217,12 @@ impl Pipeline {
         }
         if let Some(st) = self.parts.get_mut(key) {
             let freed = st.buffered_bytes();
+            let sent = st.unflushed_dead_letters();
             let (topic, partition) = (st.topic.clone(), st.partition);
             *st = PartState::new(topic, partition, None);
             st.fenced = true;
             self.release(freed);
+            self.dead.dropped(&key.0, key.1, sent, "fenced");
         }
         true
     }
@@ -1121,6 +1242,8 @@ impl Pipeline {
             let Some((start, end)) = st.open.take() else {
                 continue;
             };
+            // The range's rejects go with it, whatever becomes of it.
+            let rejects = self.dead.take_range(&key.0, key.1);
             let started = Instant::now();
             let batches = std::mem::take(&mut st.days)
                 .into_iter()
@@ -1149,6 +1272,7 @@ impl Pipeline {
                 end,
                 batches,
                 started,
+                rejects,
             });
         }
         let encoded = encode_all(self.shared.workers.as_deref(), &self.format, &work);
@@ -1175,6 +1299,7 @@ impl Pipeline {
                 bytes,
                 started: u.started,
                 committed: false,
+                rejects: u.rejects,
             });
             st.oldest = None;
             st.oldest_ts_ms = None;
@@ -1200,6 +1325,25 @@ impl Pipeline {
             });
             staged.push((path, data.clone()));
         }
+        let rejects = p.rejects.as_ref().map(|r| {
+            let path = paths.staged_rejects(p.start, p.end);
+            let file = CommittedFile {
+                staged: path.to_string(),
+                published: paths.published_rejects(p.start, p.end).to_string(),
+                rows: r.redacted.iter().filter(|&&b| b == b'\n').count() as u64,
+                bytes: r.redacted.len() as u64,
+            };
+            staged.push((path, r.redacted.clone()));
+            file
+        });
+        let raw_rejects = p.rejects.as_ref().and_then(|r| {
+            let (store, data) = r.raw.as_ref()?;
+            Some((
+                store.clone(),
+                paths.raw_rejects(p.start, p.end),
+                data.clone(),
+            ))
+        });
         let marker = Marker {
             version: 1,
             topic: st.topic.to_string(),
@@ -1217,11 +1361,14 @@ impl Pipeline {
                 .collect(),
             committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
             key_fingerprint: Some(self.cfg.key_fingerprint.clone()),
+            rejects,
+            raw_rejects: raw_rejects.as_ref().map(|(_, path, _)| path.to_string()),
         };
         Some(FlushIo {
             paths,
             marker,
             staged,
+            raw_rejects,
             committed: p.committed,
         })
     }
@@ -1234,7 +1381,14 @@ impl Pipeline {
         let Some(p) = st.pending.take() else {
             return;
         };
+        if st.failures > 0 {
+            self.metrics
+                .flush_backoff_seconds
+                .with_label_values(&[&*st.topic, &st.partition.to_string()])
+                .set(0.0);
+        }
         st.retry_at = None;
+        st.failures = 0;
         st.durable_next = Some(p.end + 1);
         self.to_commit
             .push((st.topic.clone(), st.partition, p.end + 1));
@@ -1434,6 +1588,7 @@ mod tests {
         fn flush(&mut self, _: Duration) -> Result<(), DeadLetterError> {
             Ok(())
         }
+        fn dropped(&mut self, _: &str, _: i32, _: u64, _: &'static str) {}
     }
 
     /// The level is published once per batch; it must still count every buffered row, and
@@ -1460,11 +1615,7 @@ mod tests {
             sohoa_schemas::build_decoder(DecoderKind::Dvcqg, ctx),
         );
         let pipeline = Pipeline::new(
-            PipelineConfig {
-                flush: cfg.flush.clone(),
-                buffer_max_bytes: cfg.buffer.max_bytes,
-                key_fingerprint: "0123abcd".into(),
-            },
+            PipelineConfig::new(&cfg, "0123abcd".into()),
             decoders,
             Checkpointer::new(Arc::new(object_store::memory::InMemory::new())),
             rt.handle().clone(),

@@ -637,6 +637,16 @@ fn scrape(addr: &str) -> Option<Scrape> {
     })
 }
 
+/// The status line `GET path` gets.
+fn status_of(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("the endpoint listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: sohoa\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.lines().next().unwrap_or_default().to_owned()
+}
+
 /// Scrape `addr` until `ready` holds for the parsed exposition, or fail after `timeout`
 /// saying what was awaited.
 fn scrape_until(
@@ -819,6 +829,10 @@ fn a_live_ingestor_exports_every_metric_and_label_the_dashboard_and_alerts_use()
         Duration::from_secs(90),
         one_partition,
     );
+    // In the group with a broker up: both ready.
+    for addr in [&listen_a, &listen_b] {
+        assert_eq!(status_of(addr, "/readyz"), "HTTP/1.1 200 OK", "{addr}");
+    }
     // More traffic after the rebalance, for both replicas: 38 good, 2 bad.
     let (more, _) = feed(240, 20);
     produce(&c.brokers, TOPIC, &more[200..]);

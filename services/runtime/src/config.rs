@@ -56,6 +56,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Personal-data handling.
     pub privacy: PrivacyConfig,
+    /// What is kept of rejected backfill lines.
+    pub rejects: RejectsConfig,
     /// The batch aggregator: reference data, periods and the scorecard.
     pub aggregate: AggregateConfig,
 }
@@ -170,6 +172,11 @@ pub struct FlushConfig {
     pub row_group_rows: usize,
     /// zstd level of the Parquet pages.
     pub zstd_level: i32,
+    /// Delay before a failed flush is tried again, in milliseconds; doubled after each
+    /// failure in a row, with jitter.
+    pub retry_initial_ms: u64,
+    /// The longest delay between two tries of a failed flush, in milliseconds.
+    pub retry_max_ms: u64,
 }
 
 /// The global cap on buffered bytes.
@@ -244,6 +251,46 @@ pub enum LogFormat {
 pub struct PrivacyConfig {
     /// Pseudonymize with the public development key (demo and tests only).
     pub development_mode: bool,
+}
+
+/// What is kept of rejected backfill lines. Under the storage root, where analysts
+/// read, only a masked excerpt, the reasons and a keyed digest of each line; the raw
+/// bytes, which hold personal data, only where `raw_root` says.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectsConfig {
+    /// Where the raw bytes of rejected lines go, to replay them once fixed: a local path
+    /// or s3://bucket/prefix, apart from the storage root and readable only by those
+    /// allowed to see personal data. Empty keeps no raw bytes.
+    pub raw_root: String,
+    /// object_store options for an s3:// `raw_root` (as `storage.options`).
+    #[serde(default)]
+    pub raw_options: BTreeMap<String, String>,
+    /// Days the raw bytes are kept; `sohoa purge-rejects` deletes older ones.
+    pub raw_retention_days: u32,
+}
+
+impl fmt::Debug for RejectsConfig {
+    // Options may carry access keys: show their names only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectsConfig")
+            .field("raw_root", &self.raw_root)
+            .field("raw_options", &self.raw_options.keys().collect::<Vec<_>>())
+            .field("raw_retention_days", &self.raw_retention_days)
+            .finish()
+    }
+}
+
+impl RejectsConfig {
+    /// The raw store's settings, as a storage root of its own; `None` when no raw bytes
+    /// are kept.
+    pub fn raw_storage(&self) -> Option<StorageConfig> {
+        (!self.raw_root.is_empty()).then(|| StorageConfig {
+            root: self.raw_root.clone(),
+            options: self.raw_options.clone(),
+            fsync: true,
+        })
+    }
 }
 
 /// The batch aggregator.
@@ -439,6 +486,30 @@ impl Config {
                     self.kafka.dead_letter_max_bytes
                 ),
             );
+        }
+        if self.flush.retry_initial_ms == 0 || self.flush.retry_max_ms < self.flush.retry_initial_ms
+        {
+            return invalid(
+                "flush.retry_initial_ms",
+                format!(
+                    "{} must be positive and at most flush.retry_max_ms ({})",
+                    self.flush.retry_initial_ms, self.flush.retry_max_ms
+                ),
+            );
+        }
+        if !self.rejects.raw_root.is_empty()
+            && self.rejects.raw_root.trim_end_matches('/')
+                == self.storage.root.trim_end_matches('/')
+        {
+            return invalid(
+                "rejects.raw_root",
+                "must not be the storage root: analysts read there, and raw rejects hold \
+                 personal data"
+                    .into(),
+            );
+        }
+        if self.rejects.raw_retention_days == 0 {
+            return invalid("rejects.raw_retention_days", "must be at least 1".into());
         }
         if !(1..=22).contains(&self.flush.zstd_level) {
             return invalid(

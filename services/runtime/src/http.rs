@@ -93,6 +93,10 @@ async fn read_head(sock: &mut TcpStream) -> Option<String> {
     None
 }
 
+/// Anything but GET and HEAD.
+const METHOD_NOT_ALLOWED: &str = "HTTP/1.1 405 Method Not Allowed\r\nallow: GET, HEAD\r\n\
+    content-type: text/plain\r\ncontent-length: 19\r\nconnection: close\r\n\r\nmethod not allowed\n";
+
 /// The response to a request head, whole.
 fn answer<E: Exposition>(head: &str, metrics: &E) -> String {
     let mut words = head.split_whitespace();
@@ -100,10 +104,7 @@ fn answer<E: Exposition>(head: &str, metrics: &E) -> String {
     let with_body = match method {
         "GET" => true,
         "HEAD" => false,
-        _ => return format!(
-            "HTTP/1.1 405 Method Not Allowed\r\nallow: GET, HEAD\r\ncontent-type: text/plain\r\n\
-                 content-length: 19\r\nconnection: close\r\n\r\nmethod not allowed\n"
-        ),
+        _ => return METHOD_NOT_ALLOWED.to_owned(),
     };
     let (status, ctype, body) = match path {
         "/metrics" => (
