@@ -606,6 +606,10 @@ impl Pipeline {
                     for (topic, partition, next) in parts {
                         self.metrics
                             .update_lag(&topic, partition, |l| l.durable_next = next);
+                        self.metrics
+                            .flush_backoff_seconds
+                            .with_label_values(&[&*topic, &partition.to_string()])
+                            .set(0.0);
                         self.parts.insert(
                             (topic.clone(), partition),
                             PartState::new(topic, partition, next),
