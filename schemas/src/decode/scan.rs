@@ -2,8 +2,8 @@
 //!
 //! In a profile, serde_json's generic visitor calls and its token-by-token walk over
 //! skipped values were about half of decoding a national sync record. This reader fills
-//! the same [`Raw`] shapes directly, which made decode + normalize about 13% faster
-//! (BENCHMARKS.md, ninth session); most of what is left is scanning each string's bytes.
+//! the same [`Raw`] shapes directly, which made decode + normalize faster (the decode bench in
+//! BENCHMARKS.md); most of what is left is scanning each string's bytes.
 //!
 //! It never judges a message bad. On anything it is not sure of (a syntax error, a lone
 //! surrogate, a number serde_json might read differently, nesting past [`MAX_DEPTH`]) it

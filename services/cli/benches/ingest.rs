@@ -14,14 +14,13 @@
 //! - `SOHOA_BENCH_LINGER_MS`: the producer's `linger.ms` (default 3000). The mock cluster
 //!   answers a fetch with one produced batch per partition, where a Kafka broker returns
 //!   up to `max.partition.fetch.bytes` (1 MB) of them: with the default, batches are about
-//!   1 MB, and consumers read the topic as they would from Kafka; with 20 (the default
-//!   until the seventh session of BENCHMARKS.md), batches are a few KB, every fetch
+//!   1 MB, and consumers read the topic as they would from Kafka; with 20, batches are a few KB, every fetch
 //!   interleaves all partitions, and kcat's time swings by half from run to run;
 //! - `SOHOA_BENCH_REPLICAS`: the replica counts to run (default `1,2,3`). A count given
 //!   more than once (`1,1,1,1,1`) runs again, and the bench prints the median and the
 //!   range of its ratios: one run's ratio moves by a third with the host;
 //! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default 64 MB, which
-//!   keeps a replica under the 300 MB the ingest issue allows);
+//!   keeps a replica under its 300 MB memory goal);
 //! - `SOHOA_BENCH_FLUSH_AGE_MS`: its `flush.max_age_ms` (default: the production default
 //!   of `config/default.toml`, 60 s). Once a replica has received every message, the
 //!   bench stops it with SIGTERM, and its graceful drain writes the last buffers; the time

@@ -1,4 +1,4 @@
-//! The bad-input corpus (issue 8): every case of `tests/bad-input/cases.toml` is produced to
+//! The bad-input corpus: every case of `tests/bad-input/cases.toml` is produced to
 //! its topic on librdkafka's in-process mock cluster and goes through one real ingestor.
 //! Then, per case: the dead-letter topic holds exactly the cases expected there, with their
 //! reason class and source coordinates; `events/` holds exactly the expected good events;

@@ -47,7 +47,7 @@ const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 /// (`up`) are Prometheus' own.
 const CHECKED_PREFIXES: [&str; 2] = ["sohoa_", "process_"];
 
-/// What the dashboard must show, at least (the operations issue's list).
+/// What the dashboard must show, at least: what operators watch first.
 const DASHBOARD_MUST_QUERY: [&str; 14] = [
     "sohoa_ingest_consumer_lag_messages",
     "sohoa_ingest_consumer_lag_seconds",
@@ -993,7 +993,10 @@ fn every_alert_is_complete_and_has_a_test_where_it_fires_and_one_where_it_does_n
             block.push('\n');
         }
     }
-    assert!(blocks.len() >= 6, "at least the six alerts of the issue");
+    assert!(
+        blocks.len() >= 6,
+        "at least the six alerts operations rely on"
+    );
     for (name, block) in &blocks {
         for key in [
             "expr:",
