@@ -203,13 +203,23 @@ const DAY: i64 = 24 * HOUR;
 /// the source moved (before, after), if it did.
 type SupplementPlan = (i64, Option<i64>, Option<(i64, i64)>);
 
+/// How long a pause lasts in office time, and the due date it moves to: the source
+/// software moves a due date by the pause's working time, never by calendar time.
+fn moved_by_pause(cal: &Calendar, due: i64, asked: i64, answered: i64) -> Result<i64> {
+    let pause = cal.working_seconds(asked, answered)?;
+    Ok(cal.add_working_seconds(due, pause)?)
+}
+
 /// One dossier's whole life, decided up front.
 struct Dossier {
     code: String,
     procedure: Procedure,
     channel: u8,
     received: i64,
+    /// The due date (`NgayHenTra`) at receipt...
     due: i64,
+    /// ...and each later move of it: (from, new due date).
+    due_moves: Vec<(i64, i64)>,
     /// Status changes: (time, status).
     steps: Vec<(i64, u8)>,
     supplements: Vec<SupplementPlan>,
@@ -223,6 +233,18 @@ struct Dossier {
     fee: u64,
     paid_online: bool,
     applicant_id: String,
+}
+
+impl Dossier {
+    /// The due date a snapshot taken at `at` shows.
+    fn due_at(&self, at: i64) -> i64 {
+        self.due_moves
+            .iter()
+            .filter(|(from, _)| *from <= at)
+            .map(|(_, due)| *due)
+            .next_back()
+            .unwrap_or(self.due)
+    }
 }
 
 /// Per agency, what the generator put in the feed: the expected values of the metrics
@@ -369,6 +391,7 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
             },
             received,
             due,
+            due_moves: Vec::new(),
             steps: vec![(received, 2)],
             supplements: Vec::new(),
             finished: None,
@@ -404,19 +427,22 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
             d.refused = Some(now + 2 * DAY);
             d.steps.push((now + 2 * DAY, 8));
         } else {
+            // The due date the dossier is judged by: the one given at receipt, extended by
+            // every answered pause's working time, whether the source moved it or not.
+            let mut judged_due = d.due;
             if rng.chance(0.15) {
                 let asked = cal.add_working_seconds(now, 4 * 3600)?;
                 let answered = (!rng.chance(0.1)).then(|| asked + (1 + rng.below(6) as i64) * DAY);
-                let moved = answered
-                    .filter(|_| rng.chance(0.5))
-                    .map(|ans| (d.due, d.due + (ans - asked)));
                 d.steps.push((asked, 5));
-                d.supplements.push((asked, answered, moved));
-                if let Some((_, new_due)) = moved {
-                    d.due = new_due;
-                }
                 match answered {
                     Some(ans) => {
+                        judged_due = moved_by_pause(&cal, judged_due, asked, ans)?;
+                        // Half the time the source records the move (`NgayHenTraMoi`).
+                        let moved = rng.chance(0.5).then_some((d.due, judged_due));
+                        if let Some((_, new_due)) = moved {
+                            d.due_moves.push((ans, new_due));
+                        }
+                        d.supplements.push((asked, answered, moved));
                         d.steps.push((ans, 4));
                         now = ans;
                         if rng.chance(0.15) {
@@ -428,14 +454,17 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
                             now = back;
                         }
                     }
-                    None => now = i64::MAX, // never answered: stays waiting
+                    None => {
+                        d.supplements.push((asked, None, None));
+                        now = i64::MAX; // never answered: stays waiting
+                    }
                 }
             }
             if now != i64::MAX {
                 let finished = if rng.chance(late_p) {
-                    cal.add_working_seconds(d.due, (1 + rng.below(5) as i64) * 8 * 3600)?
+                    cal.add_working_seconds(judged_due, (1 + rng.below(5) as i64) * 8 * 3600)?
                 } else {
-                    let span = (d.due - now).max(HOUR);
+                    let span = (judged_due - now).max(HOUR);
                     now + (rng.f() * span as f64) as i64
                 };
                 let returned = finished + (rng.below(24) as i64) * HOUR;
@@ -564,7 +593,7 @@ fn snapshot(d: &Dossier, a: &Agency, at: i64, status: u8, updating: bool) -> Str
         d.applicant_id,
         fmt(d.received - HOUR),
         fmt(d.received),
-        fmt(d.due),
+        fmt(d.due_at(at)),
         u8::from(d.digitized_component),
         if d.paid_online { 2 } else { 0 },
     );

@@ -66,7 +66,7 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
     let mut status_code = Int8Builder::with_capacity(n);
     let mut status = StringBuilder::new();
     let ts = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone(utc());
-    let (mut received, mut due, mut end, mut eff_end, mut finished, mut returned, mut last) =
+    let (mut received, mut due, mut end, mut judged_due, mut finished, mut returned, mut last) =
         (ts(), ts(), ts(), ts(), ts(), ts(), ts());
     let mut judged_at = ts();
     let mut judged_date = Date32Builder::with_capacity(n);
@@ -77,7 +77,8 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
     let mut end_reason = StringBuilder::new();
     let mut supplements = Int32Builder::with_capacity(n);
     let mut paused = Int64Builder::with_capacity(n);
-    let mut subtracted = Int64Builder::with_capacity(n);
+    let mut paused_working = Int64Builder::with_capacity(n);
+    let mut extension = Int64Builder::with_capacity(n);
     let mut working_days = Float64Builder::with_capacity(n);
     let mut class = StringBuilder::new();
     let bools = || BooleanBuilder::with_capacity(n);
@@ -109,6 +110,7 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
         received.append_option(j.received_at);
         received_date.append_option(j.received_at.map(|t| days(local_date(t))));
         due.append_option(j.due_at);
+        judged_due.append_option(j.judged_due_at);
         due_source.append_option(j.due_source.map(|s| match s {
             DueSource::Source => "source",
             DueSource::Catalogue => "catalogue",
@@ -116,12 +118,12 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
         end.append_option(j.end_at);
         end_date.append_option(j.end_at.map(|t| days(local_date(t))));
         end_reason.append_option(j.end_reason.map(|r| r.as_str()));
-        eff_end.append_option(j.effective_end_at);
         finished.append_option(f.finished_at);
         returned.append_option(f.returned_at);
         supplements.append_value(j.supplement_count as i32);
         paused.append_value(j.paused_seconds);
-        subtracted.append_value(j.pause_subtracted_seconds);
+        paused_working.append_value(j.pause_working_seconds);
+        extension.append_value(j.due_extension_seconds);
         working_days.append_option(j.working_days);
         class.append_option(j.on_time.map(|c| c.as_str()));
         overdue_from.append_option(j.overdue_from.map(days));
@@ -155,15 +157,16 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
             ("received_date", a(&mut received_date), true),
             ("due_at", a(&mut due), true),
             ("due_source", a(&mut due_source), true),
+            ("judged_due_at", a(&mut judged_due), true),
             ("end_at", a(&mut end), true),
             ("end_date", a(&mut end_date), true),
             ("end_reason", a(&mut end_reason), true),
-            ("effective_end_at", a(&mut eff_end), true),
             ("finished_at", a(&mut finished), true),
             ("returned_at", a(&mut returned), true),
             ("supplement_count", a(&mut supplements), false),
             ("paused_seconds", a(&mut paused), false),
-            ("pause_subtracted_seconds", a(&mut subtracted), false),
+            ("pause_working_seconds", a(&mut paused_working), false),
+            ("due_extension_seconds", a(&mut extension), false),
             ("working_days", a(&mut working_days), true),
             ("on_time_class", a(&mut class), true),
             ("overdue_from", a(&mut overdue_from), true),

@@ -85,12 +85,15 @@ pub struct Judged {
     pub end_at: Option<i64>,
     pub end_reason: Option<EndReason>,
     pub supplement_count: u32,
-    /// Completed pauses, in seconds, and the part of them subtracted from the clock (the
-    /// pauses the source had not already added to the due date).
+    /// Completed pauses: calendar seconds, and office seconds (what the clock leaves out).
     pub paused_seconds: i64,
-    pub pause_subtracted_seconds: i64,
-    /// The end minus the subtracted pauses.
-    pub effective_end_at: Option<i64>,
+    pub pause_working_seconds: i64,
+    /// Office seconds sohoa added to the due date: the pauses the source did not already
+    /// add itself (no `NgayHenTraMoi`).
+    pub due_extension_seconds: i64,
+    /// The due date the dossier is judged by: `due_at`, extended by `due_extension_seconds`
+    /// of office time.
+    pub judged_due_at: Option<i64>,
     /// Office time from receipt to the end (or to the judging moment), less every pause,
     /// in 8-hour working days.
     pub working_days: Option<f64>,
@@ -98,8 +101,8 @@ pub struct Judged {
     /// is outside the count (statuses 1 and 3) or cannot be judged (no due date at all).
     pub on_time: Option<OnTime>,
     /// The first period-end date at which the dossier counts as overdue if it is still
-    /// open then: the local date of the due date plus the subtracted pauses. SQL judges an
-    /// open dossier at each period's end with it (`schemas/sql/metrics.sql`).
+    /// open then: the local date of the judged due date. SQL judges an open dossier at
+    /// each period's end with it (`schemas/sql/metrics.sql`).
     pub overdue_from: Option<NaiveDate>,
     /// Counted in the metrics at all (not status 1 or 3).
     pub counted: bool,
@@ -130,10 +133,10 @@ impl Judged {
         if self.supplement_count > 1 {
             return Some(OnTime::InProgressOverdue);
         }
-        let due = self.due_at?;
+        let due = self.judged_due_at?;
         let period_end = day_start(last_day.succ_opt()?);
         let at = period_end.min(as_of);
-        Some(if at - self.pause_subtracted_seconds * 1_000_000 > due {
+        Some(if at > due {
             OnTime::InProgressOverdue
         } else {
             OnTime::InProgressInTime
@@ -200,16 +203,19 @@ pub fn judge(
         ));
     }
 
-    // Pauses: a pause the source already added to the due date is not subtracted again.
-    let (mut paused, mut subtracted, mut paused_working) = (0i64, 0i64, 0i64);
+    // Pauses: the office time spent waiting for the applicant does not count. The source
+    // software moves the due date by it; where it recorded that (`NgayHenTraMoi`), its
+    // moved date is the due date, and where it did not, the due date is extended here by
+    // the pause's office time. Never calendar time: a pause over Tết is mostly days off.
+    let (mut paused, mut paused_working, mut extension) = (0i64, 0i64, 0i64);
     let mut moved_due: Option<i64> = None;
     for s in f.supplements.iter() {
         if let Some(done) = s.completed_at.filter(|&d| d > s.requested_at) {
-            let secs = (done - s.requested_at) / 1_000_000;
-            paused += secs;
-            paused_working += cal.working_seconds(s.requested_at, done).map_err(cal_err)?;
+            paused += (done - s.requested_at) / 1_000_000;
+            let working = cal.working_seconds(s.requested_at, done).map_err(cal_err)?;
+            paused_working += working;
             if s.due_after.is_none() {
-                subtracted += secs;
+                extension += working;
             }
         }
         if let Some(a) = s.due_after {
@@ -228,9 +234,12 @@ pub fn judge(
             _ => (None, None),
         },
     };
+    let judged_due = match due {
+        Some(d) if extension > 0 => Some(cal.add_working_seconds(d, extension).map_err(cal_err)?),
+        d => d,
+    };
 
     let end_at = end.map(|e| e.0);
-    let effective_end = end_at.map(|e| e - subtracted * 1_000_000);
     let judge_at = end_at.unwrap_or(as_of);
     let working_days = match received {
         Some(r) if judge_at > r => {
@@ -240,16 +249,16 @@ pub fn judge(
         Some(_) => Some(0.0),
         None => None,
     };
-    let overdue_from = match due {
+    let overdue_from = match judged_due {
         // More than one supplement request is late, so overdue from the start.
         _ if n > 1 => received.map(local_date),
-        Some(d) => Some(local_date(d + subtracted * 1_000_000)),
+        Some(d) => Some(local_date(d)),
         None => None,
     };
     let on_time = if !counted {
         None
     } else {
-        match (effective_end, due) {
+        match (end_at, judged_due) {
             _ if n > 1 => Some(if end_at.is_some() {
                 OnTime::Late
             } else {
@@ -262,7 +271,7 @@ pub fn judge(
             }),
             // Never received (withdrawn before receipt, say): its clock never started.
             (None, Some(_)) if received.is_none() => None,
-            (None, Some(d)) => Some(if as_of - subtracted * 1_000_000 > d {
+            (None, Some(d)) => Some(if as_of > d {
                 OnTime::InProgressOverdue
             } else {
                 OnTime::InProgressInTime
@@ -284,8 +293,9 @@ pub fn judge(
         end_reason: end.map(|e| e.1),
         supplement_count: n,
         paused_seconds: paused,
-        pause_subtracted_seconds: subtracted,
-        effective_end_at: effective_end,
+        pause_working_seconds: paused_working,
+        due_extension_seconds: extension,
+        judged_due_at: judged_due,
         working_days,
         on_time,
         overdue_from,

@@ -58,7 +58,7 @@ fn same_date_as_due_is_on_time_earlier_date_is_early() {
 }
 
 #[test]
-fn a_pause_the_source_already_added_to_the_due_date_is_not_subtracted_again() {
+fn a_pause_the_source_already_added_to_the_due_date_is_not_added_again() {
     // The sample's construction permit: paused 16–30 Jan 2023, the source moved the
     // due date from 8 to 15 Feb, and it finished on 20 Feb: late.
     let mut c = case("1.004227", 9, "2023-01-10 14:30", Some("2023-02-15 17:00"));
@@ -71,25 +71,49 @@ fn a_pause_the_source_already_added_to_the_due_date_is_not_subtracted_again() {
     let j = judge_at(&c, "2023-03-31 23:59");
     assert_eq!(j.on_time, Some(OnTime::Late));
     assert_eq!(j.paused_seconds, 14 * 86_400);
-    assert_eq!(j.pause_subtracted_seconds, 0);
-    assert_eq!(j.effective_end_at, j.end_at);
+    // 14 calendar days but 5 working days: Tết Quý Mão closed 20–26 January.
+    assert_eq!(j.pause_working_seconds, 5 * 28_800);
+    assert_eq!(j.due_extension_seconds, 0);
+    assert_eq!(j.judged_due_at, Some(vn("2023-02-15 17:00")));
 }
 
 #[test]
-fn a_pause_the_source_did_not_account_for_is_subtracted_from_the_end() {
-    // Due 3 Mar; paused 1 Mar 10:00 to 3 Mar 10:00 with the due date unchanged;
-    // finished 4 Mar 15:00. Effective end 2 Mar 15:00: early.
-    let mut c = case("X", 9, "2023-03-01 08:00", Some("2023-03-03 17:00"));
-    c.fact.finished_at = Some(vn("2023-03-04 15:00"));
+fn a_pause_the_source_did_not_move_the_due_date_for_extends_it_by_its_working_time() {
+    // The sample permit without `NgayHenTraMoi`: due 8 Feb 17:00, paused 16 Jan 09:00 to
+    // 30 Jan 09:00 (5 working days: 16 Jan from 09:00, 17–19 Jan, 27 Jan, 30 Jan to 09:00),
+    // finished 20 Feb. The due date moves to 15 Feb 17:00, as the source itself moves it:
+    // late. Subtracting the 14 calendar days from the end (6 Feb) would call it early.
+    let mut c = case("1.004227", 9, "2023-01-10 14:30", Some("2023-02-08 17:00"));
+    c.fact.finished_at = Some(vn("2023-02-20 09:00"));
     c.fact.supplements = Box::new([Supplement {
-        requested_at: vn("2023-03-01 10:00"),
-        completed_at: Some(vn("2023-03-03 10:00")),
+        requested_at: vn("2023-01-16 09:00"),
+        completed_at: Some(vn("2023-01-30 09:00")),
         due_after: None,
     }]);
     let j = judge_at(&c, "2023-03-31 23:59");
-    assert_eq!(j.pause_subtracted_seconds, 2 * 86_400);
-    assert_eq!(j.effective_end_at, Some(vn("2023-03-02 15:00")));
-    assert_eq!(j.on_time, Some(OnTime::Early));
+    assert_eq!(j.due_at, Some(vn("2023-02-08 17:00")));
+    assert_eq!(j.due_extension_seconds, 5 * 28_800);
+    assert_eq!(j.judged_due_at, Some(vn("2023-02-15 17:00")));
+    assert_eq!(j.on_time, Some(OnTime::Late));
+    // Finished on 15 Feb instead: on time by the extended date.
+    c.fact.finished_at = Some(vn("2023-02-15 09:00"));
+    assert_eq!(
+        judge_at(&c, "2023-03-31 23:59").on_time,
+        Some(OnTime::OnTime)
+    );
+    // Still open on 14 Feb: in time; on 16 Feb: overdue.
+    c.fact.finished_at = None;
+    c.fact.status = 4;
+    assert_eq!(
+        judge_at(&c, "2023-02-14 12:00").on_time,
+        Some(OnTime::InProgressInTime)
+    );
+    let j = judge_at(&c, "2023-02-16 08:00");
+    assert_eq!(j.on_time, Some(OnTime::InProgressOverdue));
+    assert_eq!(
+        j.overdue_from,
+        Some(NaiveDate::from_ymd_opt(2023, 2, 15).unwrap())
+    );
 }
 
 #[test]
