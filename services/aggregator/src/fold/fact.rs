@@ -1,0 +1,88 @@
+//! The folded fact of one dossier, and what it is made of.
+
+use super::Sym;
+
+/// Orders events of one dossier: event time, then source order. The later sync of two
+/// events stamped with the same time wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct EventKey {
+    pub time: i64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A supplement request, as the latest snapshot lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supplement {
+    pub requested_at: i64,
+    pub completed_at: Option<i64>,
+    /// Set when the source itself moved the due date for this pause.
+    pub due_after: Option<i64>,
+}
+
+pub const FLAG_SUBMITTED_FILE: u8 = 1;
+pub const FLAG_DIGITIZED: u8 = 2;
+pub const FLAG_REUSED: u8 = 4;
+pub const FLAG_NATIONAL_WAREHOUSE: u8 = 8;
+pub const FLAG_E_RESULT: u8 = 16;
+pub const FLAG_PAID_ONLINE: u8 = 32;
+pub const FLAG_FEE_BEARING: u8 = 64;
+pub const FLAG_HAS_RESULT_DOCUMENT: u8 = 128;
+
+/// Channel codes kept in a byte.
+pub const CHANNEL_UNKNOWN: u8 = 0;
+pub const CHANNEL_IN_PERSON: u8 = 1;
+pub const CHANNEL_ONLINE: u8 = 2;
+pub const CHANNEL_POSTAL: u8 = 3;
+
+/// Everything the rules need about one dossier.
+#[derive(Debug, Clone, Default)]
+pub struct Fact {
+    /// The latest snapshot's key; `None` while only progress events were seen.
+    pub snapshot: Option<EventKey>,
+    /// The latest event of any kind, and its status.
+    pub last: EventKey,
+    pub status: i8,
+    pub source_system: Sym,
+    pub agency: Sym,
+    pub procedure: Sym,
+    pub procedure_name: Sym,
+    pub channel: u8,
+    pub flags: u8,
+    pub received_at: Option<i64>,
+    pub due_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub returned_at: Option<i64>,
+    pub refused_at: Option<i64>,
+    pub supplements: Box<[Supplement]>,
+    /// Earliest time each ending status (7 withdrawn, 8 stopped, 9 processed, 10 returned)
+    /// was seen, from any event: the clock's end when a snapshot lacks the date.
+    pub first_seen: [Option<i64>; 4],
+    /// Events folded in, repeats included.
+    pub events: u32,
+    /// Data-quality state, each field order-independent like the rest (see `quality`):
+    /// the furthest life-cycle stage any event showed ([`crate::quality::stage`], 0 for
+    /// none) and the earliest event time it was shown at...
+    pub peak_stage: u8,
+    pub peak_at: i64,
+    /// ...the first agency a snapshot named (symbol + 1, 0 for none)...
+    pub first_agency: u32,
+    /// ...the latest snapshot's status (the dates below are that snapshot's)...
+    pub snapshot_status: i8,
+    /// ...and whether a snapshot named another one (`quality::Q_*` bits).
+    pub qflags: u8,
+}
+
+impl Fact {
+    /// Earliest time status `code` (7 to 10) was seen.
+    pub fn first_seen(&self, code: i8) -> Option<i64> {
+        (7..=10)
+            .contains(&code)
+            .then(|| self.first_seen[(code - 7) as usize])
+            .flatten()
+    }
+
+    pub fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
