@@ -418,7 +418,10 @@ fn judge_part<'a>(
     for (code, fact) in &folder.facts {
         let j = rules::judge(code, fact, &folder.syms, cal, catalog, opts.as_of)?;
         grouper.add(fact.agency, fact.procedure, &j);
-        issues.add(fact, &quality::dossier_issues(fact, &folder.syms, catalog));
+        issues.add(
+            fact,
+            &quality::dossier_issues(fact, &folder.syms, catalog, &j),
+        );
         if let (Some(c), Some(n)) = (sym(fact.procedure), sym(fact.procedure_name)) {
             names.add_name(c.to_owned(), n.to_owned());
         }

@@ -505,3 +505,29 @@ fn options_the_state_cannot_honour_are_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn a_state_of_another_version_is_rebuilt_from_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lives: Vec<DossierEvent> = (0..12).flat_map(life).collect();
+    flush(root, 0, 0, &lives);
+    check_step(root, "2024-03-25 12:00");
+    // The manifest of an older format, naming objects this version cannot read.
+    let path = root.join(incremental::STATE_DIR).join(&manifests(root)[0]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["version"] = serde_json::json!(1);
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let facts = manifest["parts"][0]["facts"].as_str().unwrap().to_string();
+    let rel = facts.strip_prefix(incremental::STATE_DIR).unwrap()[1..].to_string();
+    std::fs::write(root.join(&facts), b"sohoa-facts-1\n").unwrap();
+
+    // The next run folds everything again, equals a full run, and replaces the state.
+    let s = check_step(root, "2024-03-26 12:00");
+    assert_eq!((s.dossiers, s.events_read), (12, lives.len() as u64));
+    assert_eq!(manifests(root), ["manifests/00000000000000000002.json"]);
+    assert!(!state_objects(root).contains(&rel), "{rel} was not cleaned");
+    let again = check_step(root, "2024-03-27 12:00");
+    assert_eq!(again.events_read, 0);
+}

@@ -462,7 +462,20 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
             }
             if now != i64::MAX {
                 let finished = if rng.chance(late_p) {
-                    cal.add_working_seconds(judged_due, (1 + rng.below(5) as i64) * 8 * 3600)?
+                    // Late by one to five working days, and never before the last answer.
+                    let days = (1 + rng.below(5) as i64) * 8 * 3600;
+                    let late = cal.add_working_seconds(judged_due.max(now), days)?;
+                    if rng.chance(0.4) {
+                        // The agency misses the date, apologises and sets a new one that it
+                        // then keeps ("hẹn lại"): a snapshot moves the due date with no
+                        // supplement behind it. The dossier stays late.
+                        let at = (judged_due + HOUR).max(now);
+                        let new_due =
+                            cal.add_working_seconds(late, rng.below(3) as i64 * 8 * 3600)?;
+                        d.due_moves.push((at, new_due));
+                        d.steps.push((at, 4));
+                    }
+                    late
                 } else {
                     let span = (judged_due - now).max(HOUR);
                     now + (rng.f() * span as f64) as i64
@@ -479,6 +492,9 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
                 }
             }
         }
+        // A new appointment can come after a second pause began: keep both in time order.
+        d.steps.sort_by_key(|s| s.0);
+        d.due_moves.sort_by_key(|m| m.0);
         emit(&d, a, &mut rng, as_of, &mut messages, &mut truth);
     }
     messages.sort_by_key(|m| m.sent_at);

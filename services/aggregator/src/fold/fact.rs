@@ -16,7 +16,9 @@ pub struct EventKey {
 pub struct Supplement {
     pub requested_at: i64,
     pub completed_at: Option<i64>,
-    /// Set when the source itself moved the due date for this pause.
+    /// Set when the source itself moved the due date for this pause: from
+    /// (`NgayHenTraTruoc`) and to (`NgayHenTraMoi`).
+    pub due_before: Option<i64>,
     pub due_after: Option<i64>,
 }
 
@@ -50,7 +52,15 @@ pub struct Fact {
     pub channel: u8,
     pub flags: u8,
     pub received_at: Option<i64>,
+    /// The latest snapshot's due date (`NgayHenTra`).
     pub due_at: Option<i64>,
+    /// The due date of the earliest snapshot that had one, and that snapshot's key: what
+    /// the dossier is judged by, whatever later snapshots move it to.
+    pub first_due: Option<i64>,
+    pub first_due_key: EventKey,
+    /// Every distinct due date a snapshot showed, sorted; left empty while that is only
+    /// `first_due`, so the common dossier allocates nothing for it.
+    pub dues: Box<[i64]>,
     pub finished_at: Option<i64>,
     pub returned_at: Option<i64>,
     pub refused_at: Option<i64>,
@@ -74,6 +84,40 @@ pub struct Fact {
 }
 
 impl Fact {
+    /// Note a snapshot's due date. Order-independent like the rest of the fold: the first
+    /// due date is the one with the smallest key, the others a set.
+    pub fn see_due(&mut self, key: EventKey, due: i64) {
+        let Some(first) = self.first_due else {
+            self.first_due = Some(due);
+            self.first_due_key = key;
+            return;
+        };
+        if due != first || !self.dues.is_empty() {
+            let mut all = if self.dues.is_empty() {
+                vec![first]
+            } else {
+                self.dues.to_vec()
+            };
+            if let Err(i) = all.binary_search(&due) {
+                all.insert(i, due);
+                self.dues = all.into_boxed_slice();
+            }
+        }
+        if key < self.first_due_key {
+            self.first_due = Some(due);
+            self.first_due_key = key;
+        }
+    }
+
+    /// Every distinct due date the snapshots showed, sorted.
+    pub fn due_values(&self) -> &[i64] {
+        if self.dues.is_empty() {
+            self.first_due.as_slice()
+        } else {
+            &self.dues
+        }
+    }
+
     /// Earliest time status `code` (7 to 10) was seen.
     pub fn first_seen(&self, code: i8) -> Option<i64> {
         (7..=10)
@@ -84,5 +128,49 @@ impl Fact {
 
     pub fn flag(&self, f: u8) -> bool {
         self.flags & f != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_dates_fold_the_same_in_any_order_and_twice() {
+        let key = |time, offset| EventKey {
+            time,
+            partition: 0,
+            offset,
+        };
+        let seen = [(key(10, 1), 500), (key(20, 2), 700), (key(30, 3), 500)];
+        let mut states = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let mut f = Fact::default();
+            for i in order {
+                f.see_due(seen[i].0, seen[i].1);
+            }
+            states.push((f.first_due, f.first_due_key, f.due_values().to_vec()));
+        }
+        let mut twice = Fact::default();
+        for i in [1, 0, 2, 0, 1, 2] {
+            twice.see_due(seen[i].0, seen[i].1);
+        }
+        states.push((
+            twice.first_due,
+            twice.first_due_key,
+            twice.due_values().to_vec(),
+        ));
+        for s in &states {
+            assert_eq!(*s, (Some(500), key(10, 1), vec![500, 700]));
+        }
+        // One value only: nothing allocated for the set.
+        let mut one = Fact::default();
+        one.see_due(key(5, 0), 900);
+        one.see_due(key(1, 0), 900);
+        assert!(one.dues.is_empty());
+        assert_eq!(
+            (one.first_due_key, one.due_values()),
+            (key(1, 0), &[900][..])
+        );
     }
 }

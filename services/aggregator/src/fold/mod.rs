@@ -229,6 +229,7 @@ impl Folder {
         let sup: &StructArray = supplements.values().as_struct();
         let sup_req = sup.column(0).as_primitive::<TimestampMicrosecondType>();
         let sup_done = sup.column(1).as_primitive::<TimestampMicrosecondType>();
+        let sup_before = sup.column(2).as_primitive::<TimestampMicrosecondType>();
         let sup_after = sup.column(3).as_primitive::<TimestampMicrosecondType>();
         // Lineage columns older files lack: a missing one reads as null.
         let opt_ts = |name| {
@@ -310,6 +311,11 @@ impl Folder {
                     fact.qflags |= quality::Q_TWO_AGENCIES;
                 }
             }
+            let snapshot_due = ts(due, i);
+            if let (true, Some(d)) = (is_snapshot, snapshot_due) {
+                // Every snapshot, stale or not: the first due date is the earliest one's.
+                fact.see_due(key, d);
+            }
             if !is_snapshot || fact.snapshot.is_some_and(|k| k > key) {
                 continue;
             }
@@ -336,7 +342,7 @@ impl Folder {
             }
             fact.flags = flags;
             fact.received_at = ts(received, i);
-            fact.due_at = ts(due, i);
+            fact.due_at = snapshot_due;
             fact.finished_at = ts(finished, i);
             fact.returned_at = ts(returned, i);
             fact.refused_at = ts(refused, i);
@@ -350,6 +356,7 @@ impl Folder {
                     .map(|j| Supplement {
                         requested_at: sup_req.value(j),
                         completed_at: sup_done.is_valid(j).then(|| sup_done.value(j)),
+                        due_before: sup_before.is_valid(j).then(|| sup_before.value(j)),
                         due_after: sup_after.is_valid(j).then(|| sup_after.value(j)),
                     })
                     .collect()

@@ -5,7 +5,7 @@
 use crate::fold::{EventKey, Fact, Folder, Interner, Part, Supplement};
 use crate::quality::{SourceSet, SourceSets};
 
-const FACTS_MAGIC: &[u8] = b"sohoa-facts-1\n";
+const FACTS_MAGIC: &[u8] = b"sohoa-facts-2\n";
 const FPS_MAGIC: &[u8] = b"sohoa-fingerprints-1\n";
 
 #[derive(Default)]
@@ -99,6 +99,9 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
             flags,
             received_at,
             due_at,
+            first_due,
+            first_due_key,
+            dues,
             finished_at,
             returned_at,
             refused_at,
@@ -149,10 +152,30 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
         w.u(supplements.len() as u64);
         for s in supplements.iter() {
             w.i(s.requested_at.wrapping_sub(base));
-            w.u(u64::from(s.completed_at.is_some()) | u64::from(s.due_after.is_some()) << 1);
-            for t in [s.completed_at, s.due_after].into_iter().flatten() {
+            let parts = [s.completed_at, s.due_after, s.due_before];
+            let mut bits = 0;
+            for (k, t) in parts.iter().enumerate() {
+                bits |= u64::from(t.is_some()) << k;
+            }
+            w.u(bits);
+            for t in parts.into_iter().flatten() {
                 w.i(t.wrapping_sub(base));
             }
+        }
+        // The first due date and its snapshot's key, then the other due dates seen.
+        match first_due {
+            Some(d) => {
+                w.u(1);
+                w.i(d.wrapping_sub(base));
+                w.i(first_due_key.time.wrapping_sub(base));
+                w.i(i64::from(first_due_key.partition));
+                w.i(first_due_key.offset);
+            }
+            None => w.u(0),
+        }
+        w.u(dues.len() as u64);
+        for d in dues.iter() {
+            w.i(d.wrapping_sub(base));
         }
         w.u(u64::from(*events));
         w.i(peak_at.wrapping_sub(base));
@@ -218,11 +241,33 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
             } else {
                 None
             };
+            let due_before = if bits & 4 != 0 {
+                Some(base.wrapping_add(r.i()?))
+            } else {
+                None
+            };
             supplements.push(Supplement {
                 requested_at,
                 completed_at,
+                due_before,
                 due_after,
             });
+        }
+        let (first_due, first_due_key) = if r.u()? == 1 {
+            let d = base.wrapping_add(r.i()?);
+            let key = EventKey {
+                time: base.wrapping_add(r.i()?),
+                partition: r.i()? as i32,
+                offset: r.i()?,
+            };
+            (Some(d), key)
+        } else {
+            (None, EventKey::default())
+        };
+        let n_dues = r.u()? as usize;
+        let mut dues = Vec::with_capacity(n_dues.min(64));
+        for _ in 0..n_dues {
+            dues.push(base.wrapping_add(r.i()?));
         }
         let events = r.u()? as u32;
         let peak_at = base.wrapping_add(r.i()?);
@@ -239,6 +284,9 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
             flags,
             received_at: times[0],
             due_at: times[1],
+            first_due,
+            first_due_key,
+            dues: dues.into_boxed_slice(),
             finished_at: times[2],
             returned_at: times[3],
             refused_at: times[4],
@@ -333,9 +381,17 @@ mod tests {
                 supplements: vec![Supplement {
                     requested_at: 1_699_100_000_000_000,
                     completed_at: None,
+                    due_before: Some(1_699_000_000_000_007),
                     due_after: Some(-5),
                 }]
                 .into_boxed_slice(),
+                first_due: Some(1_699_500_000_000_000),
+                first_due_key: EventKey {
+                    time: 1_699_000_000_000_000,
+                    partition: 2,
+                    offset: 9,
+                },
+                dues: vec![1_699_500_000_000_000, 1_699_600_000_000_000].into_boxed_slice(),
                 events: 4,
                 peak_stage: 4,
                 peak_at: 1_700_000_100_000_000,

@@ -323,6 +323,36 @@ struct Loaded {
     coverage: Coverage,
 }
 
+impl Loaded {
+    /// No state: every event file is folded. `generation` is the last committed one, so
+    /// the next commit supersedes it and cleans its objects.
+    fn empty(generation: u64) -> Loaded {
+        let n = crate::fold_threads() as u32;
+        Loaded {
+            manifest: Manifest {
+                generation,
+                ..Manifest::default()
+            },
+            folders: (0..n)
+                .map(|index| {
+                    Folder::new(Part {
+                        shard: Shard::ALL,
+                        index,
+                        count: n,
+                    })
+                })
+                .collect(),
+            sets: vec![SourceSets::new(); n as usize],
+            additive: PartQuality::default(),
+            coverage: Coverage::default(),
+        }
+    }
+}
+
+/// The state's format: a state of another version (its facts lack what this one keeps)
+/// is rebuilt from `events/` by folding everything again.
+const STATE_VERSION: u32 = 2;
+
 fn corrupt(path: &str, reason: impl ToString) -> AggregateError {
     StateError::Corrupt {
         path: path.to_string(),
@@ -355,6 +385,15 @@ fn load(
     let path = newest.1.to_string();
     let data = rt.block_on(get(&**store, &path))?;
     let manifest: Manifest = serde_json::from_slice(&data).map_err(|e| corrupt(&path, e))?;
+    if manifest.version != STATE_VERSION {
+        tracing::warn!(
+            %path,
+            version = manifest.version,
+            expected = STATE_VERSION,
+            "incremental state of another version: folding every event file again"
+        );
+        return Ok(Some(Loaded::empty(manifest.generation)));
+    }
     let mut coverage = Coverage::default();
     for c in &manifest.coverage {
         let date = NaiveDate::parse_from_str(&c.date, "%Y-%m-%d").map_err(|e| corrupt(&path, e))?;
@@ -486,24 +525,7 @@ pub fn run(
     let mut summary = Summary::default();
     let loaded = match load(&store, rt)? {
         Some(l) => l,
-        None => {
-            let n = crate::fold_threads() as u32;
-            Loaded {
-                manifest: Manifest::default(),
-                folders: (0..n)
-                    .map(|index| {
-                        Folder::new(Part {
-                            shard: Shard::ALL,
-                            index,
-                            count: n,
-                        })
-                    })
-                    .collect(),
-                sets: vec![SourceSets::new(); n as usize],
-                additive: PartQuality::default(),
-                coverage: Coverage::default(),
-            }
-        }
+        None => Loaded::empty(0),
     };
     let Loaded {
         manifest: old,
@@ -728,7 +750,7 @@ pub fn run(
             return Err(StateError::Injected.into());
         }
         let manifest = Manifest {
-            version: 1,
+            version: STATE_VERSION,
             generation,
             parts,
             quality,

@@ -68,6 +68,8 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
     let ts = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone(utc());
     let (mut received, mut due, mut end, mut judged_due, mut finished, mut returned, mut last) =
         (ts(), ts(), ts(), ts(), ts(), ts(), ts());
+    let mut first_due = ts();
+    let mut resets = Int32Builder::with_capacity(n);
     let mut judged_at = ts();
     let mut judged_date = Date32Builder::with_capacity(n);
     let mut received_date = Date32Builder::with_capacity(n);
@@ -109,7 +111,9 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
         );
         received.append_option(j.received_at);
         received_date.append_option(j.received_at.map(|t| days(local_date(t))));
+        first_due.append_option(j.first_due_at);
         due.append_option(j.due_at);
+        resets.append_value(j.due_resets as i32);
         judged_due.append_option(j.judged_due_at);
         due_source.append_option(j.due_source.map(|s| match s {
             DueSource::Source => "source",
@@ -155,9 +159,11 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
             ("status", a(&mut status), false),
             ("received_at", a(&mut received), true),
             ("received_date", a(&mut received_date), true),
+            ("first_due_at", a(&mut first_due), true),
             ("due_at", a(&mut due), true),
             ("due_source", a(&mut due_source), true),
             ("judged_due_at", a(&mut judged_due), true),
+            ("due_resets", a(&mut resets), false),
             ("end_at", a(&mut end), true),
             ("end_date", a(&mut end_date), true),
             ("end_reason", a(&mut end_reason), true),

@@ -80,19 +80,23 @@ pub enum DueSource {
 pub struct Judged {
     pub status: i8,
     pub received_at: Option<i64>,
+    /// The first due date (see [`due::Due::first`]) and the latest the feed gave (the
+    /// latest snapshot's, or the first when it has none).
+    pub first_due_at: Option<i64>,
     pub due_at: Option<i64>,
     pub due_source: Option<DueSource>,
+    /// Due dates the feed moved to with no supplement to explain them ("hẹn lại").
+    pub due_resets: u32,
     pub end_at: Option<i64>,
     pub end_reason: Option<EndReason>,
     pub supplement_count: u32,
     /// Completed pauses: calendar seconds, and office seconds (what the clock leaves out).
     pub paused_seconds: i64,
     pub pause_working_seconds: i64,
-    /// Office seconds sohoa added to the due date: the pauses the source did not already
-    /// add itself (no `NgayHenTraMoi`).
+    /// Office seconds the pauses added to the first due date.
     pub due_extension_seconds: i64,
-    /// The due date the dossier is judged by: `due_at`, extended by `due_extension_seconds`
-    /// of office time.
+    /// The due date the dossier is judged by: `first_due_at`, extended by
+    /// `due_extension_seconds` of office time.
     pub judged_due_at: Option<i64>,
     /// Office time from receipt to the end (or to the judging moment), less every pause,
     /// in 8-hour working days.
@@ -203,47 +207,17 @@ pub fn judge(
         ));
     }
 
-    // Pauses: the office time spent waiting for the applicant does not count. The source
-    // software moves the due date by it; where it recorded that (`NgayHenTraMoi`), its
-    // moved date is the due date, and where it did not, the due date is extended here by
-    // the pause's office time. Never calendar time: a pause over Tết is mostly days off.
-    let (mut paused, mut paused_working, mut extension) = (0i64, 0i64, 0i64);
-    let mut moved_due: Option<i64> = None;
-    for s in f.supplements.iter() {
-        if let Some(done) = s.completed_at.filter(|&d| d > s.requested_at) {
-            paused += (done - s.requested_at) / 1_000_000;
-            let working = cal.working_seconds(s.requested_at, done).map_err(cal_err)?;
-            paused_working += working;
-            if s.due_after.is_none() {
-                extension += working;
-            }
-        }
-        if let Some(a) = s.due_after {
-            moved_due = Some(moved_due.map_or(a, |m: i64| m.max(a)));
-        }
-    }
-
-    let (due, due_source) = match (f.due_at, moved_due) {
-        (Some(d), Some(m)) => (Some(d.max(m)), Some(DueSource::Source)),
-        (Some(d), None) | (None, Some(d)) => (Some(d), Some(DueSource::Source)),
-        (None, None) => match (procedure, received) {
-            (Some(p), Some(r)) => (
-                Some(p.due_from(r, cal).map_err(cal_err)?),
-                Some(DueSource::Catalogue),
-            ),
-            _ => (None, None),
-        },
-    };
-    let judged_due = match due {
-        Some(d) if extension > 0 => Some(cal.add_working_seconds(d, extension).map_err(cal_err)?),
-        d => d,
-    };
+    // Pauses: the office time spent waiting for the applicant does not count, and the
+    // dossier is judged by the first due date it was given, moved only by them (see `due`).
+    let pauses = due::pauses(f, cal).map_err(cal_err)?;
+    let due = due::due(f, procedure, received, cal).map_err(cal_err)?;
+    let judged_due = due.map(|d| d.judged);
 
     let end_at = end.map(|e| e.0);
     let judge_at = end_at.unwrap_or(as_of);
     let working_days = match received {
         Some(r) if judge_at > r => {
-            let w = cal.working_seconds(r, judge_at).map_err(cal_err)? - paused_working;
+            let w = cal.working_seconds(r, judge_at).map_err(cal_err)? - pauses.working_seconds;
             Some(w.max(0) as f64 / cal.office_hours().seconds_per_day() as f64)
         }
         Some(_) => Some(0.0),
@@ -287,14 +261,19 @@ pub fn judge(
     Ok(Judged {
         status,
         received_at: received,
-        due_at: due,
-        due_source,
+        first_due_at: due.map(|d| d.first),
+        due_at: match due {
+            Some(d) if d.source == DueSource::Source => f.due_at.or(Some(d.first)),
+            d => d.map(|d| d.first),
+        },
+        due_source: due.map(|d| d.source),
+        due_resets: due.map_or(0, |d| d.resets),
         end_at,
         end_reason: end.map(|e| e.1),
         supplement_count: n,
-        paused_seconds: paused,
-        pause_working_seconds: paused_working,
-        due_extension_seconds: extension,
+        paused_seconds: pauses.seconds,
+        pause_working_seconds: pauses.working_seconds,
+        due_extension_seconds: due.map_or(0, |d| d.extension),
         judged_due_at: judged_due,
         working_days,
         on_time,
@@ -310,5 +289,6 @@ pub fn judge(
     })
 }
 
+mod due;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,7 @@ fn case(procedure: &str, status: i8, received: &str, due: Option<&str>) -> Case 
         procedure: syms.intern(Some(procedure)),
         received_at: Some(vn(received)),
         due_at: due.map(vn),
+        first_due: due.map(vn),
         ..Fact::default()
     };
     Case { fact, syms }
@@ -66,6 +67,7 @@ fn a_pause_the_source_already_added_to_the_due_date_is_not_added_again() {
     c.fact.supplements = Box::new([Supplement {
         requested_at: vn("2023-01-16 09:00"),
         completed_at: Some(vn("2023-01-30 09:00")),
+        due_before: Some(vn("2023-02-08 17:00")),
         due_after: Some(vn("2023-02-15 17:00")),
     }]);
     let j = judge_at(&c, "2023-03-31 23:59");
@@ -88,6 +90,7 @@ fn a_pause_the_source_did_not_move_the_due_date_for_extends_it_by_its_working_ti
     c.fact.supplements = Box::new([Supplement {
         requested_at: vn("2023-01-16 09:00"),
         completed_at: Some(vn("2023-01-30 09:00")),
+        due_before: None,
         due_after: None,
     }]);
     let j = judge_at(&c, "2023-03-31 23:59");
@@ -117,11 +120,49 @@ fn a_pause_the_source_did_not_move_the_due_date_for_extends_it_by_its_working_ti
 }
 
 #[test]
+fn a_dossier_is_judged_by_its_first_due_date_and_a_new_appointment_does_not_save_it() {
+    // Received Monday 6 Mar 2023, first given 10 Mar 17:00. On 13 Mar, with no supplement,
+    // a later snapshot moves the due date to 17 Mar 17:00 (an apology and new appointment,
+    // "hẹn lại"); finished 16 Mar 10:00: late by the first due date.
+    let mut c = case("X", 9, "2023-03-06 08:00", Some("2023-03-10 17:00"));
+    let key = |t: &str| EventKey {
+        time: vn(t),
+        partition: 0,
+        offset: 0,
+    };
+    c.fact.first_due = None;
+    c.fact
+        .see_due(key("2023-03-13 09:00"), vn("2023-03-17 17:00"));
+    c.fact
+        .see_due(key("2023-03-06 08:00"), vn("2023-03-10 17:00"));
+    c.fact.due_at = Some(vn("2023-03-17 17:00"));
+    c.fact.finished_at = Some(vn("2023-03-16 10:00"));
+    let j = judge_at(&c, "2023-03-31 23:59");
+    assert_eq!(j.first_due_at, Some(vn("2023-03-10 17:00")));
+    assert_eq!(j.due_at, Some(vn("2023-03-17 17:00")));
+    assert_eq!(j.judged_due_at, Some(vn("2023-03-10 17:00")));
+    assert_eq!(j.due_resets, 1);
+    assert_eq!(j.on_time, Some(OnTime::Late));
+    // The same move explained by a supplement (paused 8 Mar 09:00 to 15 Mar 09:00, five
+    // working days, recorded as 10 → 17 Mar) is no new appointment: on time by 17 Mar.
+    c.fact.supplements = Box::new([Supplement {
+        requested_at: vn("2023-03-08 09:00"),
+        completed_at: Some(vn("2023-03-15 09:00")),
+        due_before: Some(vn("2023-03-10 17:00")),
+        due_after: Some(vn("2023-03-17 17:00")),
+    }]);
+    let j = judge_at(&c, "2023-03-31 23:59");
+    assert_eq!(j.judged_due_at, Some(vn("2023-03-17 17:00")));
+    assert_eq!((j.due_resets, j.on_time), (0, Some(OnTime::Early)));
+}
+
+#[test]
 fn one_unanswered_supplement_ends_the_clock_and_two_requests_are_late() {
     let mut c = case("X", 5, "2023-03-06 08:00", Some("2023-03-10 17:00"));
     c.fact.supplements = Box::new([Supplement {
         requested_at: vn("2023-03-08 09:00"),
         completed_at: None,
+        due_before: None,
         due_after: None,
     }]);
     let j = judge_at(&c, "2023-03-31 23:59");
@@ -130,6 +171,7 @@ fn one_unanswered_supplement_ends_the_clock_and_two_requests_are_late() {
     let second = Supplement {
         requested_at: vn("2023-03-09 09:00"),
         completed_at: Some(vn("2023-03-09 15:00")),
+        due_before: None,
         due_after: None,
     };
     c.fact.supplements = Box::new([c.fact.supplements[0], second]);
