@@ -34,7 +34,7 @@ use calendar::{Calendar, CalendarError, OfficeHours};
 use catalog::{Catalog, CatalogError};
 use fold::{Folder, Part, Shard, NO_SYM};
 use metrics::{Base, Grouper};
-use model::{MetricRow, Period, Scorecard};
+use model::{CalendarNotes, MetricRow, Period, Scorecard};
 use read::DateRange;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,6 @@ pub enum AggregateError {
     Read(#[from] read::ReadError),
     #[error(transparent)]
     Fold(#[from] fold::FoldError),
-    #[error(transparent)]
-    Rule(#[from] rules::RuleError),
     #[error(transparent)]
     Output(#[from] output::OutputError),
     #[error("storage: {0}")]
@@ -113,6 +111,8 @@ pub struct Summary {
     /// The data-quality tables (`quality/`): a run over all dossiers, or a merge of shards,
     /// has them; one shard's run only writes its counts for the merge.
     pub quality: Option<quality::QualityReport>,
+    /// Provisional years of the holiday table, and dossiers set aside for missing ones.
+    pub calendar: CalendarNotes,
 }
 
 impl Summary {
@@ -198,6 +198,7 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = reference_data(cfg)?;
     let mut summary = Summary::default();
+    summary.calendar.provisional = cal.provisional_years().clone();
     // The base counts, and the quality counts when there are any.
     let (base, quality_counts) = match opts.merge_shards {
         Some(n) => {
@@ -311,10 +312,20 @@ fn judge_and_write_dossiers(
         handles
             .into_iter()
             .map(|h| h.join().expect("a judging thread panicked"))
-            .collect::<Result<_, _>>()
-    })?;
+            .collect()
+    });
     for part in &mut judged {
         quality_counts.merge(std::mem::take(&mut part.quality));
+        for (year, n) in std::mem::take(&mut part.missing_years) {
+            *summary.calendar.missing.entry(year).or_default() += n;
+        }
+    }
+    for (year, dossiers) in &summary.calendar.missing {
+        tracing::warn!(
+            year,
+            dossiers,
+            "the holiday table has no such year: dossiers whose judgement needs it are set aside (calendar_missing); add its days off from the official notice"
+        );
     }
     let dossiers: usize = folders.iter().map(|f| f.facts.len()).sum();
     let mut base = Base::default();
@@ -402,6 +413,8 @@ struct Judgement<'a> {
     rows: Vec<(&'a str, rules::Judged)>,
     base: Base,
     quality: quality::PartQuality,
+    /// Dossiers set aside for a year the holiday table lacks, by year.
+    missing_years: std::collections::BTreeMap<i32, u64>,
 }
 
 fn judge_part<'a>(
@@ -409,14 +422,18 @@ fn judge_part<'a>(
     cal: &Calendar,
     catalog: &Catalog,
     opts: &Options,
-) -> Result<Judgement<'a>, AggregateError> {
+) -> Judgement<'a> {
     let mut grouper = Grouper::new(&opts.periods, opts.as_of);
     let mut names = Base::default();
     let mut rows = Vec::with_capacity(folder.facts.len());
     let mut issues = quality::DossierGrouper::default();
+    let mut missing_years = std::collections::BTreeMap::new();
     let sym = |s| (s != NO_SYM).then(|| folder.syms.get(s)).flatten();
     for (code, fact) in &folder.facts {
-        let j = rules::judge(code, fact, &folder.syms, cal, catalog, opts.as_of)?;
+        let j = rules::judge(fact, &folder.syms, cal, catalog, opts.as_of);
+        if let Some(rules::NotJudged::CalendarMissing { year }) = j.not_judged {
+            *missing_years.entry(year).or_default() += 1;
+        }
         grouper.add(fact.agency, fact.procedure, &j);
         issues.add(
             fact,
@@ -431,11 +448,12 @@ fn judge_part<'a>(
     base.names = names.names;
     let mut quality = quality::PartQuality::default();
     issues.into_part(&folder.syms, &mut quality);
-    Ok(Judgement {
+    Judgement {
         rows,
         base,
         quality,
-    })
+        missing_years,
+    }
 }
 
 /// Looks at each decoded batch of file `i` before it is folded, and may replace it (the

@@ -1,6 +1,8 @@
 //! The shapes shared by the aggregator's stages: periods, the additive counts behind every
 //! metric, metric rows and scorecards.
 
+use std::collections::BTreeMap;
+
 use chrono::{Datelike, NaiveDate};
 
 /// A reporting period's granularity.
@@ -157,6 +159,21 @@ pub struct MetricRow {
     pub procedure_name: Option<String>,
     pub counts: Counts,
 }
+
+/// What the holiday table could not settle for a run, for the report and the terminal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CalendarNotes {
+    /// The table's years whose notice is not out yet, and why.
+    pub provisional: BTreeMap<i32, String>,
+    /// Years the table lacks, with the dossiers set aside because judging them needs one.
+    pub missing: BTreeMap<i32, u64>,
+}
+
+/// Nothing to flag: for reports of runs without a holiday table.
+pub static NO_CALENDAR_NOTES: CalendarNotes = CalendarNotes {
+    provisional: BTreeMap::new(),
+    missing: BTreeMap::new(),
+};
 
 /// One indicator's points on a scorecard.
 #[derive(Debug, Clone, PartialEq)]

@@ -35,7 +35,7 @@ use crate::metrics::MISSING_CODE;
 use crate::model::{rate, Period, Scorecard};
 use crate::output::{self, OutputError};
 use crate::read::DateRange;
-use crate::rules::Judged;
+use crate::rules::{Judged, NotJudged};
 
 /// `Fact::qflags`: snapshots of the dossier named two different agencies.
 pub const Q_TWO_AGENCIES: u8 = 1;
@@ -403,10 +403,11 @@ pub const DOSSIER_COLUMNS: [&str; N_DOSSIER] = [
     "two_agencies",
     "dossiers_with_issue",
     "due_date_reset",
+    "calendar_missing",
 ];
 
 /// How many dossier columns there are.
-const N_DOSSIER: usize = 16;
+const N_DOSSIER: usize = 17;
 
 const I_DOSSIERS: usize = 0;
 const I_NO_SNAPSHOT: usize = 1;
@@ -424,8 +425,9 @@ const I_FINISH_BEFORE: usize = 12;
 const I_TWO_AGENCIES: usize = 13;
 const I_WITH_ISSUE: usize = 14;
 // Not data-quality issues, so after `dossiers_with_issue` and outside it: how the agencies
-// handled the dossiers.
+// handled the dossiers, and what the holiday table could not judge.
 const I_DUE_RESET: usize = 15;
+const I_CALENDAR_MISSING: usize = 16;
 
 /// Dossier counts, by [`DOSSIER_COLUMNS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -506,6 +508,10 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) 
     }
     c[I_WITH_ISSUE] = u64::from(c[I_NO_SNAPSHOT..I_WITH_ISSUE].contains(&1));
     c[I_DUE_RESET] = u64::from(j.due_resets > 0);
+    c[I_CALENDAR_MISSING] = u64::from(matches!(
+        j.not_judged,
+        Some(NotJudged::CalendarMissing { .. })
+    ));
     DossierCounts(c)
 }
 

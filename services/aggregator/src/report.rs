@@ -21,8 +21,10 @@ use std::fmt::Write as _;
 
 use chrono::{Months, NaiveDate};
 
-use crate::model::{Counts, MetricRow, Period, Scorecard};
+use crate::model::{CalendarNotes, Counts, MetricRow, Period, Scorecard};
 use crate::quality::{QualityReport, QualityRow};
+
+mod calendar;
 
 /// Everything the report shows.
 pub struct ReportInput<'a> {
@@ -41,6 +43,8 @@ pub struct ReportInput<'a> {
     pub agency_names: &'a BTreeMap<String, String>,
     /// Procedures with fewer judged dossiers than this are left out of "worst procedures".
     pub min_dossiers: u64,
+    /// Provisional and missing years of the holiday table, flagged at the top.
+    pub calendar: &'a CalendarNotes,
 }
 
 /// Rates at or above this (in percent, as printed) are green.
@@ -718,9 +722,10 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"generator\" content=\"sohoa\">\n\
-         <title>{} · Administrative procedure report · {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
+         <title>{} · Administrative procedure report · {}</title>\n<style>{CSS}{}</style>\n</head>\n<body>\n<main>\n",
         esc(title),
-        esc(&p.label)
+        esc(&p.label),
+        calendar::CSS
     );
     put!(
         o,
@@ -731,6 +736,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         esc(input.as_of),
         esc(input.generated_at)
     );
+    calendar::html(&mut o, input);
     headline(&mut o, &p);
 
     let ranked_note = "Dashed lines: 80% and 95%. Dark line: the province.";
@@ -1643,6 +1649,7 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
         clean_terminal(input.as_of),
         clean_terminal(input.generated_at)
     );
+    calendar::terminal(&mut o, input);
     match p.province {
         Some(c) => {
             let ontime = c.on_time_rate();
@@ -2247,6 +2254,7 @@ mod tests {
             scorecards,
             agency_names: names,
             min_dossiers: 5,
+            calendar: &crate::model::NO_CALENDAR_NOTES,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde_json::{json, Value};
@@ -361,29 +361,70 @@ fn shards_merged_equal_one_run() {
 }
 
 #[test]
-fn a_year_missing_from_the_calendar_is_an_error_naming_it() {
+fn a_year_missing_from_the_calendar_sets_the_dossier_aside_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut env: Value = serde_json::from_str(SAMPLES).unwrap();
-    env["data"][0]["NgayTiepNhan"] = json!("20210223080512");
-    env["data"][0]["NgayNopHoSo"] = json!("20210222080512");
-    env["data"].as_array_mut().unwrap().truncate(1);
+    // The birth registration, received in 2021 without a due date: the catalogue's due
+    // date needs 2021, which the holiday table does not have.
+    let old = env["data"][0].as_object_mut().unwrap();
+    old.insert("NgayTiepNhan".into(), json!("20210223080512"));
+    old.insert("NgayNopHoSo".into(), json!("20210222080512"));
+    old.remove("NgayHenTra");
     write_events(dir.path(), "old", &[env.to_string()]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let s = aggregate(dir.path(), &options("2023-12-31 23:59"));
+    assert_eq!(s.dossiers, 3);
+    assert_eq!(
+        s.calendar.missing,
+        std::collections::BTreeMap::from([(2021, 1)])
+    );
+    assert_eq!(
+        s.calendar.provisional.keys().copied().collect::<Vec<_>>(),
+        [2027]
+    );
+
+    let b = &read_table(&dir.path().join("dossiers/part-00000-of-00001.parquet"))[0];
+    let col = |name| b.column_by_name(name).unwrap().as_string::<i32>();
+    let (code, class, reason) = (
+        col("dossier_code"),
+        col("on_time_class"),
+        col("not_judged_reason"),
+    );
+    fn opt(a: &arrow::array::StringArray, i: usize) -> Option<&str> {
+        a.is_valid(i).then(|| a.value(i))
+    }
+    let got: Vec<(&str, Option<&str>, Option<&str>)> = (0..b.num_rows())
+        .map(|i| (code.value(i), opt(class, i), opt(reason, i)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("000.00.12.H55-230223-0001", None, Some("calendar_missing")),
+            ("000.00.12.H55-230301-0107", Some("on_time"), None),
+            ("000.00.30.H55-230110-0042", Some("late"), None),
+        ]
+    );
+    // Received in 2021 and counted there, but not judged; the others as ever.
+    let rows = metrics_csv(dir.path());
+    let y2021 = row(&rows, "2021", "", "");
+    assert_eq!(
+        (y2021["received"].as_str(), y2021["ontime_total"].as_str()),
+        ("1", "0")
+    );
+    let y2023 = row(&rows, "2023", "", "");
+    assert_eq!(
+        (y2023["on_time"].as_str(), y2023["late"].as_str()),
+        ("1", "1")
+    );
+    // quality/ counts the dossier set aside, under its agency and year.
+    let q = std::fs::read_to_string(dir.path().join("quality/quality.csv")).unwrap();
+    let mut lines = q.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let agency_2021 = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r[at("period_label")] == "2021" && r[at("agency_code")] == "000.00.12.H55")
         .unwrap();
-    let store =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    let err = sohoa_aggregator::run(
-        &config().aggregate,
-        store,
-        rt.handle(),
-        &options("2023-12-31 23:59"),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("2021"), "{err}");
-    assert!(err.contains("000.00.12.H55-230223-0001"), "{err}");
+    assert_eq!(agency_2021[at("calendar_missing")], "1");
 }
 
 #[test]

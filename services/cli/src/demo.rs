@@ -410,6 +410,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         scorecards: &summary.scorecards,
         agency_names: &names,
         min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
+        calendar: &summary.calendar,
     };
     let report_path = out.join("report/index.html");
     std::fs::create_dir_all(out.join("report"))?;

@@ -21,11 +21,17 @@ pub enum CalendarError {
     /// The holiday table is not valid TOML.
     #[error("holiday table: {0}")]
     Toml(String),
-    /// The holiday table has a top-level key other than `years`.
-    #[error("holiday table: unknown top-level key `{key}`; only [years.YYYY] tables are allowed")]
+    /// The holiday table has a top-level key other than `years` and `culture_day`.
+    #[error("holiday table: unknown top-level key `{key}`; only [years.YYYY] tables and [culture_day] are allowed")]
     UnknownTopLevelKey {
         /// The unexpected key.
         key: String,
+    },
+    /// The `[culture_day]` table is malformed; `message` names the field.
+    #[error("holiday table, [culture_day]: {message}")]
+    CultureDay {
+        /// What is wrong, naming the field.
+        message: String,
     },
     /// The holiday table has no `[years.YYYY]` table at all.
     #[error("holiday table: no [years.YYYY] table")]

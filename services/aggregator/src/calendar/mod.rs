@@ -5,7 +5,9 @@
 //! The days off come from a per-year table (`config/calendar/vn-public-sector.toml`),
 //! never from rules: each year's Tết days and swaps are fixed by an official notice, and
 //! the table already holds Art. 111(3)'s compensating days. A date in a year the table
-//! does not cover is an error naming the year.
+//! does not cover is an error naming the year; the rules set such a dossier aside rather
+//! than stop. A year without its notice is marked provisional, and a day decided during
+//! the year is left out of [`Calendar::known_on`] before its decision.
 //!
 //! Instants are `i64` microseconds since the Unix epoch, UTC. Vietnam is UTC+7 all year
 //! (no daylight saving), so local dates and office hours use a fixed offset.
@@ -16,6 +18,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Datelike, NaiveDate, Weekday};
@@ -44,18 +47,60 @@ pub struct Calendar {
     /// `prefix[i]` = working days among the first `i` dates, so a span's count is a
     /// subtraction and the n-th working day after a date is a binary search.
     prefix: Vec<u32>,
+    /// Years whose notice is not out, and why.
+    provisional: BTreeMap<i32, String>,
+    /// The table as it stood before each date something in it was decided (ascending):
+    /// what a due date given before that decision was computed with.
+    earlier: Vec<(NaiveDate, Calendar)>,
 }
 
 impl Calendar {
     /// Parse the holiday table format of `config/calendar/vn-public-sector.toml` (see
     /// [`table`] for its rules) and lay out its working days.
     pub fn from_toml(text: &str, hours: OfficeHours) -> Result<Calendar, CalendarError> {
-        let years = table::parse(text)?;
-        let (&first_year, &last_year) = match (years.keys().next(), years.keys().next_back()) {
+        let t = table::parse(text)?;
+        let mut decisions: Vec<NaiveDate> = t
+            .years
+            .values()
+            .flat_map(|y| y.off.iter().chain(&y.worked))
+            .filter_map(|e| e.decided)
+            .collect();
+        decisions.sort_unstable();
+        decisions.dedup();
+        let mut earlier = Vec::with_capacity(decisions.len());
+        for &d in &decisions {
+            // Known before `d`: what had been decided by the day before.
+            let known = |e: &table::Entry| e.decided.is_none_or(|x| x < d);
+            earlier.push((d, Calendar::layout(&t, hours.clone(), known)?));
+        }
+        let mut cal = Calendar::layout(&t, hours, |_| true)?;
+        cal.earlier = earlier;
+        cal.provisional = t
+            .years
+            .iter()
+            .filter_map(|(y, v)| v.provisional.clone().map(|p| (*y, p)))
+            .collect();
+        tracing::debug!(
+            first_year = cal.first_year,
+            last_year = cal.last_year,
+            working_days = cal.prefix.last().copied().unwrap_or(0),
+            provisional = ?cal.provisional.keys().collect::<Vec<_>>(),
+            decisions = decisions.len(),
+            "holiday table loaded"
+        );
+        Ok(cal)
+    }
+
+    /// The working days of `t`, with the entries `keep` accepts.
+    fn layout(
+        t: &table::Table,
+        hours: OfficeHours,
+        keep: impl Fn(&table::Entry) -> bool,
+    ) -> Result<Calendar, CalendarError> {
+        let (&first_year, &last_year) = match (t.years.keys().next(), t.years.keys().next_back()) {
             (Some(f), Some(l)) => (f, l),
             _ => return Err(CalendarError::NoYears),
         };
-
         let jan1 = |y: i32| NaiveDate::from_ymd_opt(y, 1, 1);
         let (Some(start), Some(end)) = (jan1(first_year), jan1(last_year + 1)) else {
             return Err(CalendarError::BadYearKey {
@@ -68,12 +113,26 @@ impl Calendar {
             .take(len)
             .map(|d| !is_weekend(d))
             .collect();
-        for (off, worked) in years.values() {
-            for d in off {
-                working[(*d - start).num_days() as usize] = false;
+        let at = |d: NaiveDate| (d - start).num_days() as usize;
+        for y in t.years.values() {
+            for e in y.off.iter().filter(|e| keep(e)) {
+                working[at(e.date)] = false;
             }
-            for d in worked {
-                working[(*d - start).num_days() as usize] = true;
+            for e in y.worked.iter().filter(|e| keep(e)) {
+                working[at(e.date)] = true;
+            }
+        }
+        if let Some(from) = t.culture_day_from {
+            for year in from.max(first_year)..=last_year {
+                // A holiday on a weekly rest day is taken on the next working day
+                // (Labour Code 2019, Art. 111(3)): the Monday after.
+                let Some(mut d) = NaiveDate::from_ymd_opt(year, 11, 24) else {
+                    continue;
+                };
+                while is_weekend(d) {
+                    d = d.succ_opt().unwrap_or(d);
+                }
+                working[at(d)] = false;
             }
         }
         let mut prefix = Vec::with_capacity(len + 1);
@@ -83,12 +142,6 @@ impl Calendar {
             count += u32::from(w);
             prefix.push(count);
         }
-        tracing::debug!(
-            first_year,
-            last_year,
-            working_days = count,
-            "holiday table loaded"
-        );
         Ok(Calendar {
             hours,
             first_year,
@@ -96,7 +149,24 @@ impl Calendar {
             first_day: (start - unix_epoch()).num_days(),
             working,
             prefix,
+            provisional: BTreeMap::new(),
+            earlier: Vec::new(),
         })
+    }
+
+    /// The table as it stood on `d`: without what was decided after it. A due date given
+    /// on `d` was computed with it; working time that really passed is counted with the
+    /// whole table (`self`).
+    pub fn known_on(&self, d: NaiveDate) -> &Calendar {
+        self.earlier
+            .iter()
+            .find(|(decided, _)| *decided > d)
+            .map_or(self, |(_, c)| c)
+    }
+
+    /// The years whose notice is not out yet, and why: their working days may change.
+    pub fn provisional_years(&self) -> &BTreeMap<i32, String> {
+        &self.provisional
     }
 
     /// The holiday table shipped with sohoa (`config/calendar/vn-public-sector.toml`).

@@ -65,8 +65,123 @@ fn office_hours_errors_name_the_entry() {
 }
 
 #[test]
-fn embedded_table_covers_2022_to_2026() {
-    assert_eq!(cal().years(), 2022..=2026);
+fn embedded_table_covers_2022_to_2027_with_2027_provisional() {
+    let c = cal();
+    assert_eq!(c.years(), 2022..=2027);
+    let provisional: Vec<i32> = c.provisional_years().keys().copied().collect();
+    assert_eq!(provisional, [2027]);
+    assert!(c.provisional_years()[&2027].contains("Tết"));
+}
+
+#[test]
+fn provisional_2027_holds_the_fixed_holidays_only() {
+    let c = cal();
+    // 1 Jan (Friday), Hùng Kings (Friday 16 Apr), 30 Apr (Friday), 1 May on a Saturday
+    // so Monday 3 May, 2 Sep (Thursday).
+    for (m, d) in [(1, 1), (4, 16), (4, 30), (5, 3), (9, 2)] {
+        assert_eq!(c.is_working_day(date(2027, m, d)), Ok(false), "{m}-{d}");
+    }
+    // The day next to 2 September is left to the notice, and so is Tết.
+    for (m, d) in [(9, 1), (9, 3), (2, 5), (2, 8), (2, 9)] {
+        assert_eq!(c.is_working_day(date(2027, m, d)), Ok(true), "{m}-{d}");
+    }
+}
+
+#[test]
+fn a_swap_decided_during_the_year_applies_to_due_dates_given_after_it() {
+    // The 2024 swap (Monday 29 April off, Saturday 4 May worked) was decided on 12 April.
+    let c = cal();
+    let before = c.known_on(date(2024, 4, 10));
+    assert_eq!(before.is_working_day(date(2024, 4, 29)), Ok(true));
+    assert_eq!(before.is_working_day(date(2024, 5, 4)), Ok(false));
+    for on in [date(2024, 4, 12), date(2024, 6, 1)] {
+        assert_eq!(c.known_on(on).is_working_day(date(2024, 4, 29)), Ok(false));
+        assert_eq!(c.known_on(on).is_working_day(date(2024, 5, 4)), Ok(true));
+    }
+    // Received Wednesday 10 April 2024 10:00, 12 working days: Monday 29 April 10:00 as
+    // the table stood then; the whole table would say Thursday 2 May.
+    let received = vn(2024, 4, 10, 10, 0);
+    assert_eq!(
+        before.add_working_seconds(received, 12 * 28_800),
+        Ok(vn(2024, 4, 29, 10, 0))
+    );
+    assert_eq!(
+        c.add_working_seconds(received, 12 * 28_800),
+        Ok(vn(2024, 5, 2, 10, 0))
+    );
+    // The 2026 New Year swap was decided on 25 December 2025.
+    assert_eq!(
+        c.known_on(date(2025, 12, 20))
+            .is_working_day(date(2026, 1, 2)),
+        Ok(true)
+    );
+    assert_eq!(
+        c.known_on(date(2025, 12, 25))
+            .is_working_day(date(2026, 1, 2)),
+        Ok(false)
+    );
+}
+
+#[test]
+fn culture_day_is_off_only_when_switched_on() {
+    let body = |on: bool| {
+        format!(
+            "[culture_day]\nday_off = {on}\nfrom_year = 2026\n\
+             [years.2025]\ndays_off = []\nworked_saturdays = []\n\
+             [years.2026]\ndays_off = []\nworked_saturdays = []\n\
+             [years.2027]\ndays_off = []\nworked_saturdays = []\n"
+        )
+    };
+    let off = table(&body(false)).unwrap();
+    assert_eq!(off.is_working_day(date(2026, 11, 24)), Ok(true));
+    let on = table(&body(true)).unwrap();
+    // Tuesday 24 Nov 2026 and Wednesday 24 Nov 2027 off; 2025 is before from_year.
+    assert_eq!(on.is_working_day(date(2026, 11, 24)), Ok(false));
+    assert_eq!(on.is_working_day(date(2027, 11, 24)), Ok(false));
+    assert_eq!(on.is_working_day(date(2025, 11, 24)), Ok(true));
+    // The shipped table leaves it off: its passage into law was not confirmed.
+    assert_eq!(cal().is_working_day(date(2026, 11, 24)), Ok(true));
+    let e = table("[culture_day]\nday_off = \"yes\"\nfrom_year = 2026\n[years.2026]\ndays_off = []\nworked_saturdays = []\n")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`day_off` must be true or false"),
+        "{e}"
+    );
+    let e = table(
+        "[culture_day]\nday_off = true\n[years.2026]\ndays_off = []\nworked_saturdays = []\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("missing field `from_year`"), "{e}");
+}
+
+#[test]
+fn a_weekend_culture_day_is_taken_the_monday_after() {
+    // 24 November 2029 is a Saturday.
+    let body = "[culture_day]\nday_off = true\nfrom_year = 2029\n\
+                [years.2029]\ndays_off = []\nworked_saturdays = []\n";
+    let c = table(body).unwrap();
+    assert_eq!(c.is_working_day(date(2029, 11, 26)), Ok(false));
+    assert_eq!(c.is_working_day(date(2029, 11, 23)), Ok(true));
+}
+
+#[test]
+fn decided_and_provisional_are_checked() {
+    let e = table("[years.2024]\ndays_off = [{ date = 2024-04-29, name = \"x\", decided = 2024-05-01 }]\nworked_saturdays = []\n")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("days_off[0]: decided on 2024-05-01, after its date 2024-04-29"),
+        "{e}"
+    );
+    let e = table("[years.2024]\ndays_off = [{ date = 2024-04-29, name = \"x\", decided = \"April\" }]\nworked_saturdays = []\n")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`decided` must be a plain date"),
+        "{e}"
+    );
+    let e = table("[years.2027]\nprovisional = \" \"\ndays_off = []\nworked_saturdays = []\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("`provisional` must say why"), "{e}");
 }
 
 #[test]
@@ -91,7 +206,7 @@ fn working_days_2025() {
 #[test]
 fn year_outside_table_is_missing_never_guessed() {
     let c = cal();
-    for y in [2021, 2027] {
+    for y in [2021, 2028] {
         let e = c.is_working_day(date(y, 6, 2)).unwrap_err();
         assert_eq!(e, CalendarError::YearMissing { year: y });
         assert!(e.to_string().contains(&y.to_string()), "{e}");
@@ -100,10 +215,10 @@ fn year_outside_table_is_missing_never_guessed() {
         c.working_seconds(vn(2021, 12, 31, 8, 0), vn(2022, 1, 4, 8, 0)),
         Err(CalendarError::YearMissing { year: 2021 })
     );
-    // 15 working days from mid-December 2026 run into 2027.
+    // 15 working days from mid-December 2027 run into 2028.
     assert_eq!(
-        c.add_working_seconds(vn(2026, 12, 21, 8, 0), 15 * 28_800),
-        Err(CalendarError::YearMissing { year: 2027 })
+        c.add_working_seconds(vn(2027, 12, 20, 8, 0), 15 * 28_800),
+        Err(CalendarError::YearMissing { year: 2028 })
     );
 }
 
@@ -180,9 +295,9 @@ fn working_seconds_across_tet_2023() {
 #[test]
 fn working_seconds_ending_at_midnight_after_last_year() {
     let c = cal();
-    // Thursday 31 Dec 2026 16:00 → 1 Jan 2027 00:00 local: only 2026 is needed.
+    // Friday 31 Dec 2027 16:00 → 1 Jan 2028 00:00 local: only 2027 is needed.
     assert_eq!(
-        c.working_seconds(vn(2026, 12, 31, 16, 0), vn(2027, 1, 1, 0, 0)),
+        c.working_seconds(vn(2027, 12, 31, 16, 0), vn(2028, 1, 1, 0, 0)),
         Ok(H)
     );
 }
@@ -344,8 +459,8 @@ fn add_calendar_days_rolls_onto_a_working_day() {
         Ok(vn(2022, 1, 7, 9, 0))
     );
     assert_eq!(
-        c.add_calendar_days(vn(2026, 12, 28, 9, 0), 10),
-        Err(CalendarError::YearMissing { year: 2027 })
+        c.add_calendar_days(vn(2027, 12, 28, 9, 0), 10),
+        Err(CalendarError::YearMissing { year: 2028 })
     );
     let t = vn(2025, 2, 1, 9, 0);
     assert_eq!(c.add_calendar_days(t, 0), Ok(t));

@@ -523,6 +523,7 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = crate::reference_data(cfg)?;
     let mut summary = Summary::default();
+    summary.calendar.provisional = cal.provisional_years().clone();
     let loaded = match load(&store, rt)? {
         Some(l) => l,
         None => Loaded::empty(0),

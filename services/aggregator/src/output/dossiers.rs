@@ -83,6 +83,7 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
     let mut extension = Int64Builder::with_capacity(n);
     let mut working_days = Float64Builder::with_capacity(n);
     let mut class = StringBuilder::new();
+    let mut not_judged = StringBuilder::new();
     let bools = || BooleanBuilder::with_capacity(n);
     let (mut counted, mut online, mut digitized, mut eligible, mut e_result) =
         (bools(), bools(), bools(), bools(), bools());
@@ -130,6 +131,7 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
         extension.append_value(j.due_extension_seconds);
         working_days.append_option(j.working_days);
         class.append_option(j.on_time.map(|c| c.as_str()));
+        not_judged.append_option(j.not_judged.map(|r| r.as_str()));
         overdue_from.append_option(j.overdue_from.map(days));
         counted.append_value(j.counted);
         online.append_value(j.online);
@@ -175,6 +177,7 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
             ("due_extension_seconds", a(&mut extension), false),
             ("working_days", a(&mut working_days), true),
             ("on_time_class", a(&mut class), true),
+            ("not_judged_reason", a(&mut not_judged), true),
             ("overdue_from", a(&mut overdue_from), true),
             ("counted", a(&mut counted), false),
             ("online", a(&mut online), false),

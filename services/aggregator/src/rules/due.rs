@@ -67,8 +67,10 @@ pub fn due(
 ) -> Result<Option<Due>, CalendarError> {
     let mut sups: Vec<&Supplement> = f.supplements.iter().collect();
     sups.sort_by_key(|s| s.requested_at);
+    // Computed as the holiday table stood when the dossier was received: an appointment
+    // given then is not moved by a swap decided later.
     let catalogue = || match (procedure, received) {
-        (Some(p), Some(r)) => p.due_from(r, cal).map(Some),
+        (Some(p), Some(r)) => p.due_from(r, cal.known_on(super::local_date(r))).map(Some),
         _ => Ok(None),
     };
     let (first, source) = if let Some(d) = f.first_due {

@@ -10,13 +10,38 @@ use crate::fold::{Fact, Interner, CHANNEL_ONLINE, FLAG_E_RESULT};
 use crate::fold::{FLAG_FEE_BEARING, FLAG_HAS_RESULT_DOCUMENT, FLAG_PAID_ONLINE, FLAG_REUSED};
 use crate::fold::{FLAG_SUBMITTED_FILE, NO_SYM};
 
-#[derive(Debug, thiserror::Error)]
-pub enum RuleError {
-    #[error("dossier {dossier}: {cause}")]
-    Calendar {
-        dossier: String,
-        cause: CalendarError,
-    },
+/// Why a dossier has no on-time class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotJudged {
+    /// Statuses 1 and 3, or seen only through progress updates: outside the count.
+    NotCounted,
+    /// Never received (withdrawn before receipt, say): its clock never started.
+    NotReceived,
+    /// Neither the feed nor the catalogue gives a due date.
+    NoDueDate,
+    /// Judging it needs a year the holiday table does not have: set aside, never guessed.
+    CalendarMissing { year: i32 },
+    /// A date so far out that no calendar covers it.
+    DateOutOfRange,
+}
+
+impl NotJudged {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotJudged::NotCounted => "not_counted",
+            NotJudged::NotReceived => "not_received",
+            NotJudged::NoDueDate => "no_due_date",
+            NotJudged::CalendarMissing { .. } => "calendar_missing",
+            NotJudged::DateOutOfRange => "date_out_of_range",
+        }
+    }
+
+    fn of(e: &CalendarError) -> NotJudged {
+        match e {
+            CalendarError::YearMissing { year } => NotJudged::CalendarMissing { year: *year },
+            _ => NotJudged::DateOutOfRange,
+        }
+    }
 }
 
 /// The on-time class of a dossier.
@@ -102,8 +127,9 @@ pub struct Judged {
     /// in 8-hour working days.
     pub working_days: Option<f64>,
     /// Judged at the end (or, while open, at the judging moment); `None` when the dossier
-    /// is outside the count (statuses 1 and 3) or cannot be judged (no due date at all).
+    /// is outside the count or cannot be judged, and then `not_judged` says why.
     pub on_time: Option<OnTime>,
+    pub not_judged: Option<NotJudged>,
     /// The first period-end date at which the dossier counts as overdue if it is still
     /// open then: the local date of the judged due date. SQL judges an open dossier at
     /// each period's end with it (`schemas/sql/metrics.sql`).
@@ -160,19 +186,10 @@ pub fn day_start(d: NaiveDate) -> i64 {
     (days * 86_400 - sohoa_schemas::normalize::VN_OFFSET_SECS) * 1_000_000
 }
 
-/// Judge one dossier at `as_of` (UTC µs).
-pub fn judge(
-    code: &str,
-    f: &Fact,
-    syms: &Interner,
-    cal: &Calendar,
-    catalog: &Catalog,
-    as_of: i64,
-) -> Result<Judged, RuleError> {
-    let cal_err = |cause| RuleError::Calendar {
-        dossier: code.to_string(),
-        cause,
-    };
+/// Judge one dossier at `as_of` (UTC µs). Never fails: a dossier the rules cannot judge
+/// (a year missing from the holiday table, say) gets no class and a reason, and the run
+/// goes on.
+pub fn judge(f: &Fact, syms: &Interner, cal: &Calendar, catalog: &Catalog, as_of: i64) -> Judged {
     let procedure = (f.procedure != NO_SYM)
         .then(|| syms.get(f.procedure))
         .flatten()
@@ -209,17 +226,20 @@ pub fn judge(
 
     // Pauses: the office time spent waiting for the applicant does not count, and the
     // dossier is judged by the first due date it was given, moved only by them (see `due`).
-    let pauses = due::pauses(f, cal).map_err(cal_err)?;
-    let due = due::due(f, procedure, received, cal).map_err(cal_err)?;
+    let timed = due::pauses(f, cal).and_then(|p| Ok((p, due::due(f, procedure, received, cal)?)));
+    let (pauses, due, calendar) = match timed {
+        Ok((p, d)) => (p, d, None),
+        Err(e) => (due::Pauses::default(), None, Some(NotJudged::of(&e))),
+    };
     let judged_due = due.map(|d| d.judged);
 
     let end_at = end.map(|e| e.0);
     let judge_at = end_at.unwrap_or(as_of);
+    // Informational: without the calendar for the span, left empty.
     let working_days = match received {
-        Some(r) if judge_at > r => {
-            let w = cal.working_seconds(r, judge_at).map_err(cal_err)? - pauses.working_seconds;
-            Some(w.max(0) as f64 / cal.office_hours().seconds_per_day() as f64)
-        }
+        Some(r) if judge_at > r => cal.working_seconds(r, judge_at).ok().map(|w| {
+            (w - pauses.working_seconds).max(0) as f64 / cal.office_hours().seconds_per_day() as f64
+        }),
         Some(_) => Some(0.0),
         None => None,
     };
@@ -229,42 +249,48 @@ pub fn judge(
         Some(d) => Some(local_date(d)),
         None => None,
     };
-    let on_time = if !counted {
-        None
+    let not_judged = if !counted {
+        Some(NotJudged::NotCounted)
+    } else if calendar.is_some() {
+        calendar
+    } else if judged_due.is_none() && n <= 1 {
+        Some(NotJudged::NoDueDate)
+    } else if received.is_none() && end_at.is_none() {
+        Some(NotJudged::NotReceived)
     } else {
-        match (end_at, judged_due) {
-            _ if n > 1 => Some(if end_at.is_some() {
-                OnTime::Late
-            } else {
-                OnTime::InProgressOverdue
-            }),
-            (Some(e), Some(d)) => Some(match local_date(e).cmp(&local_date(d)) {
-                std::cmp::Ordering::Less => OnTime::Early,
-                std::cmp::Ordering::Equal => OnTime::OnTime,
-                std::cmp::Ordering::Greater => OnTime::Late,
-            }),
-            // Never received (withdrawn before receipt, say): its clock never started.
-            (None, Some(_)) if received.is_none() => None,
-            (None, Some(d)) => Some(if as_of > d {
-                OnTime::InProgressOverdue
-            } else {
-                OnTime::InProgressInTime
-            }),
-            (_, None) => None,
-        }
+        None
+    };
+    let on_time = match (not_judged, end_at, judged_due) {
+        (Some(_), _, _) => None,
+        _ if n > 1 => Some(if end_at.is_some() {
+            OnTime::Late
+        } else {
+            OnTime::InProgressOverdue
+        }),
+        (None, _, None) => None,
+        (None, Some(e), Some(d)) => Some(match local_date(e).cmp(&local_date(d)) {
+            std::cmp::Ordering::Less => OnTime::Early,
+            std::cmp::Ordering::Equal => OnTime::OnTime,
+            std::cmp::Ordering::Greater => OnTime::Late,
+        }),
+        (None, None, Some(d)) => Some(if as_of > d {
+            OnTime::InProgressOverdue
+        } else {
+            OnTime::InProgressInTime
+        }),
     };
 
     let result_is_document = procedure
         .map(|p| p.result_is_document)
         .unwrap_or(f.flag(FLAG_HAS_RESULT_DOCUMENT));
     let e_result = f.flag(FLAG_E_RESULT);
-    Ok(Judged {
+    Judged {
         status,
         received_at: received,
-        first_due_at: due.map(|d| d.first),
+        first_due_at: due.map(|d| d.first).or(f.first_due),
         due_at: match due {
-            Some(d) if d.source == DueSource::Source => f.due_at.or(Some(d.first)),
-            d => d.map(|d| d.first),
+            Some(d) if d.source == DueSource::Catalogue => Some(d.first),
+            _ => f.due_at.or(f.first_due),
         },
         due_source: due.map(|d| d.source),
         due_resets: due.map_or(0, |d| d.resets),
@@ -277,6 +303,7 @@ pub fn judge(
         judged_due_at: judged_due,
         working_days,
         on_time,
+        not_judged,
         overdue_from,
         counted,
         online: f.channel == CHANNEL_ONLINE,
@@ -286,7 +313,7 @@ pub fn judge(
         reused: f.flag(FLAG_REUSED),
         fee_bearing: f.flag(FLAG_FEE_BEARING),
         paid_online: f.flag(FLAG_FEE_BEARING) && f.flag(FLAG_PAID_ONLINE),
-    })
+    }
 }
 
 mod due;
