@@ -3,8 +3,9 @@
 -- Inputs, as tables or views:
 --   dossiers: <root>/dossiers/*.parquet (one row per dossier, written by `sohoa aggregate`)
 --   periods:  <root>/metrics/periods.parquet (period, period_start, period_last)
--- Output: the rows of <root>/metrics/metrics.csv, with the same counts. Rates are left to
--- the reader: num / NULLIF(den, 0).
+-- Output: the rows of <root>/metrics/metrics.csv, with the same counts: per agency ×
+-- procedure, per agency, the province, and per field (MaLinhVuc) within each agency and
+-- across agencies. Rates are left to the reader: num / NULLIF(den, 0).
 --
 -- Written in the SQL that DuckDB and Spark SQL share (no dialect functions), so analysts
 -- can run it on either. A dossier counts in a period when it was received in it (the
@@ -16,6 +17,7 @@ WITH received AS (
     d.period_start,
     COALESCE(d.agency_code, '(none)') AS agency_code,
     COALESCE(d.procedure_code, '(none)') AS procedure_code,
+    COALESCE(d.field_code, '(none)') AS field_code,
     1 AS received,
     CASE WHEN d.online THEN 1 ELSE 0 END AS online_received,
     0 AS early,
@@ -55,6 +57,7 @@ ended AS (
     p.period_start,
     COALESCE(d.agency_code, '(none)') AS agency_code,
     COALESCE(d.procedure_code, '(none)') AS procedure_code,
+    COALESCE(d.field_code, '(none)') AS field_code,
     0 AS received,
     0 AS online_received,
     CASE WHEN d.on_time_class = 'early' THEN 1 ELSE 0 END AS early,
@@ -82,6 +85,7 @@ SELECT
   period_start,
   agency_code,
   procedure_code,
+  field_code,
   SUM(received) AS received,
   SUM(online_received) AS online_received,
   SUM(early) + SUM(on_time) + SUM(late) + SUM(in_progress_in_time) + SUM(in_progress_overdue) AS ontime_total,
@@ -100,5 +104,7 @@ FROM contributions
 GROUP BY GROUPING SETS (
   (period, period_start, agency_code, procedure_code),
   (period, period_start, agency_code),
-  (period, period_start)
+  (period, period_start),
+  (period, period_start, agency_code, field_code),
+  (period, period_start, field_code)
 )

@@ -32,8 +32,16 @@ def assert_metrics_equal_truth(out, truth):
     ground truth for every agency and for the province."""
     year = f"{truth['year']}-01-01"
     with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""]
+        all_rows = [r for r in csv.DictReader(f)
+                    if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""]
+    rows = [r for r in all_rows if r["field_code"] == ""]
+    # The field rollups across agencies equal the generator's fields, names included.
+    by_field = {r["field_code"]: r for r in all_rows if r["field_code"] and r["agency_code"] == ""}
+    assert set(by_field) == set(truth["fields"])
+    for code, t in truth["fields"].items():
+        got = by_field[code]
+        assert (got["field_name"], int(got["received"]), int(got["digitized"])) == \
+            (t["name"], t["received"], t["digitized"]), code
     by_agency = {r["agency_code"]: r for r in rows if r["agency_code"]}
     expected = {code: t for code, t in truth["agencies"].items() if t["received"] > 0}
     assert set(by_agency) == set(expected)

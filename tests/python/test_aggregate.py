@@ -26,6 +26,9 @@ PROCEDURES = [
     ("1.000656", "Đăng ký thường trú"),
     ("9.999999", "Thủ tục chưa có trong danh mục"),
 ]
+# The field (MaLinhVuc, TenLinhVuc) of each procedure; the last one's field is unknown.
+FIELDS = {"1.001193": ("HTTP", "Hộ tịch"), "1.004227": ("XD", "Xây dựng"), "2.000908": ("CT", "Chứng thực"),
+          "1.000656": ("CTRU", "Cư trú")}
 COUNTS = ["received", "online_received", "ontime_total", "early", "on_time", "late",
           "in_progress_in_time", "in_progress_overdue", "digitized", "e_result_eligible",
           "e_result", "reused", "fee_bearing", "paid_online"]
@@ -44,7 +47,8 @@ def fmt(t):
 
 
 def record(i, rnd):
-    received = dt.datetime(2024, 1, 2, 7, 0) + dt.timedelta(hours=rnd.randrange(24 * 240))
+    # Up to two days before the judging moment, so some dossiers are still in time then.
+    received = dt.datetime(2024, 1, 2, 7, 0) + dt.timedelta(hours=rnd.randrange(24 * 255))
     code, name = rnd.choice(PROCEDURES)
     r = {
         "MaHoSo": f"H55-{i:06d}",
@@ -60,6 +64,10 @@ def record(i, rnd):
         "DanhSachLePhi": [{"Gia": rnd.choice([0, 0, 50000])}],
         "DanhSachGiayToKetQua": [{"TenGiayTo": "KQ", "DuongDanTepTinKetQua": "https://f.example.invalid/r"}] if rnd.random() < 0.6 else [],
     }
+    if code in FIELDS:
+        r["MaLinhVuc"] = FIELDS[code][0]
+        if rnd.random() < 0.7:
+            r["TenLinhVuc"] = FIELDS[code][1]
     due = received + dt.timedelta(days=rnd.randrange(1, 12), hours=rnd.randrange(8))
     if rnd.random() < 0.85:
         r["NgayHenTra"] = fmt(due)
@@ -122,12 +130,13 @@ def test_the_shipped_sql_reproduces_every_metric_row(aggregated):
     expected = {}
     for row in cur.fetchall():
         r = dict(zip(names, row))
-        key = (r["period"], r["period_start"].isoformat(), r["agency_code"] or "", r["procedure_code"] or "")
+        key = (r["period"], r["period_start"].isoformat(), r["agency_code"] or "", r["procedure_code"] or "",
+               r["field_code"] or "")
         expected[key] = {c: int(r[c]) for c in COUNTS}
 
     with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    got = {(r["period"], r["period_start"], r["agency_code"], r["procedure_code"]): r for r in rows}
+    got = {(r["period"], r["period_start"], r["agency_code"], r["procedure_code"], r["field_code"]): r for r in rows}
     assert set(got) == set(expected)
     assert len(rows) > 1000
     for key, want in expected.items():
@@ -139,8 +148,19 @@ def test_the_shipped_sql_reproduces_every_metric_row(aggregated):
                 assert r[rate] == "", (key, rate)
             else:
                 assert float(r[rate]) == pytest.approx(n / want[den], rel=1e-12), (key, rate)
+    # Every field rolls up within each agency and across agencies (unknown: "(none)"), the
+    # fields of a period add up to the province, and names come from TenLinhVuc.
+    fields = {k[4] for k in got if k[4]}
+    assert fields == {"HTTP", "XD", "CT", "CTRU", "(none)"}
+    for period_key in {(k[0], k[1]) for k in got}:
+        across = [got[k] for k in got if (k[0], k[1]) == period_key and k[2] == "" and k[4]]
+        province = got[period_key + ("", "", "")]
+        for c in COUNTS:
+            assert sum(int(r[c]) for r in across) == int(province[c]), (period_key, c)
+    assert got[("year", "2024-01-01", "", "", "XD")]["field_name"] == "Xây dựng"
+    assert got[("year", "2024-01-01", "", "", "(none)")]["field_name"] == ""
     # The feed exercises every class, and open dossiers judged at past period ends.
-    year = got[("year", "2024-01-01", "", "")]
+    year = got[("year", "2024-01-01", "", "", "")]
     for c in ["early", "on_time", "late", "in_progress_in_time", "in_progress_overdue"]:
         assert int(year[c]) > 0, c
 
@@ -202,8 +222,15 @@ def test_the_report_renders_in_a_real_browser_with_its_charts(aggregated, tmp_pa
     dom = Dom()
     dom.feed(dump.stdout)
     ids = {a.get("id") for _, a, _ in dom.elements}
-    for figure in ["ranking-ontime", "ranking-digitization", "trend-monthly", "worst-procedures", "scorecard"]:
+    for figure in ["ranking-ontime", "ranking-digitization", "fields-ontime", "fields-digitization",
+                   "trend-monthly", "worst-procedures", "scorecard"]:
         assert figure in ids, figure
+    # The fields ranked by each rate, lowest first: the four named fields and "(none)".
+    for figure in ["fields-ontime", "fields-digitization"]:
+        rows = [a for t, a, inside in dom.elements if t == "tr" and "field-row" in a.get("class", "") and figure in inside]
+        assert len(rows) == 5, figure
+        rates = [float(a["data-rate"]) for a in rows]
+        assert rates == sorted(rates)
     # One bar per agency in each ranking, best first.
     for figure in ["ranking-ontime", "ranking-digitization"]:
         rows = [a for t, a, inside in dom.elements if t == "g" and "bar-row" in a.get("class", "") and figure in inside]

@@ -34,7 +34,7 @@ use calendar::{Calendar, CalendarError, OfficeHours};
 use catalog::{Catalog, CatalogError};
 use fold::{Folder, Part, Shard, NO_SYM};
 use metrics::{Base, Grouper};
-use model::{CalendarNotes, MetricRow, Period, Scorecard};
+use model::{CalendarNotes, FieldRow, MetricRow, Period, Scorecard};
 use read::DateRange;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,8 @@ pub struct Summary {
     pub events_read: u64,
     pub dossiers: usize,
     pub metric_rows: Vec<MetricRow>,
+    /// The field rollups, within each agency and across agencies.
+    pub field_rows: Vec<FieldRow>,
     pub scorecards: Vec<Scorecard>,
     pub written: Vec<String>,
     pub elapsed_ms: u64,
@@ -370,17 +372,23 @@ fn write_metrics(
     quality_counts: Option<quality::PartQuality>,
     summary: &mut Summary,
 ) -> Result<(), AggregateError> {
-    let rows = base.with_rollups();
-    let cards = scorecard::scorecards(&rows, &cfg.scorecard);
-    let mut periods: Vec<(Period, NaiveDate)> =
-        rows.iter().map(|r| (r.period, r.period_start)).collect();
+    let rollups = base.with_rollups();
+    let cards = scorecard::scorecards(&rollups.rows, &cfg.scorecard);
+    let mut periods: Vec<(Period, NaiveDate)> = rollups
+        .rows
+        .iter()
+        .map(|r| (r.period, r.period_start))
+        .collect();
     periods.dedup();
     let writes = [
         (
             "metrics/metrics.csv",
-            bytes::Bytes::from(output::metrics_csv(&rows)),
+            bytes::Bytes::from(output::metrics_csv(&rollups)),
         ),
-        ("metrics/metrics.parquet", output::metrics_parquet(&rows)?),
+        (
+            "metrics/metrics.parquet",
+            output::metrics_parquet(&rollups)?,
+        ),
         (
             "metrics/scorecard.csv",
             bytes::Bytes::from(output::scorecard_csv(&cards)),
@@ -403,7 +411,8 @@ fn write_metrics(
         }
         summary.quality = Some(report);
     }
-    summary.metric_rows = rows;
+    summary.metric_rows = rollups.rows;
+    summary.field_rows = rollups.fields;
     summary.scorecards = cards;
     Ok(())
 }
@@ -434,7 +443,12 @@ fn judge_part<'a>(
         if let Some(rules::NotJudged::CalendarMissing { year }) = j.not_judged {
             *missing_years.entry(year).or_default() += 1;
         }
-        grouper.add(fact.agency, fact.procedure, &j);
+        let codes = metrics::Codes {
+            agency: fact.agency,
+            field: fact.field,
+            procedure: fact.procedure,
+        };
+        grouper.add(codes, &j);
         issues.add(
             fact,
             &quality::dossier_issues(fact, &folder.syms, catalog, &j),
@@ -442,10 +456,14 @@ fn judge_part<'a>(
         if let (Some(c), Some(n)) = (sym(fact.procedure), sym(fact.procedure_name)) {
             names.add_name(c.to_owned(), n.to_owned());
         }
+        if let (Some(c), Some(n)) = (sym(fact.field), sym(fact.field_name)) {
+            names.add_field_name(c.to_owned(), n.to_owned());
+        }
         rows.push((&**code, j));
     }
     let mut base = grouper.base(&folder.syms);
     base.names = names.names;
+    base.field_names = names.field_names;
     let mut quality = quality::PartQuality::default();
     issues.into_part(&folder.syms, &mut quality);
     Judgement {
@@ -609,6 +627,8 @@ async fn read_shards(store: &dyn ObjectStore, n: u32) -> Result<Base, AggregateE
             "period",
             "period_start",
             "agency_code",
+            "field_code",
+            "field_name",
             "procedure_code",
             "procedure_name",
         ];
@@ -625,8 +645,10 @@ fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
     let period = b.column(0).as_string::<i32>();
     let start = b.column(1).as_primitive::<Date32Type>();
     let agency = b.column(2).as_string::<i32>();
-    let procedure = b.column(3).as_string::<i32>();
-    let name = b.column(4).as_string::<i32>();
+    let field = b.column(3).as_string::<i32>();
+    let field_name = b.column(4).as_string::<i32>();
+    let procedure = b.column(5).as_string::<i32>();
+    let name = b.column(6).as_string::<i32>();
     for i in 0..b.num_rows() {
         let p = Period::ALL
             .into_iter()
@@ -640,15 +662,18 @@ fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
             output::set_count(
                 &mut c,
                 col,
-                b.column(5 + k).as_primitive::<UInt64Type>().value(i),
+                b.column(7 + k).as_primitive::<UInt64Type>().value(i),
             );
         }
         base.rows
-            .entry((p, d, opt(agency), opt(procedure)))
+            .entry((p, d, opt(agency), opt(field), opt(procedure)))
             .or_default()
             .add(&c);
         if let (Some(code), Some(n)) = (opt(procedure), opt(name)) {
             base.add_name(code, n);
+        }
+        if let (Some(code), Some(n)) = (opt(field), opt(field_name)) {
+            base.add_field_name(code, n);
         }
     }
     Ok(())

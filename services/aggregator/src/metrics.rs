@@ -1,5 +1,6 @@
-//! Group judged dossiers into counts by period × agency × procedure, then roll them up to
-//! agencies and the province.
+//! Group judged dossiers into counts by period × agency × field × procedure, then roll
+//! them up: agency × procedure, agencies, the province, and each field within each agency
+//! and across agencies.
 //!
 //! A dossier counts in a period when it was received in it, or its clock ended in it
 //! (766's "received or processed in the period"): received there, it adds to the
@@ -12,19 +13,27 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 
 use crate::fold::{FxMap, Interner, Sym};
-use crate::model::{Counts, MetricRow, Period};
+use crate::model::{Counts, FieldRow, MetricRow, Period};
 use crate::rules::{local_date, Judged, OnTime};
 
 /// Stands for a code the events did not carry, so such dossiers are not mistaken for a
 /// rollup row.
 pub const MISSING_CODE: &str = "(none)";
 
-/// The additive base: counts by (period, start, agency, procedure).
+/// The codes a dossier is grouped by: agency, field, procedure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Codes {
+    pub agency: Sym,
+    pub field: Sym,
+    pub procedure: Sym,
+}
+
+/// The additive base: counts by (period, start, agency, field, procedure).
 #[derive(Debug, Default)]
 pub struct Grouper {
     periods: Vec<Period>,
     as_of: i64,
-    groups: FxMap<(Period, NaiveDate, Sym, Sym), Counts>,
+    groups: FxMap<(Period, NaiveDate, Codes), Counts>,
 }
 
 fn bump(c: &mut Counts, class: OnTime) {
@@ -46,17 +55,14 @@ impl Grouper {
         }
     }
 
-    pub fn add(&mut self, agency: Sym, procedure: Sym, j: &Judged) {
+    pub fn add(&mut self, codes: Codes, j: &Judged) {
         if !j.counted {
             return;
         }
         for &p in &self.periods {
             if let Some(r) = j.received_at {
                 let start = p.start_of(local_date(r));
-                let c = self
-                    .groups
-                    .entry((p, start, agency, procedure))
-                    .or_default();
+                let c = self.groups.entry((p, start, codes)).or_default();
                 c.received += 1;
                 c.online_received += u64::from(j.online);
                 c.digitized += u64::from(j.digitized);
@@ -71,12 +77,7 @@ impl Grouper {
             }
             if let (Some(e), Some(class)) = (j.end_at, j.ended_class()) {
                 let start = p.start_of(local_date(e));
-                bump(
-                    self.groups
-                        .entry((p, start, agency, procedure))
-                        .or_default(),
-                    class,
-                );
+                bump(self.groups.entry((p, start, codes)).or_default(), class);
             }
         }
     }
@@ -84,26 +85,59 @@ impl Grouper {
     /// The base rows, with codes resolved: what shards write and merges add up.
     pub fn base(&self, syms: &Interner) -> Base {
         let mut out = Base::default();
-        for (&(p, start, agency, procedure), c) in &self.groups {
+        for (&(p, start, codes), c) in &self.groups {
             // Empty codes mean "rollup" in the output, so a missing code gets a name.
             let code = |s: Sym| Some(syms.get(s).unwrap_or(MISSING_CODE).to_owned());
-            let key = (p, start, code(agency), code(procedure));
+            let key = (
+                p,
+                start,
+                code(codes.agency),
+                code(codes.field),
+                code(codes.procedure),
+            );
             out.rows.entry(key).or_default().add(c);
         }
         out
     }
 }
 
-/// Group key with codes as text.
-pub type BaseKey = (Period, NaiveDate, Option<String>, Option<String>);
+/// Group key with codes as text: period, start, agency, field, procedure.
+pub type BaseKey = (
+    Period,
+    NaiveDate,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
-/// Counts by period × agency × procedure, before rollups. Adds up across shards.
+/// Counts by period × agency × field × procedure, before rollups. Adds up across shards.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Base {
     pub rows: BTreeMap<BaseKey, Counts>,
     /// Procedure code to name, as the events spell it (the smallest spelling wins, so
     /// every shard picks the same).
     pub names: BTreeMap<String, String>,
+    /// Field code to name, the same way.
+    pub field_names: BTreeMap<String, String>,
+}
+
+/// Keep the smallest spelling of a name, so every shard and every order picks the same.
+fn add_name(names: &mut BTreeMap<String, String>, code: String, name: String) {
+    match names.get_mut(&code) {
+        Some(n) if name < *n => *n = name,
+        Some(_) => {}
+        None => {
+            names.insert(code, name);
+        }
+    }
+}
+
+/// The metric rows of a run: agency × procedure rows with the agency and province
+/// rollups, and the field rollups.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rollups {
+    pub rows: Vec<MetricRow>,
+    pub fields: Vec<FieldRow>,
 }
 
 impl Base {
@@ -114,27 +148,31 @@ impl Base {
         for (code, name) in other.names {
             self.add_name(code, name);
         }
-    }
-
-    pub fn add_name(&mut self, code: String, name: String) {
-        match self.names.get_mut(&code) {
-            Some(n) if name < *n => *n = name,
-            Some(_) => {}
-            None => {
-                self.names.insert(code, name);
-            }
+        for (code, name) in other.field_names {
+            self.add_field_name(code, name);
         }
     }
 
-    /// Base rows plus agency rollups (procedure empty) and province rollups (both empty),
-    /// ordered by period, start, agency and procedure (rollups first).
-    pub fn with_rollups(&self) -> Vec<MetricRow> {
+    pub fn add_name(&mut self, code: String, name: String) {
+        add_name(&mut self.names, code, name);
+    }
+
+    pub fn add_field_name(&mut self, code: String, name: String) {
+        add_name(&mut self.field_names, code, name);
+    }
+
+    /// Base rows summed over fields (agency × procedure), plus agency rollups (procedure
+    /// empty) and province rollups (both empty), ordered by period, start, agency and
+    /// procedure (rollups first); and the field rollups, within each agency and across
+    /// agencies (agency empty), ordered by period, start, agency and field.
+    pub fn with_rollups(&self) -> Rollups {
         let names = &self.names;
         // The outer `Option` of the agency sorts the province rollup (None) first, and a
         // `None` procedure sorts an agency's rollup before its detail rows.
         type RollupKey = (Period, NaiveDate, Option<Option<String>>, Option<String>);
         let mut all: BTreeMap<RollupKey, Counts> = BTreeMap::new();
-        for ((p, start, agency, procedure), c) in &self.rows {
+        let mut fields: BTreeMap<RollupKey, Counts> = BTreeMap::new();
+        for ((p, start, agency, field, procedure), c) in &self.rows {
             let detail = (*p, *start, Some(agency.clone()), procedure.clone());
             all.entry(detail).or_default().add(c);
             if procedure.is_some() {
@@ -143,8 +181,15 @@ impl Base {
                     .add(c);
             }
             all.entry((*p, *start, None, None)).or_default().add(c);
+            for a in [Some(agency.clone()), None] {
+                fields
+                    .entry((*p, *start, a, field.clone()))
+                    .or_default()
+                    .add(c);
+            }
         }
-        all.into_iter()
+        let rows = all
+            .into_iter()
             .map(
                 |((period, period_start, agency, procedure), counts)| MetricRow {
                     period,
@@ -155,6 +200,25 @@ impl Base {
                     counts,
                 },
             )
-            .collect()
+            .collect();
+        let fields = fields
+            .into_iter()
+            .filter_map(|((period, period_start, agency, field), counts)| {
+                let field_code = field?;
+                Some(FieldRow {
+                    field_name: self.field_names.get(&field_code).cloned(),
+                    field_code,
+                    row: MetricRow {
+                        period,
+                        period_start,
+                        agency_code: agency.flatten(),
+                        procedure_code: None,
+                        procedure_name: None,
+                        counts,
+                    },
+                })
+            })
+            .collect();
+        Rollups { rows, fields }
     }
 }

@@ -93,6 +93,23 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Nothing counted.
+    pub const ZERO: Counts = Counts {
+        received: 0,
+        online_received: 0,
+        early: 0,
+        on_time: 0,
+        late: 0,
+        in_progress_in_time: 0,
+        in_progress_overdue: 0,
+        digitized: 0,
+        e_result_eligible: 0,
+        e_result: 0,
+        reused: 0,
+        fee_bearing: 0,
+        paid_online: 0,
+    };
+
     pub fn add(&mut self, o: &Counts) {
         self.received += o.received;
         self.online_received += o.online_received;
@@ -158,6 +175,16 @@ pub struct MetricRow {
     /// The procedure's name from the events (or the catalogue), for readers.
     pub procedure_name: Option<String>,
     pub counts: Counts,
+}
+
+/// A field rollup (`MaLinhVuc`): one field within one agency, or across agencies
+/// (`row.agency_code` None). `row.procedure_code` is always None.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldRow {
+    pub field_code: String,
+    /// `TenLinhVuc`, where the events gave one.
+    pub field_name: Option<String>,
+    pub row: MetricRow,
 }
 
 /// What the holiday table could not settle for a run, for the report and the terminal.

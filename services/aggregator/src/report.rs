@@ -21,10 +21,11 @@ use std::fmt::Write as _;
 
 use chrono::{Months, NaiveDate};
 
-use crate::model::{CalendarNotes, Counts, MetricRow, Period, Scorecard};
+use crate::model::{CalendarNotes, Counts, FieldRow, MetricRow, Period, Scorecard};
 use crate::quality::{QualityReport, QualityRow};
 
 mod calendar;
+mod fields;
 
 /// Everything the report shows.
 pub struct ReportInput<'a> {
@@ -45,6 +46,8 @@ pub struct ReportInput<'a> {
     pub min_dossiers: u64,
     /// Provisional and missing years of the holiday table, flagged at the top.
     pub calendar: &'a CalendarNotes,
+    /// The field rollups, ranked by on-time and digitization rate.
+    pub fields: &'a [FieldRow],
 }
 
 /// Rates at or above this (in percent, as printed) are green.
@@ -768,6 +771,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         },
     );
     o.push_str("</div>\n");
+    fields::html(&mut o, input, p.key);
     trend(&mut o, &p);
     worst(&mut o, &p, input.min_dossiers);
     scorecard_table(&mut o, &p);
@@ -1755,6 +1759,7 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
             pad_left(&r.score, sc_w)
         );
     }
+    fields::terminal(&mut o, input, p.key);
     o
 }
 
@@ -2255,6 +2260,7 @@ mod tests {
             agency_names: names,
             min_dossiers: 5,
             calendar: &crate::model::NO_CALENDAR_NOTES,
+            fields: &[],
         }
     }
 

@@ -126,6 +126,7 @@ fn row<'a>(
             r["period_label"] == label
                 && r["agency_code"] == agency
                 && r["procedure_code"] == procedure
+                && r["field_code"].is_empty()
         })
         .unwrap_or_else(|| panic!("no row {label} {agency:?} {procedure:?}"))
 }
@@ -206,6 +207,39 @@ fn the_three_samples_give_the_classes_and_counts_of_the_readme() {
     assert_eq!(agency["digitized"], "1");
     assert_eq!(detail["e_result"], "1");
     assert_eq!(detail["procedure_name"], "Đăng ký khai sinh");
+    // Field rollups: civil status (HTTP, named in the feed) across agencies, and
+    // construction (XD, no name given) within its agency.
+    let field = |label: &str, agency: &str, code: &str| {
+        rows.iter()
+            .find(|r| {
+                r["period_label"] == label
+                    && r["agency_code"] == agency
+                    && r["field_code"] == code
+                    && r["procedure_code"].is_empty()
+            })
+            .unwrap_or_else(|| panic!("no field row {label} {agency:?} {code}"))
+    };
+    let civil = field("2023", "", "HTTP");
+    assert_eq!(
+        [&civil["field_name"], &civil["received"], &civil["on_time"]],
+        ["Hộ tịch", "1", "1"]
+    );
+    let permits = field("2023", "000.00.30.H55", "XD");
+    assert_eq!(
+        [
+            &permits["field_name"],
+            &permits["received"],
+            &permits["late"]
+        ],
+        ["", "1", "1"]
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["period_label"] == "2023" && !r["field_code"].is_empty())
+            .count(),
+        // Three fields across agencies, three within their one agency each.
+        6
+    );
     // The scorecard gives the province points for what it can measure.
     let cards = std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap();
     assert!(cards.lines().next().unwrap().contains("points_2_1"));

@@ -43,8 +43,18 @@ fn event(
         dossier_code: code.to_string().into(),
         procedure_code: snapshot.then(|| "1.001193".into()),
         procedure_name: snapshot.then(|| "Đăng ký khai sinh".into()),
-        field_code: None,
-        field_name: None,
+        // Two fields; the name only where some snapshots give it.
+        field_code: snapshot.then(|| {
+            if code.ends_with(['1', '2', '3']) {
+                "CT"
+            } else {
+                "HTTP"
+            }
+            .into()
+        }),
+        field_name: (snapshot && status != 4)
+            .then(|| "Hộ tịch".into())
+            .filter(|_| !code.ends_with(['1', '2', '3'])),
         agency_code: snapshot.then(|| agency.to_string().into()),
         channel: None,
         status: Status::from_code(status.into()).unwrap(),

@@ -146,6 +146,24 @@ fn procedures_of(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// The field (`MaLinhVuc`, `TenLinhVuc`) of each procedure the feed uses. Illustrative
+/// codes, like the catalogue's.
+fn field_of(procedure: &str) -> (&'static str, &'static str) {
+    match procedure {
+        "1.001193" | "1.000894" | "1.000656" => ("HTTP", "Hộ tịch"),
+        "2.000815" | "2.000884" => ("CT", "Chứng thực"),
+        "2.000720" | "2.001610" | "2.002040" => ("DKKD", "Đăng ký kinh doanh"),
+        "1.004227" | "1.005194" => ("DD", "Đất đai"),
+        "1.009994" => ("XD", "Hoạt động xây dựng"),
+        "2.000488" => ("LLTP", "Lý lịch tư pháp"),
+        "1.004194" | "1.004222" => ("CTRU", "Cư trú"),
+        "1.001776" => ("BTXH", "Bảo trợ xã hội"),
+        "1.002809" => ("DB", "Đường bộ"),
+        "2.000591" => ("ATTP", "An toàn thực phẩm"),
+        _ => ("KHAC", "Khác"),
+    }
+}
+
 fn agencies(rng: &mut Rng) -> Vec<Agency> {
     let mut out = Vec::new();
     let groups = [
@@ -262,6 +280,14 @@ pub struct AgencyTruth {
     pub paid_online: u64,
 }
 
+/// Per field, across agencies: what the generator put in the feed.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct FieldTruth {
+    pub name: String,
+    pub received: u64,
+    pub digitized: u64,
+}
+
 /// What a feed holds.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct GroundTruth {
@@ -275,6 +301,8 @@ pub struct GroundTruth {
     pub repeats: u64,
     /// Received dossiers (statuses other than 1 and 3) per agency, for the year.
     pub agencies: BTreeMap<String, AgencyTruth>,
+    /// The same per field (`MaLinhVuc`), across agencies.
+    pub fields: BTreeMap<String, FieldTruth>,
 }
 
 /// One Kafka message.
@@ -574,6 +602,11 @@ fn emit(
     t.reused += u64::from(d.reused || d.digitized_component);
     t.fee_bearing += u64::from(d.fee > 0);
     t.paid_online += u64::from(d.fee > 0 && d.paid_online);
+    let (code, name) = field_of(&d.procedure.code);
+    let f = truth.fields.entry(code.to_string()).or_default();
+    f.name = name.to_string();
+    f.received += 1;
+    f.digitized += u64::from(d.submitted_file && (e_result || !doc));
 }
 
 /// A JSON string literal.
@@ -597,13 +630,25 @@ fn snapshot(d: &Dossier, a: &Agency, at: i64, status: u8, updating: bool) -> Str
     } else {
         d.code.clone()
     };
+    // Messy agencies' software sends the field's code but not its name.
+    let (field_code, field_name) = field_of(&d.procedure.code);
+    let field = if a.messy {
+        format!(r#""MaLinhVuc":{}"#, js(&field_code.to_lowercase()))
+    } else {
+        format!(
+            r#""MaLinhVuc":{},"TenLinhVuc":{}"#,
+            js(field_code),
+            text(field_name)
+        )
+    };
     let mut r = String::with_capacity(1400);
     let _ = write!(
         r,
-        r#"{{"service":"DongBoHoSoMC","isUpdating":{updating},"data":[{{"MaHoSo":{},"MaTTHC":{},"TenTTHC":{},"MaLinhVuc":"LV","DonViXuLy":{},"KenhThucHien":{},"ChuHoSo":"Nguyễn Văn A","LoaiDoiTuong":1,"SoGiayToChuHoSo":"{}","NgayNopHoSo":"{}","NgayTiepNhan":"{}","NgayHenTra":"{}","TrangThaiHoSo":{status},"HoSoCoThanhPhanSoHoa":{},"DuocThanhToanTrucTuyen":{},"#,
+        r#"{{"service":"DongBoHoSoMC","isUpdating":{updating},"data":[{{"MaHoSo":{},"MaTTHC":{},"TenTTHC":{},{},"DonViXuLy":{},"KenhThucHien":{},"ChuHoSo":"Nguyễn Văn A","LoaiDoiTuong":1,"SoGiayToChuHoSo":"{}","NgayNopHoSo":"{}","NgayTiepNhan":"{}","NgayHenTra":"{}","TrangThaiHoSo":{status},"HoSoCoThanhPhanSoHoa":{},"DuocThanhToanTrucTuyen":{},"#,
         js(&code),
         js(&d.procedure.code),
         text(&d.procedure.name),
+        field,
         js(&a.code),
         d.channel,
         d.applicant_id,

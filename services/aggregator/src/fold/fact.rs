@@ -49,6 +49,9 @@ pub struct Fact {
     pub agency: Sym,
     pub procedure: Sym,
     pub procedure_name: Sym,
+    /// The field (`MaLinhVuc`) and its name (`TenLinhVuc`), as the latest snapshot gave them.
+    pub field: Sym,
+    pub field_name: Sym,
     pub channel: u8,
     pub flags: u8,
     pub received_at: Option<i64>,

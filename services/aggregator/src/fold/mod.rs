@@ -31,6 +31,8 @@ pub const COLUMNS: &[&str] = &[
     "dossier_code",
     "procedure_code",
     "procedure_name",
+    "field_code",
+    "field_name",
     "agency_code",
     "channel",
     "status_code",
@@ -121,6 +123,8 @@ pub const DICTIONARY_COLUMNS: &[&str] = &[
     "source_system",
     "procedure_code",
     "procedure_name",
+    "field_code",
+    "field_name",
     "agency_code",
     "channel",
     "source_topic",
@@ -195,6 +199,8 @@ impl Folder {
         let code: &StringArray = typed(batch, "dossier_code")?;
         let procedure = Codes::new(batch, "procedure_code", syms)?;
         let procedure_name = Codes::new(batch, "procedure_name", syms)?;
+        let field = Codes::new(batch, "field_code", syms)?;
+        let field_name = Codes::new(batch, "field_name", syms)?;
         let agency = Codes::new(batch, "agency_code", syms)?;
         let channel = Codes::new(batch, "channel", syms)?;
         let snapshot = syms.intern(Some("snapshot"));
@@ -326,6 +332,8 @@ impl Folder {
             fact.agency = ag;
             fact.procedure = procedure.sym(i, fact.procedure, syms);
             fact.procedure_name = procedure_name.sym(i, fact.procedure_name, syms);
+            fact.field = field.sym(i, fact.field, syms);
+            fact.field_name = field_name.sym(i, fact.field_name, syms);
             let ch = channel.sym(i, NO_SYM, syms);
             fact.channel = channels
                 .iter()

@@ -5,7 +5,7 @@
 use crate::fold::{EventKey, Fact, Folder, Interner, Part, Supplement};
 use crate::quality::{SourceSet, SourceSets};
 
-const FACTS_MAGIC: &[u8] = b"sohoa-facts-2\n";
+const FACTS_MAGIC: &[u8] = b"sohoa-facts-3\n";
 const FPS_MAGIC: &[u8] = b"sohoa-fingerprints-1\n";
 
 #[derive(Default)]
@@ -95,6 +95,8 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
             agency,
             procedure,
             procedure_name,
+            field,
+            field_name,
             channel,
             flags,
             received_at,
@@ -145,7 +147,14 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
         }
         w.i(i64::from(*status));
         w.i(i64::from(*snapshot_status));
-        for s in [source_system, agency, procedure, procedure_name] {
+        for s in [
+            source_system,
+            agency,
+            procedure,
+            procedure_name,
+            field,
+            field_name,
+        ] {
             w.u(u64::from(s.wrapping_add(1)));
         }
         w.0.extend_from_slice(&[*channel, *flags, *qflags, *peak_stage]);
@@ -225,6 +234,7 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
         let snapshot_status = r.i()? as i8;
         let (source_system, agency, procedure, procedure_name) =
             (sym(r.u()?), sym(r.u()?), sym(r.u()?), sym(r.u()?));
+        let (field, field_name) = (sym(r.u()?), sym(r.u()?));
         let (channel, flags, qflags, peak_stage) = (r.byte()?, r.byte()?, r.byte()?, r.byte()?);
         let ns = r.u()? as usize;
         let mut supplements = Vec::with_capacity(ns.min(64));
@@ -280,6 +290,8 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
             agency,
             procedure,
             procedure_name,
+            field,
+            field_name,
             channel,
             flags,
             received_at: times[0],
@@ -376,6 +388,7 @@ mod tests {
                 status: 9,
                 agency: a,
                 procedure: p,
+                field: f.syms.intern(Some("HTTP")),
                 received_at: Some(1_699_000_000_000_000),
                 first_seen: [None, None, Some(1_700_000_100_000_000), None],
                 supplements: vec![Supplement {

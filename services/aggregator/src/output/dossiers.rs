@@ -62,6 +62,8 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
     let mut agency = StringBuilder::new();
     let mut procedure = StringBuilder::new();
     let mut procedure_name = StringBuilder::new();
+    let mut field = StringBuilder::new();
+    let mut field_name = StringBuilder::new();
     let mut channel = StringBuilder::new();
     let mut status_code = Int8Builder::with_capacity(n);
     let mut status = StringBuilder::new();
@@ -97,6 +99,8 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
         agency.append_option(sym(f.agency));
         procedure.append_option(sym(f.procedure));
         procedure_name.append_option(sym(f.procedure_name));
+        field.append_option(sym(f.field));
+        field_name.append_option(sym(f.field_name));
         channel.append_option(match f.channel {
             CHANNEL_IN_PERSON => Some("in_person"),
             CHANNEL_ONLINE => Some("online"),
@@ -156,6 +160,8 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
             ("agency_code", a(&mut agency), true),
             ("procedure_code", a(&mut procedure), true),
             ("procedure_name", a(&mut procedure_name), true),
+            ("field_code", a(&mut field), true),
+            ("field_name", a(&mut field_name), true),
             ("channel", a(&mut channel), true),
             ("status_code", a(&mut status_code), false),
             ("status", a(&mut status), false),

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 
 use super::{batch, csv_field, days, encode, strings, OutputError};
-use crate::metrics::Base;
-use crate::model::{Counts, MetricRow, Period, Scorecard};
+use crate::metrics::{Base, Rollups};
+use crate::model::{Counts, FieldRow, MetricRow, Period, Scorecard};
 
 /// The CSV header of `metrics/metrics.csv`; the Parquet table has the same columns.
 pub const METRIC_COLUMNS: &[&str] = &[
@@ -20,6 +20,8 @@ pub const METRIC_COLUMNS: &[&str] = &[
     "agency_code",
     "procedure_code",
     "procedure_name",
+    "field_code",
+    "field_name",
     "received",
     "online_received",
     "online_rate",
@@ -83,32 +85,80 @@ fn rate_of(c: &Counts, name: &str) -> Option<Option<f64>> {
         .map(|(_, f)| f(c))
 }
 
-/// `metrics/metrics.csv`: rates as fractions, empty when the denominator is 0; codes
-/// empty on rollups.
-pub fn metrics_csv(rows: &[MetricRow]) -> String {
-    let mut out = METRIC_COLUMNS.join(",");
+/// One row of a metrics table: a metric row, and its field when it is a field rollup.
+#[derive(Debug, Clone, Copy)]
+pub struct TableRow<'a> {
+    pub row: &'a MetricRow,
+    pub field: Option<&'a FieldRow>,
+}
+
+/// The rows of the metrics tables in order: per period and start, the agency × procedure
+/// rows with their rollups, then the field rollups.
+pub fn table_rows(r: &Rollups) -> Vec<TableRow<'_>> {
+    let mut out = Vec::with_capacity(r.rows.len() + r.fields.len());
+    let mut fields = r.fields.iter().peekable();
+    let key = |m: &MetricRow| (m.period, m.period_start);
+    for row in &r.rows {
+        while let Some(f) = fields.next_if(|f| key(&f.row) < key(row)) {
+            out.push(TableRow {
+                row: &f.row,
+                field: Some(f),
+            });
+        }
+        out.push(TableRow { row, field: None });
+    }
+    out.extend(fields.map(|f| TableRow {
+        row: &f.row,
+        field: Some(f),
+    }));
+    out
+}
+
+/// What a metrics table writes: its columns (keys first, then counts and rates), and how
+/// it reads a count or a rate (`None`: not a count, or not a rate, of this table).
+pub(crate) struct Spec {
+    pub table: &'static str,
+    pub columns: &'static [&'static str],
+    pub count: fn(&Counts, &str) -> Option<u64>,
+    pub rate: fn(&Counts, &str) -> Option<Option<f64>>,
+    /// Rows this table leaves out (nothing of its own to show).
+    pub keep: fn(&Counts) -> bool,
+}
+
+/// A key column of a row, as text (`None`: empty, or not a key column).
+fn key_of(r: &TableRow, col: &str) -> Option<Option<String>> {
+    let m = r.row;
+    Some(match col {
+        "period" => Some(m.period.as_str().to_string()),
+        "period_start" => Some(m.period_start.format("%Y-%m-%d").to_string()),
+        "period_label" => Some(m.period.label(m.period_start)),
+        "agency_code" => m.agency_code.clone(),
+        "procedure_code" => m.procedure_code.clone(),
+        "procedure_name" => m.procedure_name.clone(),
+        "field_code" => r.field.map(|f| f.field_code.clone()),
+        "field_name" => r.field.and_then(|f| f.field_name.clone()),
+        _ => return None,
+    })
+}
+
+/// A table as CSV: rates as fractions, empty when the denominator is 0; codes empty on
+/// rollups.
+pub(crate) fn table_csv(spec: &Spec, rows: &[TableRow]) -> String {
+    let mut out = spec.columns.join(",");
     out.push('\n');
-    for r in rows {
-        for (i, col) in METRIC_COLUMNS.iter().enumerate() {
+    for r in rows.iter().filter(|r| (spec.keep)(&r.row.counts)) {
+        for (i, col) in spec.columns.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            match *col {
-                "period" => out.push_str(r.period.as_str()),
-                "period_start" => out.push_str(&r.period_start.format("%Y-%m-%d").to_string()),
-                "period_label" => out.push_str(&r.period.label(r.period_start)),
-                "agency_code" => csv_field(&mut out, r.agency_code.as_deref().unwrap_or("")),
-                "procedure_code" => csv_field(&mut out, r.procedure_code.as_deref().unwrap_or("")),
-                "procedure_name" => csv_field(&mut out, r.procedure_name.as_deref().unwrap_or("")),
-                name => match rate_of(&r.counts, name) {
-                    Some(Some(v)) => {
-                        let _ = write!(out, "{v}");
-                    }
-                    Some(None) => {}
-                    None => {
-                        let _ = write!(out, "{}", count_of(&r.counts, name));
-                    }
-                },
+            if let Some(k) = key_of(r, col) {
+                csv_field(&mut out, k.as_deref().unwrap_or(""));
+            } else if let Some(rate) = (spec.rate)(&r.row.counts, col) {
+                if let Some(v) = rate {
+                    let _ = write!(out, "{v}");
+                }
+            } else {
+                let _ = write!(out, "{}", (spec.count)(&r.row.counts, col).unwrap_or(0));
             }
         }
         out.push('\n');
@@ -116,54 +166,80 @@ pub fn metrics_csv(rows: &[MetricRow]) -> String {
     out
 }
 
-/// `metrics/metrics.parquet`, with the CSV's columns.
-pub fn metrics_parquet(rows: &[MetricRow]) -> Result<Bytes, OutputError> {
+/// The same table as Parquet: dates as dates, counts as unsigned integers, rates as
+/// nullable doubles.
+pub(crate) fn table_parquet(spec: &Spec, rows: &[TableRow]) -> Result<Bytes, OutputError> {
+    let rows: Vec<&TableRow> = rows.iter().filter(|r| (spec.keep)(&r.row.counts)).collect();
     let mut cols: Vec<(&str, ArrayRef, bool)> = Vec::new();
-    for col in METRIC_COLUMNS {
+    for col in spec.columns {
         let (array, nullable): (ArrayRef, bool) = match *col {
-            "period" => (strings(rows.iter().map(|r| Some(r.period.as_str()))), false),
             "period_start" => {
                 let mut b = Date32Builder::with_capacity(rows.len());
                 rows.iter()
-                    .for_each(|r| b.append_value(days(r.period_start)));
+                    .for_each(|r| b.append_value(days(r.row.period_start)));
                 (Arc::new(b.finish()), false)
             }
-            "period_label" => {
-                let labels: Vec<String> = rows
-                    .iter()
-                    .map(|r| r.period.label(r.period_start))
-                    .collect();
-                (strings(labels.iter().map(|s| Some(s.as_str()))), false)
+            name if key_of(
+                &TableRow {
+                    row: &EMPTY,
+                    field: None,
+                },
+                name,
+            )
+            .is_some() =>
+            {
+                let values: Vec<Option<String>> =
+                    rows.iter().map(|r| key_of(r, name).flatten()).collect();
+                let required = matches!(name, "period" | "period_label");
+                (strings(values.iter().map(|v| v.as_deref())), !required)
             }
-            "agency_code" => (strings(rows.iter().map(|r| r.agency_code.as_deref())), true),
-            "procedure_code" => (
-                strings(rows.iter().map(|r| r.procedure_code.as_deref())),
-                true,
-            ),
-            "procedure_name" => (
-                strings(rows.iter().map(|r| r.procedure_name.as_deref())),
-                true,
-            ),
-            name => match rate_of(&Counts::default(), name) {
-                Some(_) => {
-                    let mut b = Float64Builder::with_capacity(rows.len());
-                    for r in rows {
-                        b.append_option(rate_of(&r.counts, name).flatten());
-                    }
-                    (Arc::new(b.finish()), true)
+            name if (spec.rate)(&Counts::default(), name).is_some() => {
+                let mut b = Float64Builder::with_capacity(rows.len());
+                for r in &rows {
+                    b.append_option((spec.rate)(&r.row.counts, name).flatten());
                 }
-                None => {
-                    let mut b = UInt64Builder::with_capacity(rows.len());
-                    for r in rows {
-                        b.append_value(count_of(&r.counts, name));
-                    }
-                    (Arc::new(b.finish()), false)
+                (Arc::new(b.finish()), true)
+            }
+            name => {
+                let mut b = UInt64Builder::with_capacity(rows.len());
+                for r in &rows {
+                    b.append_value((spec.count)(&r.row.counts, name).unwrap_or(0));
                 }
-            },
+                (Arc::new(b.finish()), false)
+            }
         };
         cols.push((col, array, nullable));
     }
-    encode("metrics", &batch("metrics", cols)?)
+    encode(spec.table, &batch(spec.table, cols)?)
+}
+
+/// A row to ask [`key_of`] which columns are keys.
+static EMPTY: MetricRow = MetricRow {
+    period: Period::Day,
+    period_start: NaiveDate::MIN,
+    agency_code: None,
+    procedure_code: None,
+    procedure_name: None,
+    counts: Counts::ZERO,
+};
+
+/// `metrics/metrics.*`.
+const METRICS: Spec = Spec {
+    table: "metrics",
+    columns: METRIC_COLUMNS,
+    count: |c, name| Some(count_of(c, name)),
+    rate: rate_of,
+    keep: |c| METRIC_COLUMNS.iter().any(|col| count_of(c, col) > 0),
+};
+
+/// `metrics/metrics.csv`.
+pub fn metrics_csv(r: &Rollups) -> String {
+    table_csv(&METRICS, &table_rows(r))
+}
+
+/// `metrics/metrics.parquet`, with the CSV's columns.
+pub fn metrics_parquet(r: &Rollups) -> Result<Bytes, OutputError> {
+    table_parquet(&METRICS, &table_rows(r))
 }
 
 /// `metrics/scorecard.csv`: one row per agency (or the province) and period, with each
@@ -244,14 +320,28 @@ pub fn base_parquet(base: &Base) -> Result<Bytes, OutputError> {
             true,
         ),
         (
-            "procedure_code",
+            "field_code",
             strings(rows.keys().map(|k| k.3.as_deref())),
+            true,
+        ),
+        (
+            "field_name",
+            strings(rows.keys().map(|k| {
+                k.3.as_ref()
+                    .and_then(|c| base.field_names.get(c))
+                    .map(String::as_str)
+            })),
+            true,
+        ),
+        (
+            "procedure_code",
+            strings(rows.keys().map(|k| k.4.as_deref())),
             true,
         ),
         (
             "procedure_name",
             strings(rows.keys().map(|k| {
-                k.3.as_ref()
+                k.4.as_ref()
                     .and_then(|c| base.names.get(c))
                     .map(String::as_str)
             })),

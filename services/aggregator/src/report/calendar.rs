@@ -86,6 +86,7 @@ mod tests {
             agency_names: &NAMES,
             min_dossiers: 1,
             calendar: notes,
+            fields: &[],
         }
     }
 
