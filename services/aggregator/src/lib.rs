@@ -3,10 +3,11 @@
 //!
 //! One module per stage: `read` (events from storage), `fold` (one fact per dossier),
 //! `rules` (the 766 on-time rules), `calendar` and `catalog` (working days, statutory
-//! times), `metrics` (grouping and rollups), `scorecard`, `quality` (data-quality checks
-//! and the `quality/` tables), `output` (Parquet and CSV) and `report` (HTML and the
-//! terminal summary).
+//! times), `metrics` (grouping and rollups), `backlog` (dossiers carried from period to
+//! period), `scorecard`, `quality` (data-quality checks and the `quality/` tables),
+//! `output` (Parquet and CSV) and `report` (HTML and the terminal summary).
 
+pub mod backlog;
 pub mod calendar;
 pub mod catalog;
 pub mod fold;
@@ -372,14 +373,8 @@ fn write_metrics(
     quality_counts: Option<quality::PartQuality>,
     summary: &mut Summary,
 ) -> Result<(), AggregateError> {
-    let rollups = base.with_rollups();
+    let rollups = base.with_rollups(rules::local_date(opts.as_of));
     let cards = scorecard::scorecards(&rollups.rows, &cfg.scorecard);
-    let mut periods: Vec<(Period, NaiveDate)> = rollups
-        .rows
-        .iter()
-        .map(|r| (r.period, r.period_start))
-        .collect();
-    periods.dedup();
     let writes = [
         (
             "metrics/metrics.csv",
@@ -390,12 +385,20 @@ fn write_metrics(
             output::metrics_parquet(&rollups)?,
         ),
         (
+            "metrics/progress.csv",
+            bytes::Bytes::from(output::progress_csv(&rollups)),
+        ),
+        (
+            "metrics/progress.parquet",
+            output::progress_parquet(&rollups)?,
+        ),
+        (
             "metrics/scorecard.csv",
             bytes::Bytes::from(output::scorecard_csv(&cards)),
         ),
         (
             "metrics/periods.parquet",
-            output::periods_parquet(&periods)?,
+            output::periods_parquet(&rollups.periods)?,
         ),
     ];
     for (path, data) in writes {
@@ -432,7 +435,7 @@ fn judge_part<'a>(
     catalog: &Catalog,
     opts: &Options,
 ) -> Judgement<'a> {
-    let mut grouper = Grouper::new(&opts.periods, opts.as_of);
+    let mut grouper = Grouper::new(&opts.periods);
     let mut names = Base::default();
     let mut rows = Vec::with_capacity(folder.facts.len());
     let mut issues = quality::DossierGrouper::default();

@@ -26,6 +26,7 @@ use crate::quality::{QualityReport, QualityRow};
 
 mod calendar;
 mod fields;
+mod progress;
 
 /// Everything the report shows.
 pub struct ReportInput<'a> {
@@ -741,6 +742,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
     );
     calendar::html(&mut o, input);
     headline(&mut o, &p);
+    progress::html(&mut o, input, p.key);
 
     let ranked_note = "Dashed lines: 80% and 95%. Dark line: the province.";
     o.push_str("<div class=\"grid-2\">\n");
@@ -1603,7 +1605,7 @@ fn notes(o: &mut String, input: &ReportInput) {
     put!(
         o,
         "<section class=\"notes\" aria-label=\"Definitions\">\n<dl>\n\
-         <dt>On-time rate (2.1)</dt><dd>Dossiers finished early or on time, plus those still open and within their statutory time as of {}, over all judged dossiers (finished in the period, or received in it and still open). Working days, without holidays and supplement pauses.</dd>\n\
+         <dt>On-time rate (2.1)</dt><dd>Dossiers resolved early or on time, plus those still open and within their time at the period's end (as of {} for a period not over), over those resolved plus those still open, the ones carried over from earlier periods included; withdrawn, stopped and refused dossiers are left out of both. Judged by the first due date, moved only by supplement pauses in working time.</dd>\n\
          <dt>Digitization rate (4.2)</dt><dd>Dossiers received with the submitted file digitized and, where the result is a document, an electronic result, over all received.</dd>\n\
          <dt>Online submission (3.3), electronic results (4.1), online payment (3.6)</dt><dd>Submitted online over received; with a result file over those whose result is a document; paid online over fee-bearing.</dd>\n\
          <dt>Colours</dt><dd>Green at or above {GOOD_AT:.0}%, amber at or above {WARN_AT:.0}%, red below.</dd>\n\
@@ -1759,6 +1761,7 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
             pad_left(&r.score, sc_w)
         );
     }
+    progress::terminal(&mut o, input, p.key);
     fields::terminal(&mut o, input, p.key);
     o
 }

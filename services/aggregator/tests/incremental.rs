@@ -226,17 +226,20 @@ fn run_incremental(root: &Path, as_of: &str, inc: &Incremental) -> Result<Summar
     incremental::run(&config(), store(root), rt().handle(), &options(as_of), inc)
 }
 
-const CSV: [&str; 6] = [
+const CSV: [&str; 7] = [
     "metrics/metrics.csv",
+    "metrics/progress.csv",
     "metrics/scorecard.csv",
     "quality/quality.csv",
     "quality/sync_delay.csv",
     "quality/sources.csv",
     "quality/ingest.csv",
 ];
-const PARQUET: [&str; 3] = [
+const PARQUET: [&str; 5] = [
     "dossiers/part-00000-of-00001.parquet",
     "metrics/metrics.parquet",
+    "metrics/progress.parquet",
+    "metrics/periods.parquet",
     "quality/quality.parquet",
 ];
 

@@ -57,10 +57,10 @@ pub struct Fact {
     pub received_at: Option<i64>,
     /// The latest snapshot's due date (`NgayHenTra`).
     pub due_at: Option<i64>,
-    /// The due date of the earliest snapshot that had one, and that snapshot's key: what
-    /// the dossier is judged by, whatever later snapshots move it to.
+    /// The due date of the earliest snapshot that had one, and that snapshot's event
+    /// time: what the dossier is judged by, whatever later snapshots move it to.
     pub first_due: Option<i64>,
-    pub first_due_key: EventKey,
+    pub first_due_time: i64,
     /// Every distinct due date a snapshot showed, sorted; left empty while that is only
     /// `first_due`, so the common dossier allocates nothing for it.
     pub dues: Box<[i64]>,
@@ -87,12 +87,16 @@ pub struct Fact {
 }
 
 impl Fact {
-    /// Note a snapshot's due date. Order-independent like the rest of the fold: the first
-    /// due date is the one with the smallest key, the others a set.
-    pub fn see_due(&mut self, key: EventKey, due: i64) {
+    /// Note the due date of a snapshot with event time `time`. Order-independent like the
+    /// rest of the fold: the first due date is the earliest snapshot's, the others a set.
+    /// A snapshot's event time is the latest date it holds, so several snapshots often
+    /// share one (a re-sync with nothing new but the due date, say) and their order is
+    /// unknown; among them the earliest due date is taken as the first, because a due
+    /// date only moves later.
+    pub fn see_due(&mut self, time: i64, due: i64) {
         let Some(first) = self.first_due else {
             self.first_due = Some(due);
-            self.first_due_key = key;
+            self.first_due_time = time;
             return;
         };
         if due != first || !self.dues.is_empty() {
@@ -106,9 +110,9 @@ impl Fact {
                 self.dues = all.into_boxed_slice();
             }
         }
-        if key < self.first_due_key {
+        if (time, due) < (self.first_due_time, first) {
             self.first_due = Some(due);
-            self.first_due_key = key;
+            self.first_due_time = time;
         }
     }
 
@@ -140,19 +144,15 @@ mod tests {
 
     #[test]
     fn due_dates_fold_the_same_in_any_order_and_twice() {
-        let key = |time, offset| EventKey {
-            time,
-            partition: 0,
-            offset,
-        };
-        let seen = [(key(10, 1), 500), (key(20, 2), 700), (key(30, 3), 500)];
+        // Two snapshots share the earliest event time: the earlier due date is the first.
+        let seen = [(10, 700), (10, 500), (30, 900)];
         let mut states = Vec::new();
-        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1], [1, 0, 2]] {
             let mut f = Fact::default();
             for i in order {
                 f.see_due(seen[i].0, seen[i].1);
             }
-            states.push((f.first_due, f.first_due_key, f.due_values().to_vec()));
+            states.push((f.first_due, f.first_due_time, f.due_values().to_vec()));
         }
         let mut twice = Fact::default();
         for i in [1, 0, 2, 0, 1, 2] {
@@ -160,20 +160,17 @@ mod tests {
         }
         states.push((
             twice.first_due,
-            twice.first_due_key,
+            twice.first_due_time,
             twice.due_values().to_vec(),
         ));
         for s in &states {
-            assert_eq!(*s, (Some(500), key(10, 1), vec![500, 700]));
+            assert_eq!(*s, (Some(500), 10, vec![500, 700, 900]));
         }
         // One value only: nothing allocated for the set.
         let mut one = Fact::default();
-        one.see_due(key(5, 0), 900);
-        one.see_due(key(1, 0), 900);
+        one.see_due(5, 900);
+        one.see_due(1, 900);
         assert!(one.dues.is_empty());
-        assert_eq!(
-            (one.first_due_key, one.due_values()),
-            (key(1, 0), &[900][..])
-        );
+        assert_eq!((one.first_due_time, one.due_values()), (1, &[900][..]));
     }
 }

@@ -320,7 +320,7 @@ impl Folder {
             let snapshot_due = ts(due, i);
             if let (true, Some(d)) = (is_snapshot, snapshot_due) {
                 // Every snapshot, stale or not: the first due date is the earliest one's.
-                fact.see_due(key, d);
+                fact.see_due(key.time, d);
             }
             if !is_snapshot || fact.snapshot.is_some_and(|k| k > key) {
                 continue;

@@ -5,7 +5,7 @@
 use crate::fold::{EventKey, Fact, Folder, Interner, Part, Supplement};
 use crate::quality::{SourceSet, SourceSets};
 
-const FACTS_MAGIC: &[u8] = b"sohoa-facts-3\n";
+const FACTS_MAGIC: &[u8] = b"sohoa-facts-4\n";
 const FPS_MAGIC: &[u8] = b"sohoa-fingerprints-1\n";
 
 #[derive(Default)]
@@ -102,7 +102,7 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
             received_at,
             due_at,
             first_due,
-            first_due_key,
+            first_due_time,
             dues,
             finished_at,
             returned_at,
@@ -171,14 +171,12 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
                 w.i(t.wrapping_sub(base));
             }
         }
-        // The first due date and its snapshot's key, then the other due dates seen.
+        // The first due date and its snapshot's time, then the other due dates seen.
         match first_due {
             Some(d) => {
                 w.u(1);
                 w.i(d.wrapping_sub(base));
-                w.i(first_due_key.time.wrapping_sub(base));
-                w.i(i64::from(first_due_key.partition));
-                w.i(first_due_key.offset);
+                w.i(first_due_time.wrapping_sub(base));
             }
             None => w.u(0),
         }
@@ -263,16 +261,11 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
                 due_after,
             });
         }
-        let (first_due, first_due_key) = if r.u()? == 1 {
+        let (first_due, first_due_time) = if r.u()? == 1 {
             let d = base.wrapping_add(r.i()?);
-            let key = EventKey {
-                time: base.wrapping_add(r.i()?),
-                partition: r.i()? as i32,
-                offset: r.i()?,
-            };
-            (Some(d), key)
+            (Some(d), base.wrapping_add(r.i()?))
         } else {
-            (None, EventKey::default())
+            (None, 0)
         };
         let n_dues = r.u()? as usize;
         let mut dues = Vec::with_capacity(n_dues.min(64));
@@ -297,7 +290,7 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
             received_at: times[0],
             due_at: times[1],
             first_due,
-            first_due_key,
+            first_due_time,
             dues: dues.into_boxed_slice(),
             finished_at: times[2],
             returned_at: times[3],
@@ -399,11 +392,7 @@ mod tests {
                 }]
                 .into_boxed_slice(),
                 first_due: Some(1_699_500_000_000_000),
-                first_due_key: EventKey {
-                    time: 1_699_000_000_000_000,
-                    partition: 2,
-                    offset: 9,
-                },
+                first_due_time: 1_699_000_000_000_000,
                 dues: vec![1_699_500_000_000_000, 1_699_600_000_000_000].into_boxed_slice(),
                 events: 4,
                 peak_stage: 4,

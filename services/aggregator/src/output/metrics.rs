@@ -57,25 +57,9 @@ fn rate_cols() -> [RateCol; 6] {
     ]
 }
 
-/// A count column by name; `ontime_total` is derived.
+/// A count column of `metrics/` by name (`ontime_total` is derived).
 fn count_of(c: &Counts, name: &str) -> u64 {
-    match name {
-        "received" => c.received,
-        "online_received" => c.online_received,
-        "ontime_total" => c.ontime_total(),
-        "early" => c.early,
-        "on_time" => c.on_time,
-        "late" => c.late,
-        "in_progress_in_time" => c.in_progress_in_time,
-        "in_progress_overdue" => c.in_progress_overdue,
-        "digitized" => c.digitized,
-        "e_result_eligible" => c.e_result_eligible,
-        "e_result" => c.e_result,
-        "reused" => c.reused,
-        "fee_bearing" => c.fee_bearing,
-        "paid_online" => c.paid_online,
-        _ => 0,
-    }
+    counts_field(c, name).unwrap_or(0)
 }
 
 fn rate_of(c: &Counts, name: &str) -> Option<Option<f64>> {
@@ -357,15 +341,22 @@ pub fn base_parquet(base: &Base) -> Result<Bytes, OutputError> {
     encode("shard counts", &batch("shard counts", cols)?)
 }
 
-/// The stored (not derived) counts of [`Counts`], in a fixed order.
-pub const BASE_COUNTS: [&str; 13] = [
+/// The stored (not derived) counts of [`Counts`], in a fixed order: a shard's flows. The
+/// backlog (carried over, in progress) follows from them after the merge.
+pub const BASE_COUNTS: [&str; 19] = [
     "received",
     "online_received",
+    "received_in_person",
+    "received_online",
+    "received_postal",
+    "received_other",
     "early",
     "on_time",
     "late",
-    "in_progress_in_time",
-    "in_progress_overdue",
+    "withdrawn",
+    "stopped_or_refused",
+    "overdue_in",
+    "overdue_out",
     "digitized",
     "e_result_eligible",
     "e_result",
@@ -374,22 +365,60 @@ pub const BASE_COUNTS: [&str; 13] = [
     "paid_online",
 ];
 
+/// A count of [`Counts`] by its field name (the derived `ontime_total` and the progress
+/// table's `received` included); `None` for no such count.
+pub(crate) fn counts_field(c: &Counts, name: &str) -> Option<u64> {
+    Some(match name {
+        "received" => c.received,
+        "online_received" => c.online_received,
+        "ontime_total" => c.ontime_total(),
+        "carried_over" => c.carried_over,
+        "received_in_person" => c.received_in_person,
+        "received_online" => c.received_online,
+        "received_postal" => c.received_postal,
+        "received_other" => c.received_other,
+        "early" => c.early,
+        "on_time" => c.on_time,
+        "late" => c.late,
+        "withdrawn" => c.withdrawn,
+        "stopped_or_refused" => c.stopped_or_refused,
+        "in_progress_in_time" => c.in_progress_in_time,
+        "in_progress_overdue" => c.in_progress_overdue,
+        "overdue_in" => c.overdue_in,
+        "overdue_out" => c.overdue_out,
+        "digitized" => c.digitized,
+        "e_result_eligible" => c.e_result_eligible,
+        "e_result" => c.e_result,
+        "reused" => c.reused,
+        "fee_bearing" => c.fee_bearing,
+        "paid_online" => c.paid_online,
+        _ => return None,
+    })
+}
+
 /// Set a stored count by name (the inverse of reading it), for merging shards.
 pub fn set_count(c: &mut Counts, name: &str, v: u64) {
-    match name {
-        "received" => c.received = v,
-        "online_received" => c.online_received = v,
-        "early" => c.early = v,
-        "on_time" => c.on_time = v,
-        "late" => c.late = v,
-        "in_progress_in_time" => c.in_progress_in_time = v,
-        "in_progress_overdue" => c.in_progress_overdue = v,
-        "digitized" => c.digitized = v,
-        "e_result_eligible" => c.e_result_eligible = v,
-        "e_result" => c.e_result = v,
-        "reused" => c.reused = v,
-        "fee_bearing" => c.fee_bearing = v,
-        "paid_online" => c.paid_online = v,
-        _ => {}
-    }
+    let field = match name {
+        "received" => &mut c.received,
+        "online_received" => &mut c.online_received,
+        "received_in_person" => &mut c.received_in_person,
+        "received_online" => &mut c.received_online,
+        "received_postal" => &mut c.received_postal,
+        "received_other" => &mut c.received_other,
+        "early" => &mut c.early,
+        "on_time" => &mut c.on_time,
+        "late" => &mut c.late,
+        "withdrawn" => &mut c.withdrawn,
+        "stopped_or_refused" => &mut c.stopped_or_refused,
+        "overdue_in" => &mut c.overdue_in,
+        "overdue_out" => &mut c.overdue_out,
+        "digitized" => &mut c.digitized,
+        "e_result_eligible" => &mut c.e_result_eligible,
+        "e_result" => &mut c.e_result,
+        "reused" => &mut c.reused,
+        "fee_bearing" => &mut c.fee_bearing,
+        "paid_online" => &mut c.paid_online,
+        _ => return,
+    };
+    *field = v;
 }

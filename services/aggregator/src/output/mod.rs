@@ -3,6 +3,7 @@
 
 mod dossiers;
 mod metrics;
+mod progress;
 
 use std::sync::Arc;
 
@@ -19,8 +20,9 @@ use parquet::file::properties::WriterProperties;
 pub use dossiers::{dossiers_parquet, DossierOut};
 pub use metrics::{
     base_parquet, metrics_csv, metrics_parquet, periods_parquet, scorecard_csv, set_count,
-    BASE_COUNTS, METRIC_COLUMNS,
+    table_rows, TableRow, BASE_COUNTS, METRIC_COLUMNS,
 };
+pub use progress::{progress_csv, progress_parquet, PROGRESS_COLUMNS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

@@ -130,12 +130,17 @@ pub struct Judged {
     /// is outside the count or cannot be judged, and then `not_judged` says why.
     pub on_time: Option<OnTime>,
     pub not_judged: Option<NotJudged>,
-    /// The first period-end date at which the dossier counts as overdue if it is still
-    /// open then: the local date of the judged due date. SQL judges an open dossier at
-    /// each period's end with it (`schemas/sql/metrics.sql`).
+    /// The first local date at whose end the dossier, if still open then, is overdue: the
+    /// date of its judged due date (its receipt date with more than one supplement
+    /// request), never before its receipt date; `None` when it is not overdue by the
+    /// judging moment, so a period not over yet (judged at that moment) agrees with the
+    /// dossier's own class. The grouping and the SQL (`schemas/sql/metrics.sql`) judge an
+    /// open dossier at each period's end with it.
     pub overdue_from: Option<NaiveDate>,
     /// Counted in the metrics at all (not status 1 or 3).
     pub counted: bool,
+    /// `KenhThucHien`, as the fold keeps it (`fold::CHANNEL_*`).
+    pub channel: u8,
     pub online: bool,
     pub digitized: bool,
     pub e_result_eligible: bool,
@@ -149,35 +154,6 @@ pub struct Judged {
 pub fn local_date(us: i64) -> NaiveDate {
     let day = sohoa_schemas::normalize::vn_day(us);
     NaiveDate::from_num_days_from_ce_opt((day + 719_163) as i32).expect("dates in range")
-}
-
-impl Judged {
-    /// The class of a dossier still open at the end of a period whose last local day is
-    /// `last_day`: judged at that period's last moment, or at `as_of` for a period not over
-    /// yet. `None` when it is not open then or cannot be judged.
-    pub fn open_class_at(&self, last_day: NaiveDate, as_of: i64) -> Option<OnTime> {
-        self.on_time?;
-        if self.end_at.is_some_and(|e| local_date(e) <= last_day) {
-            return None;
-        }
-        if self.supplement_count > 1 {
-            return Some(OnTime::InProgressOverdue);
-        }
-        let due = self.judged_due_at?;
-        let period_end = day_start(last_day.succ_opt()?);
-        let at = period_end.min(as_of);
-        Some(if at > due {
-            OnTime::InProgressOverdue
-        } else {
-            OnTime::InProgressInTime
-        })
-    }
-
-    /// The class of a dossier whose clock ended (early, on time or late).
-    pub fn ended_class(&self) -> Option<OnTime> {
-        self.end_at?;
-        self.on_time
-    }
 }
 
 /// The first instant (UTC µs) of a local Vietnam day.
@@ -243,11 +219,14 @@ pub fn judge(f: &Fact, syms: &Interner, cal: &Calendar, catalog: &Catalog, as_of
         Some(_) => Some(0.0),
         None => None,
     };
-    let overdue_from = match judged_due {
+    let overdue_from = match (judged_due, received) {
         // More than one supplement request is late, so overdue from the start.
-        _ if n > 1 => received.map(local_date),
-        Some(d) => Some(local_date(d)),
-        None => None,
+        (_, Some(r)) if n > 1 => Some(local_date(r)),
+        (Some(d), r) if as_of > d => Some(match r {
+            Some(r) => local_date(d).max(local_date(r)),
+            None => local_date(d),
+        }),
+        _ => None,
     };
     let not_judged = if !counted {
         Some(NotJudged::NotCounted)
@@ -306,6 +285,7 @@ pub fn judge(f: &Fact, syms: &Interner, cal: &Calendar, catalog: &Catalog, as_of
         not_judged,
         overdue_from,
         counted,
+        channel: f.channel,
         online: f.channel == CHANNEL_ONLINE,
         digitized: f.flag(FLAG_SUBMITTED_FILE) && (e_result || !result_is_document),
         e_result_eligible: result_is_document,

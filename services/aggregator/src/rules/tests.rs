@@ -125,16 +125,11 @@ fn a_dossier_is_judged_by_its_first_due_date_and_a_new_appointment_does_not_save
     // a later snapshot moves the due date to 17 Mar 17:00 (an apology and new appointment,
     // "hẹn lại"); finished 16 Mar 10:00: late by the first due date.
     let mut c = case("X", 9, "2023-03-06 08:00", Some("2023-03-10 17:00"));
-    let key = |t: &str| EventKey {
-        time: vn(t),
-        partition: 0,
-        offset: 0,
-    };
     c.fact.first_due = None;
     c.fact
-        .see_due(key("2023-03-13 09:00"), vn("2023-03-17 17:00"));
+        .see_due(vn("2023-03-13 09:00"), vn("2023-03-17 17:00"));
     c.fact
-        .see_due(key("2023-03-06 08:00"), vn("2023-03-10 17:00"));
+        .see_due(vn("2023-03-06 08:00"), vn("2023-03-10 17:00"));
     c.fact.due_at = Some(vn("2023-03-17 17:00"));
     c.fact.finished_at = Some(vn("2023-03-16 10:00"));
     let j = judge_at(&c, "2023-03-31 23:59");
@@ -223,30 +218,36 @@ fn a_missing_due_date_comes_from_the_catalogue_in_working_time() {
 }
 
 #[test]
-fn an_open_dossier_is_judged_at_the_end_of_each_period() {
-    // Received 30 Jan, due 3 Feb, still open on 10 Mar.
+fn an_open_dossier_is_overdue_from_its_due_date_once_that_has_passed() {
+    // Received 30 Jan, due 3 Feb 17:00, still open on 10 Mar: overdue at the end of every
+    // day from 3 Feb (the grouping judges each period's end by it).
     let c = case("X", 4, "2023-01-30 09:00", Some("2023-02-03 17:00"));
     let j = judge_at(&c, "2023-03-10 12:00");
     assert_eq!(j.on_time, Some(OnTime::InProgressOverdue));
-    let jan = NaiveDate::from_ymd_opt(2023, 1, 31).unwrap();
-    let feb3 = NaiveDate::from_ymd_opt(2023, 2, 3).unwrap();
     assert_eq!(
-        j.open_class_at(jan, vn("2023-03-10 12:00")),
-        Some(OnTime::InProgressInTime)
+        j.overdue_from,
+        Some(NaiveDate::from_ymd_opt(2023, 2, 3).unwrap())
     );
-    // On its due date it is still in time; the day after, overdue.
+    // Judged before the due date has passed: in time, and not overdue at any period end
+    // up to then, so no date.
+    let j = judge_at(&c, "2023-02-03 16:00");
     assert_eq!(
-        j.open_class_at(feb3, vn("2023-03-10 12:00")),
-        Some(OnTime::InProgressOverdue)
+        (j.on_time, j.overdue_from),
+        (Some(OnTime::InProgressInTime), None)
     );
-    assert_eq!(j.overdue_from, Some(feb3));
-    // A period not over yet is judged at the run's moment.
+    // More than one supplement request: overdue from the receipt date.
+    let mut c = c;
+    let ask = |t| Supplement {
+        requested_at: vn(t),
+        completed_at: Some(vn(t) + 3_600_000_000),
+        due_before: None,
+        due_after: None,
+    };
+    c.fact.supplements = Box::new([ask("2023-01-31 09:00"), ask("2023-02-01 09:00")]);
+    let j = judge_at(&c, "2023-02-02 12:00");
     assert_eq!(
-        j.open_class_at(
-            NaiveDate::from_ymd_opt(2023, 12, 31).unwrap(),
-            vn("2023-02-01 12:00")
-        ),
-        Some(OnTime::InProgressInTime)
+        j.overdue_from,
+        Some(NaiveDate::from_ymd_opt(2023, 1, 30).unwrap())
     );
 }
 

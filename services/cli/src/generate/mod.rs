@@ -9,15 +9,18 @@
 //! The generator keeps the ground truth of what it produced, so tests can check the
 //! pipeline's metrics against it.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use chrono::{Datelike, NaiveDate};
-use serde::Serialize;
 use sohoa_aggregator::calendar::{Calendar, OfficeHours};
 use sohoa_aggregator::catalog::{Catalog, Procedure};
-use unicode_normalization::UnicodeNormalization;
+
+mod snapshot;
+mod truth;
+
+use snapshot::snapshot;
+pub use truth::GroundTruth;
 
 #[derive(clap::Args, Clone)]
 pub struct GenerateArgs {
@@ -265,46 +268,6 @@ impl Dossier {
     }
 }
 
-/// Per agency, what the generator put in the feed: the expected values of the metrics
-/// that follow directly from it.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
-pub struct AgencyTruth {
-    pub name: String,
-    pub received: u64,
-    pub online_received: u64,
-    pub digitized: u64,
-    pub e_result_eligible: u64,
-    pub e_result: u64,
-    pub reused: u64,
-    pub fee_bearing: u64,
-    pub paid_online: u64,
-}
-
-/// Per field, across agencies: what the generator put in the feed.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
-pub struct FieldTruth {
-    pub name: String,
-    pub received: u64,
-    pub digitized: u64,
-}
-
-/// What a feed holds.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct GroundTruth {
-    pub seed: u64,
-    pub year: i32,
-    /// The moment the feed stops (the last sync): judge the metrics as of it.
-    pub as_of: String,
-    pub dossiers: u64,
-    pub messages: u64,
-    pub malformed: u64,
-    pub repeats: u64,
-    /// Received dossiers (statuses other than 1 and 3) per agency, for the year.
-    pub agencies: BTreeMap<String, AgencyTruth>,
-    /// The same per field (`MaLinhVuc`), across agencies.
-    pub fields: BTreeMap<String, FieldTruth>,
-}
-
 /// One Kafka message.
 pub struct Message {
     pub key: String,
@@ -523,7 +486,7 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
         // A new appointment can come after a second pause began: keep both in time order.
         d.steps.sort_by_key(|s| s.0);
         d.due_moves.sort_by_key(|m| m.0);
-        emit(&d, a, &mut rng, as_of, &mut messages, &mut truth);
+        emit(&d, a, &mut rng, (&cal, as_of), &mut messages, &mut truth);
     }
     messages.sort_by_key(|m| m.sent_at);
     truth.messages = messages.len() as u64;
@@ -543,11 +506,11 @@ fn emit(
     d: &Dossier,
     a: &Agency,
     rng: &mut Rng,
-    as_of: i64,
+    (cal, as_of): (&Calendar, i64),
     out: &mut Vec<Message>,
     truth: &mut GroundTruth,
 ) {
-    let mut last_synced: Option<usize> = None;
+    let mut synced: Vec<usize> = Vec::new();
     for (i, &(at, status)) in d.steps.iter().enumerate() {
         let delay = (a.sync_delay_days * rng.f() * 2.0 * DAY as f64) as i64
             + rng.below(600) as i64 * 1_000_000;
@@ -586,142 +549,11 @@ fn emit(
             payload,
             sent_at,
         });
-        last_synced = Some(i);
+        synced.push(i);
     }
-    let Some(last) = last_synced else { return };
-    // The fold keeps the latest snapshot by event time; it carries the final flags.
-    let status = d.steps[last].1;
-    let e_result = d.e_result && status >= 9;
-    let t = truth.agencies.entry(a.code.clone()).or_default();
-    t.received += 1;
-    t.online_received += u64::from(d.channel == 2);
-    let doc = d.procedure.result_is_document;
-    t.digitized += u64::from(d.submitted_file && (e_result || !doc));
-    t.e_result_eligible += u64::from(doc);
-    t.e_result += u64::from(e_result);
-    t.reused += u64::from(d.reused || d.digitized_component);
-    t.fee_bearing += u64::from(d.fee > 0);
-    t.paid_online += u64::from(d.fee > 0 && d.paid_online);
-    let (code, name) = field_of(&d.procedure.code);
-    let f = truth.fields.entry(code.to_string()).or_default();
-    f.name = name.to_string();
-    f.received += 1;
-    f.digitized += u64::from(d.submitted_file && (e_result || !doc));
-}
-
-/// A JSON string literal.
-fn js(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
-}
-
-/// The `DongBoHoSoMC` message of a dossier as it stood at `at`, after `status`. Written
-/// out directly: building `serde_json::Value`s cost most of the generator's time.
-fn snapshot(d: &Dossier, a: &Agency, at: i64, status: u8, updating: bool) -> String {
-    use std::fmt::Write as _;
-    let text = |s: &str| {
-        js(&if a.messy {
-            s.nfd().collect::<String>()
-        } else {
-            s.to_string()
-        })
-    };
-    let code = if a.messy {
-        format!(" {} ", d.code.to_lowercase())
-    } else {
-        d.code.clone()
-    };
-    // Messy agencies' software sends the field's code but not its name.
-    let (field_code, field_name) = field_of(&d.procedure.code);
-    let field = if a.messy {
-        format!(r#""MaLinhVuc":{}"#, js(&field_code.to_lowercase()))
-    } else {
-        format!(
-            r#""MaLinhVuc":{},"TenLinhVuc":{}"#,
-            js(field_code),
-            text(field_name)
-        )
-    };
-    let mut r = String::with_capacity(1400);
-    let _ = write!(
-        r,
-        r#"{{"service":"DongBoHoSoMC","isUpdating":{updating},"data":[{{"MaHoSo":{},"MaTTHC":{},"TenTTHC":{},{},"DonViXuLy":{},"KenhThucHien":{},"ChuHoSo":"Nguyễn Văn A","LoaiDoiTuong":1,"SoGiayToChuHoSo":"{}","NgayNopHoSo":"{}","NgayTiepNhan":"{}","NgayHenTra":"{}","TrangThaiHoSo":{status},"HoSoCoThanhPhanSoHoa":{},"DuocThanhToanTrucTuyen":{},"#,
-        js(&code),
-        js(&d.procedure.code),
-        text(&d.procedure.name),
-        field,
-        js(&a.code),
-        d.channel,
-        d.applicant_id,
-        fmt(d.received - HOUR),
-        fmt(d.received),
-        fmt(d.due_at(at)),
-        u8::from(d.digitized_component),
-        if d.paid_online { 2 } else { 0 },
-    );
-    let _ = write!(
-        r,
-        r#""TaiLieuNop":[{{"TepDinhKemId":"f-1","TenTepDinhKem":{},"IsDeleted":false,"MaThanhPhanHoSo":"TP1","DuongDanTaiTepTin":{},"DuocSoHoa":{},"DuocTaiSuDung":{},"DuocLayTuKhoDMQG":0}}],"DanhSachLePhi":[{{"TenPhiLePhi":"Lệ phí","MaPhiLePhi":"LP1","HinhThucThu":1,"Gia":{},"LoaiPhiLePhi":1}}],"DanhSachHoSoBoSung":["#,
-        text("Tờ khai.pdf"),
-        if d.submitted_file {
-            r#""https://files.example.invalid/f-1""#
-        } else {
-            "null"
-        },
-        u8::from(d.digitized_component),
-        u8::from(d.reused),
-        d.fee,
-    );
-    let mut first = true;
-    for (asked, answered, moved) in d.supplements.iter().filter(|s| s.0 <= at) {
-        if !first {
-            r.push(',');
-        }
-        first = false;
-        let _ = write!(
-            r,
-            r#"{{"NgayBoSung":"{}","NoiDungBoSung":{}"#,
-            fmt(*asked),
-            text("Bổ sung giấy tờ")
-        );
-        if let Some(ans) = answered.filter(|t| *t <= at) {
-            let _ = write!(r, r#","NgayTiepNhanBoSung":"{}""#, fmt(ans));
-            if let Some((before, after)) = moved {
-                let _ = write!(
-                    r,
-                    r#","NgayHenTraTruoc":"{}","NgayHenTraMoi":"{}""#,
-                    fmt(*before),
-                    fmt(*after)
-                );
-            }
-        }
-        r.push('}');
+    if !synced.is_empty() {
+        truth::record(d, a, &synced, cal, as_of, truth);
     }
-    r.push(']');
-    if let Some(f) = d.finished.filter(|t| *t <= at) {
-        let _ = write!(r, r#","NgayKetThucXuLy":"{}""#, fmt(f));
-        if d.procedure.result_is_document {
-            let link = if d.e_result {
-                r#""https://files.example.invalid/r-1""#
-            } else {
-                "null"
-            };
-            let _ = write!(
-                r,
-                r#","DanhSachGiayToKetQua":[{{"TenGiayTo":{},"GiayToId":"r-1","DuongDanTepTinKetQua":{link}}}]"#,
-                text("Kết quả")
-            );
-        } else {
-            r.push_str(r#","DanhSachGiayToKetQua":[]"#);
-        }
-    }
-    if let Some(t) = d.returned.filter(|t| *t <= at) {
-        let _ = write!(r, r#","NgayTra":"{}""#, fmt(t));
-    }
-    if let Some(t) = d.refused.filter(|t| *t <= at) {
-        let _ = write!(r, r#","NgayTuChoi":"{}""#, fmt(t));
-    }
-    r.push_str("}]}");
-    r
 }
 
 /// `sohoa generate`.
