@@ -426,7 +426,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         "\nDone in {:.0} s. Everything is under {o}:\n\
          \x20 events/     {} events, Hive-partitioned by date (Parquet)\n\
          \x20 dossiers/   {} dossiers, one row each\n\
-         \x20 metrics/    metrics.csv, metrics.parquet, scorecard.csv\n\
+         \x20 metrics/    metrics.csv, metrics.parquet, progress.csv, progress.parquet, scorecard.csv\n\
          \x20 report      {}\n\
          \nQuery them:\n\
          \x20 duckdb -c \"SELECT agency_code, received, round(on_time_rate, 3) AS on_time, round(digitization_rate, 3) AS digitized FROM '{o}/metrics/metrics.parquet' WHERE period = 'year' AND procedure_code IS NULL AND field_code IS NULL ORDER BY on_time\"\n\

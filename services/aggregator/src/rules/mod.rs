@@ -2,7 +2,7 @@
 //!
 //! Every rule is written out, with a worked example, in the README ("The 766 rules").
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
 use crate::calendar::{Calendar, CalendarError};
 use crate::catalog::Catalog;
@@ -154,12 +154,6 @@ pub struct Judged {
 pub fn local_date(us: i64) -> NaiveDate {
     let day = sohoa_schemas::normalize::vn_day(us);
     NaiveDate::from_num_days_from_ce_opt((day + 719_163) as i32).expect("dates in range")
-}
-
-/// The first instant (UTC µs) of a local Vietnam day.
-pub fn day_start(d: NaiveDate) -> i64 {
-    let days = i64::from(d.num_days_from_ce()) - 719_163;
-    (days * 86_400 - sohoa_schemas::normalize::VN_OFFSET_SECS) * 1_000_000
 }
 
 /// Judge one dossier at `as_of` (UTC µs). Never fails: a dossier the rules cannot judge
