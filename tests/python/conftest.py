@@ -68,8 +68,16 @@ def assert_metrics_equal_truth(out, truth):
     ground truth for every agency and for the province."""
     year = f"{truth['year']}-01-01"
     with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""]
+        all_rows = [r for r in csv.DictReader(f)
+                    if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""]
+    rows = [r for r in all_rows if r["field_code"] == ""]
+    # The field rollups across agencies equal the generator's fields, names included.
+    by_field = {r["field_code"]: r for r in all_rows if r["field_code"] and r["agency_code"] == ""}
+    assert set(by_field) == set(truth["fields"])
+    for code, t in truth["fields"].items():
+        got = by_field[code]
+        assert (got["field_name"], int(got["received"]), int(got["digitized"])) == \
+            (t["name"], t["received"], t["digitized"]), code
     by_agency = {r["agency_code"]: r for r in rows if r["agency_code"]}
     expected = {code: t for code, t in truth["agencies"].items() if t["received"] > 0}
     assert set(by_agency) == set(expected)
@@ -78,3 +86,25 @@ def assert_metrics_equal_truth(out, truth):
         assert got == {k: t[k] for k in TRUTH_FIELDS}, code
     province = next(r for r in rows if r["agency_code"] == "")
     assert int(province["received"]) == sum(t["received"] for t in expected.values())
+    assert_progress_equals_truth(out, truth, expected)
+
+
+def assert_progress_equals_truth(out, truth, expected):
+    """`metrics/progress.csv` for the generated year equals the generator's own count of
+    each dossier's outcome (judged by its first due date, moved by its pauses in working
+    time), per agency and for the province; nothing is carried over into the year."""
+    year = f"{truth['year']}-01-01"
+    with open(out / "metrics" / "progress.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f)
+                if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""
+                and r["field_code"] == ""]
+    by_agency = {r["agency_code"]: r for r in rows}
+    fields = list(next(iter(expected.values()))["progress"])
+    assert set(by_agency) == set(expected) | {""}
+    for code, t in expected.items():
+        got = {k: int(by_agency[code][k]) for k in fields}
+        assert got == t["progress"], code
+        assert int(by_agency[code]["carried_over"]) == 0
+    province = by_agency[""]
+    for k in fields:
+        assert int(province[k]) == sum(t["progress"][k] for t in expected.values()), k

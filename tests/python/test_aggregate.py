@@ -8,6 +8,7 @@ be the counts' quotients (empty when the denominator is 0)."""
 import csv
 import datetime as dt
 import html.parser
+import itertools
 import json
 import os
 import random
@@ -26,6 +27,9 @@ PROCEDURES = [
     ("1.000656", "Đăng ký thường trú"),
     ("9.999999", "Thủ tục chưa có trong danh mục"),
 ]
+# The field (MaLinhVuc, TenLinhVuc) of each procedure; the last one's field is unknown.
+FIELDS = {"1.001193": ("HTTP", "Hộ tịch"), "1.004227": ("XD", "Xây dựng"), "2.000908": ("CT", "Chứng thực"),
+          "1.000656": ("CTRU", "Cư trú")}
 COUNTS = ["received", "online_received", "ontime_total", "early", "on_time", "late",
           "in_progress_in_time", "in_progress_overdue", "digitized", "e_result_eligible",
           "e_result", "reused", "fee_bearing", "paid_online"]
@@ -44,7 +48,8 @@ def fmt(t):
 
 
 def record(i, rnd):
-    received = dt.datetime(2024, 1, 2, 7, 0) + dt.timedelta(hours=rnd.randrange(24 * 240))
+    # Up to two days before the judging moment, so some dossiers are still in time then.
+    received = dt.datetime(2024, 1, 2, 7, 0) + dt.timedelta(hours=rnd.randrange(24 * 255))
     code, name = rnd.choice(PROCEDURES)
     r = {
         "MaHoSo": f"H55-{i:06d}",
@@ -60,6 +65,10 @@ def record(i, rnd):
         "DanhSachLePhi": [{"Gia": rnd.choice([0, 0, 50000])}],
         "DanhSachGiayToKetQua": [{"TenGiayTo": "KQ", "DuongDanTepTinKetQua": "https://f.example.invalid/r"}] if rnd.random() < 0.6 else [],
     }
+    if code in FIELDS:
+        r["MaLinhVuc"] = FIELDS[code][0]
+        if rnd.random() < 0.7:
+            r["TenLinhVuc"] = FIELDS[code][1]
     due = received + dt.timedelta(days=rnd.randrange(1, 12), hours=rnd.randrange(8))
     if rnd.random() < 0.85:
         r["NgayHenTra"] = fmt(due)
@@ -68,7 +77,10 @@ def record(i, rnd):
     if fate == 0:
         r["TrangThaiHoSo"] = rnd.choice([1, 3])
     elif fate == 1:
-        r["TrangThaiHoSo"] = 7
+        # Withdrawn by the applicant, or stopped (refused) by the agency.
+        r["TrangThaiHoSo"] = rnd.choice([7, 8])
+        if r["TrangThaiHoSo"] == 8:
+            r["NgayTuChoi"] = fmt(min(end, dt.datetime.fromisoformat(AS_OF)))
     elif fate in (2, 3):
         asked = received + dt.timedelta(hours=rnd.randrange(1, 30))
         sups = [{"NgayBoSung": fmt(asked)}]
@@ -111,7 +123,17 @@ def aggregated(tmp_path_factory, sohoa):
     return out, agg
 
 
-def test_the_shipped_sql_reproduces_every_metric_row(aggregated):
+PROGRESS = ["carried_over", "received", "received_in_person", "received_online", "received_postal",
+            "received_other", "resolved_early", "resolved_on_time", "resolved_late", "withdrawn",
+            "stopped_or_refused", "in_progress_in_time", "in_progress_overdue"]
+# The SQL's name for each progress column.
+PROGRESS_SQL = dict(zip(PROGRESS, PROGRESS), received="judged_received", resolved_early="early",
+                    resolved_on_time="on_time", resolved_late="late")
+
+
+@pytest.fixture(scope="module")
+def sql_rows(aggregated):
+    """The shipped SQL run by DuckDB on dossiers/ and metrics/periods.parquet alone."""
     out, _ = aggregated
     con = duckdb.connect()
     con.execute(f"CREATE VIEW dossiers AS SELECT * FROM read_parquet('{out}/dossiers/*.parquet')")
@@ -119,15 +141,22 @@ def test_the_shipped_sql_reproduces_every_metric_row(aggregated):
     sql = (ROOT / "schemas" / "sql" / "metrics.sql").read_text()
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
-    expected = {}
+    rows = {}
     for row in cur.fetchall():
         r = dict(zip(names, row))
-        key = (r["period"], r["period_start"].isoformat(), r["agency_code"] or "", r["procedure_code"] or "")
-        expected[key] = {c: int(r[c]) for c in COUNTS}
+        key = (r["period"], r["period_start"].isoformat(), r["agency_code"] or "", r["procedure_code"] or "",
+               r["field_code"] or "")
+        assert key not in rows, key
+        rows[key] = r
+    return rows
 
+
+def test_the_shipped_sql_reproduces_every_metric_row(aggregated, sql_rows):
+    out, _ = aggregated
+    expected = {k: {c: int(r[c]) for c in COUNTS} for k, r in sql_rows.items() if r["metrics_row"]}
     with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    got = {(r["period"], r["period_start"], r["agency_code"], r["procedure_code"]): r for r in rows}
+    got = {(r["period"], r["period_start"], r["agency_code"], r["procedure_code"], r["field_code"]): r for r in rows}
     assert set(got) == set(expected)
     assert len(rows) > 1000
     for key, want in expected.items():
@@ -139,10 +168,65 @@ def test_the_shipped_sql_reproduces_every_metric_row(aggregated):
                 assert r[rate] == "", (key, rate)
             else:
                 assert float(r[rate]) == pytest.approx(n / want[den], rel=1e-12), (key, rate)
+    # Every field rolls up within each agency and across agencies (unknown: "(none)"), the
+    # fields of a period add up to the province, and names come from TenLinhVuc.
+    fields = {k[4] for k in got if k[4]}
+    assert fields == {"HTTP", "XD", "CT", "CTRU", "(none)"}
+    for period_key in {(k[0], k[1]) for k in got}:
+        across = [got[k] for k in got if (k[0], k[1]) == period_key and k[2] == "" and k[4]]
+        province = got[period_key + ("", "", "")]
+        for c in COUNTS:
+            assert sum(int(r[c]) for r in across) == int(province[c]), (period_key, c)
+    assert got[("year", "2024-01-01", "", "", "XD")]["field_name"] == "Xây dựng"
+    assert got[("year", "2024-01-01", "", "", "(none)")]["field_name"] == ""
     # The feed exercises every class, and open dossiers judged at past period ends.
-    year = got[("year", "2024-01-01", "", "")]
+    year = got[("year", "2024-01-01", "", "", "")]
     for c in ["early", "on_time", "late", "in_progress_in_time", "in_progress_overdue"]:
         assert int(year[c]) > 0, c
+
+
+def test_the_shipped_sql_reproduces_every_progress_row(aggregated, sql_rows):
+    out, _ = aggregated
+    expected = {k: {c: int(r[PROGRESS_SQL[c]]) for c in PROGRESS} for k, r in sql_rows.items() if r["progress_row"]}
+    with open(out / "metrics" / "progress.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["period", "period_start", "period_label", "agency_code", "procedure_code", "field_code",
+                             "field_name"] + PROGRESS + ["on_time_rate"]
+    got = {(r["period"], r["period_start"], r["agency_code"], r["procedure_code"], r["field_code"]): r for r in rows}
+    assert len(got) == len(rows)
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        r = got[key]
+        assert {c: int(r[c]) for c in PROGRESS} == want, key
+        # The report form's identity, and the on-time rate over resolved plus open.
+        ended = want["resolved_early"] + want["resolved_on_time"] + want["resolved_late"]
+        open_ = want["in_progress_in_time"] + want["in_progress_overdue"]
+        assert want["carried_over"] + want["received"] == ended + want["withdrawn"] + want["stopped_or_refused"] + open_
+        if ended + open_ == 0:
+            assert r["on_time_rate"] == "", key
+        else:
+            ok = want["resolved_early"] + want["resolved_on_time"] + want["in_progress_in_time"]
+            assert float(r["on_time_rate"]) == pytest.approx(ok / (ended + open_), rel=1e-12), key
+    # A period's carried over is the previous period's in progress, per agency, procedure and
+    # field, over every period (a period without a row counts zero).
+    periods = duckdb.connect().execute(
+        f"SELECT period, period_start FROM read_parquet('{out}/metrics/periods.parquet') ORDER BY 1, 2").fetchall()
+    for period, starts in itertools.groupby(periods, key=lambda p: p[0]):
+        starts = [s.isoformat() for _, s in starts]
+        groups = {k[2:] for k in expected if k[0] == period}
+        for g in groups:
+            for prev, nxt in zip(starts, starts[1:]):
+                before = expected.get((period, prev) + g)
+                after = expected.get((period, nxt) + g)
+                carried = after["carried_over"] if after else 0
+                in_progress = before["in_progress_in_time"] + before["in_progress_overdue"] if before else 0
+                assert carried == in_progress, (period, nxt, g)
+    # The feed exercises the backlog: months with dossiers carried over, and every outcome.
+    assert sum(w["carried_over"] for k, w in expected.items() if k[0] == "month" and k[2:] == ("", "", "")) > 0
+    year = expected[("year", "2024-01-01", "", "", "")]
+    for c in PROGRESS[1:]:
+        if c != "received_other":  # the decoder reads a missing channel as in person
+            assert year[c] > 0, c
 
 
 def test_analysts_query_dossiers_directly(aggregated):
@@ -202,8 +286,18 @@ def test_the_report_renders_in_a_real_browser_with_its_charts(aggregated, tmp_pa
     dom = Dom()
     dom.feed(dump.stdout)
     ids = {a.get("id") for _, a, _ in dom.elements}
-    for figure in ["ranking-ontime", "ranking-digitization", "trend-monthly", "worst-procedures", "scorecard"]:
+    for figure in ["progress", "ranking-ontime", "ranking-digitization", "fields-ontime", "fields-digitization",
+                   "trend-monthly", "worst-procedures", "scorecard"]:
         assert figure in ids, figure
+    # The progress report form: one row per agency, then the province.
+    rows = [a for t, a, inside in dom.elements if t == "tr" and "data-code" in a and "progress" in inside]
+    assert [a["data-code"] for a in rows] == sorted(AGENCIES) + [""]
+    # The fields ranked by each rate, lowest first: the four named fields and "(none)".
+    for figure in ["fields-ontime", "fields-digitization"]:
+        rows = [a for t, a, inside in dom.elements if t == "tr" and "field-row" in a.get("class", "") and figure in inside]
+        assert len(rows) == 5, figure
+        rates = [float(a["data-rate"]) for a in rows]
+        assert rates == sorted(rates)
     # One bar per agency in each ranking, best first.
     for figure in ["ranking-ontime", "ranking-digitization"]:
         rows = [a for t, a, inside in dom.elements if t == "g" and "bar-row" in a.get("class", "") and figure in inside]

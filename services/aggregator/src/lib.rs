@@ -3,10 +3,11 @@
 //!
 //! One module per stage: `read` (events from storage), `fold` (one fact per dossier),
 //! `rules` (the 766 on-time rules), `calendar` and `catalog` (working days, statutory
-//! times), `metrics` (grouping and rollups), `scorecard`, `quality` (data-quality checks
-//! and the `quality/` tables), `output` (Parquet and CSV) and `report` (HTML and the
-//! terminal summary).
+//! times), `metrics` (grouping and rollups), `backlog` (dossiers carried from period to
+//! period), `scorecard`, `quality` (data-quality checks and the `quality/` tables),
+//! `output` (Parquet and CSV) and `report` (HTML and the terminal summary).
 
+pub mod backlog;
 pub mod calendar;
 pub mod catalog;
 pub mod fold;
@@ -34,7 +35,7 @@ use calendar::{Calendar, CalendarError, OfficeHours};
 use catalog::{Catalog, CatalogError};
 use fold::{Folder, Part, Shard, NO_SYM};
 use metrics::{Base, Grouper};
-use model::{MetricRow, Period, Scorecard};
+use model::{CalendarNotes, FieldRow, MetricRow, Period, Scorecard};
 use read::DateRange;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +58,6 @@ pub enum AggregateError {
     Read(#[from] read::ReadError),
     #[error(transparent)]
     Fold(#[from] fold::FoldError),
-    #[error(transparent)]
-    Rule(#[from] rules::RuleError),
     #[error(transparent)]
     Output(#[from] output::OutputError),
     #[error("storage: {0}")]
@@ -125,6 +124,8 @@ pub struct Summary {
     pub events_read: u64,
     pub dossiers: usize,
     pub metric_rows: Vec<MetricRow>,
+    /// The field rollups, within each agency and across agencies.
+    pub field_rows: Vec<FieldRow>,
     pub scorecards: Vec<Scorecard>,
     pub written: Vec<String>,
     pub elapsed_ms: u64,
@@ -136,6 +137,8 @@ pub struct Summary {
     /// The fingerprints of the pseudonym keys of the rows read (see
     /// `Pseudonymizer::fingerprint`): one, unless mixing keys was allowed.
     pub key_fingerprints: Vec<String>,
+    /// Provisional years of the holiday table, and dossiers set aside for missing ones.
+    pub calendar: CalendarNotes,
 }
 
 /// Refuse, before any work, a root whose rows were pseudonymized under different keys,
@@ -246,6 +249,7 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = reference_data(cfg)?;
     let mut summary = Summary::default();
+    summary.calendar.provisional = cal.provisional_years().clone();
     // The base counts, and the quality counts when there are any.
     let (base, quality_counts) = match opts.merge_shards {
         Some(n) => {
@@ -360,10 +364,20 @@ fn judge_and_write_dossiers(
         handles
             .into_iter()
             .map(|h| h.join().expect("a judging thread panicked"))
-            .collect::<Result<_, _>>()
-    })?;
+            .collect()
+    });
     for part in &mut judged {
         quality_counts.merge(std::mem::take(&mut part.quality));
+        for (year, n) in std::mem::take(&mut part.missing_years) {
+            *summary.calendar.missing.entry(year).or_default() += n;
+        }
+    }
+    for (year, dossiers) in &summary.calendar.missing {
+        tracing::warn!(
+            year,
+            dossiers,
+            "the holiday table has no such year: dossiers whose judgement needs it are set aside (calendar_missing); add its days off from the official notice"
+        );
     }
     let dossiers: usize = folders.iter().map(|f| f.facts.len()).sum();
     let mut base = Base::default();
@@ -408,24 +422,32 @@ fn write_metrics(
     quality_counts: Option<quality::PartQuality>,
     summary: &mut Summary,
 ) -> Result<(), AggregateError> {
-    let rows = base.with_rollups();
-    let cards = scorecard::scorecards(&rows, &cfg.scorecard);
-    let mut periods: Vec<(Period, NaiveDate)> =
-        rows.iter().map(|r| (r.period, r.period_start)).collect();
-    periods.dedup();
+    let rollups = base.with_rollups(rules::local_date(opts.as_of));
+    let cards = scorecard::scorecards(&rollups.rows, &cfg.scorecard);
     let writes = [
         (
             "metrics/metrics.csv",
-            bytes::Bytes::from(output::metrics_csv(&rows)),
+            bytes::Bytes::from(output::metrics_csv(&rollups)),
         ),
-        ("metrics/metrics.parquet", output::metrics_parquet(&rows)?),
+        (
+            "metrics/metrics.parquet",
+            output::metrics_parquet(&rollups)?,
+        ),
+        (
+            "metrics/progress.csv",
+            bytes::Bytes::from(output::progress_csv(&rollups)),
+        ),
+        (
+            "metrics/progress.parquet",
+            output::progress_parquet(&rollups)?,
+        ),
         (
             "metrics/scorecard.csv",
             bytes::Bytes::from(output::scorecard_csv(&cards)),
         ),
         (
             "metrics/periods.parquet",
-            output::periods_parquet(&periods)?,
+            output::periods_parquet(&rollups.periods)?,
         ),
     ];
     for (path, data) in writes {
@@ -441,7 +463,8 @@ fn write_metrics(
         }
         summary.quality = Some(report);
     }
-    summary.metric_rows = rows;
+    summary.metric_rows = rollups.rows;
+    summary.field_rows = rollups.fields;
     summary.scorecards = cards;
     Ok(())
 }
@@ -451,6 +474,8 @@ struct Judgement<'a> {
     rows: Vec<(&'a str, rules::Judged)>,
     base: Base,
     quality: quality::PartQuality,
+    /// Dossiers set aside for a year the holiday table lacks, by year.
+    missing_years: std::collections::BTreeMap<i32, u64>,
 }
 
 fn judge_part<'a>(
@@ -458,30 +483,47 @@ fn judge_part<'a>(
     cal: &Calendar,
     catalog: &Catalog,
     opts: &Options,
-) -> Result<Judgement<'a>, AggregateError> {
-    let mut grouper = Grouper::new(&opts.periods, opts.as_of);
+) -> Judgement<'a> {
+    let mut grouper = Grouper::new(&opts.periods);
     let mut names = Base::default();
     let mut rows = Vec::with_capacity(folder.facts.len());
     let mut issues = quality::DossierGrouper::default();
+    let mut missing_years = std::collections::BTreeMap::new();
     let sym = |s| (s != NO_SYM).then(|| folder.syms.get(s)).flatten();
     for (code, fact) in &folder.facts {
-        let j = rules::judge(code, fact, &folder.syms, cal, catalog, opts.as_of)?;
-        grouper.add(fact.agency, fact.procedure, &j);
-        issues.add(fact, &quality::dossier_issues(fact, &folder.syms, catalog));
+        let j = rules::judge(fact, &folder.syms, cal, catalog, opts.as_of);
+        if let Some(rules::NotJudged::CalendarMissing { year }) = j.not_judged {
+            *missing_years.entry(year).or_default() += 1;
+        }
+        let codes = metrics::Codes {
+            agency: fact.agency,
+            field: fact.field,
+            procedure: fact.procedure,
+        };
+        grouper.add(codes, &j);
+        issues.add(
+            fact,
+            &quality::dossier_issues(fact, &folder.syms, catalog, &j),
+        );
         if let (Some(c), Some(n)) = (sym(fact.procedure), sym(fact.procedure_name)) {
             names.add_name(c.to_owned(), n.to_owned());
+        }
+        if let (Some(c), Some(n)) = (sym(fact.field), sym(fact.field_name)) {
+            names.add_field_name(c.to_owned(), n.to_owned());
         }
         rows.push((&**code, j));
     }
     let mut base = grouper.base(&folder.syms);
     base.names = names.names;
+    base.field_names = names.field_names;
     let mut quality = quality::PartQuality::default();
     issues.into_part(&folder.syms, &mut quality);
-    Ok(Judgement {
+    Judgement {
         rows,
         base,
         quality,
-    })
+        missing_years,
+    }
 }
 
 /// Looks at each decoded batch of file `i` before it is folded, and may replace it (the
@@ -637,6 +679,8 @@ async fn read_shards(store: &dyn ObjectStore, n: u32) -> Result<Base, AggregateE
             "period",
             "period_start",
             "agency_code",
+            "field_code",
+            "field_name",
             "procedure_code",
             "procedure_name",
         ];
@@ -653,8 +697,10 @@ fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
     let period = b.column(0).as_string::<i32>();
     let start = b.column(1).as_primitive::<Date32Type>();
     let agency = b.column(2).as_string::<i32>();
-    let procedure = b.column(3).as_string::<i32>();
-    let name = b.column(4).as_string::<i32>();
+    let field = b.column(3).as_string::<i32>();
+    let field_name = b.column(4).as_string::<i32>();
+    let procedure = b.column(5).as_string::<i32>();
+    let name = b.column(6).as_string::<i32>();
     for i in 0..b.num_rows() {
         let p = Period::ALL
             .into_iter()
@@ -668,15 +714,18 @@ fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
             output::set_count(
                 &mut c,
                 col,
-                b.column(5 + k).as_primitive::<UInt64Type>().value(i),
+                b.column(7 + k).as_primitive::<UInt64Type>().value(i),
             );
         }
         base.rows
-            .entry((p, d, opt(agency), opt(procedure)))
+            .entry((p, d, opt(agency), opt(field), opt(procedure)))
             .or_default()
             .add(&c);
         if let (Some(code), Some(n)) = (opt(procedure), opt(name)) {
             base.add_name(code, n);
+        }
+        if let (Some(code), Some(n)) = (opt(field), opt(field_name)) {
+            base.add_field_name(code, n);
         }
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! The shapes shared by the aggregator's stages: periods, the additive counts behind every
 //! metric, metric rows and scorecards.
 
+use std::collections::BTreeMap;
+
 use chrono::{Datelike, NaiveDate};
 
 /// A reporting period's granularity.
@@ -62,19 +64,44 @@ impl Period {
 
 /// Counts of one group of dossiers in one period. Every field adds up across groups and
 /// across shards, so rollups and shard merges are sums; rates are computed last.
+///
+/// Two populations: the received-based counts (indicators 3.3, 3.6, 4.1–4.3) are over
+/// every counted dossier received in the period; the progress counts are over the
+/// dossiers the rules judge, received in the period or carried over into it, and hold the
+/// report form's identity: `carried_over` + received (the channel split) = resolved
+/// (`early` + `on_time` + `late`) + `withdrawn` + `stopped_or_refused` + in progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Dossiers received in the period.
     pub received: u64,
     /// Of those, submitted online.
     pub online_received: u64,
-    /// Dossiers whose clock ended in the period, by class.
+    /// Judged dossiers open at the end of the previous period (received before this one
+    /// and not ended before it). Derived by [`crate::backlog`], never stored per shard.
+    pub carried_over: u64,
+    /// Judged dossiers received in the period, by channel (`KenhThucHien`; `other` when the
+    /// events name none).
+    pub received_in_person: u64,
+    pub received_online: u64,
+    pub received_postal: u64,
+    pub received_other: u64,
+    /// Judged dossiers resolved in the period (processed, returned, or one unanswered
+    /// supplement request), by class.
     pub early: u64,
     pub on_time: u64,
     pub late: u64,
-    /// Dossiers received in the period and still open at its end, judged then.
+    /// Judged dossiers ended in the period by a withdrawal after receipt, or by a stop or
+    /// a refusal: outside the on-time rate.
+    pub withdrawn: u64,
+    pub stopped_or_refused: u64,
+    /// Judged dossiers still open at the period's end, judged then (derived).
     pub in_progress_in_time: u64,
     pub in_progress_overdue: u64,
+    /// Judged dossiers whose overdue stretch starts in this period while open (they are
+    /// overdue at its end), and those that end in it after being overdue at an earlier
+    /// period's end: what [`crate::backlog`] carries overdue dossiers forward with.
+    pub overdue_in: u64,
+    pub overdue_out: u64,
     /// Of the received: with a submitted file and, where the result is a document, an
     /// electronic result (indicator 4.2).
     pub digitized: u64,
@@ -91,20 +118,95 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Nothing counted.
+    pub const ZERO: Counts = Counts {
+        received: 0,
+        online_received: 0,
+        carried_over: 0,
+        received_in_person: 0,
+        received_online: 0,
+        received_postal: 0,
+        received_other: 0,
+        early: 0,
+        on_time: 0,
+        late: 0,
+        withdrawn: 0,
+        stopped_or_refused: 0,
+        in_progress_in_time: 0,
+        in_progress_overdue: 0,
+        overdue_in: 0,
+        overdue_out: 0,
+        digitized: 0,
+        e_result_eligible: 0,
+        e_result: 0,
+        reused: 0,
+        fee_bearing: 0,
+        paid_online: 0,
+    };
+
     pub fn add(&mut self, o: &Counts) {
-        self.received += o.received;
-        self.online_received += o.online_received;
-        self.early += o.early;
-        self.on_time += o.on_time;
-        self.late += o.late;
-        self.in_progress_in_time += o.in_progress_in_time;
-        self.in_progress_overdue += o.in_progress_overdue;
-        self.digitized += o.digitized;
-        self.e_result_eligible += o.e_result_eligible;
-        self.e_result += o.e_result;
-        self.reused += o.reused;
-        self.fee_bearing += o.fee_bearing;
-        self.paid_online += o.paid_online;
+        // Destructured, so a field added to `Counts` cannot be forgotten here.
+        let Counts {
+            received,
+            online_received,
+            carried_over,
+            received_in_person,
+            received_online,
+            received_postal,
+            received_other,
+            early,
+            on_time,
+            late,
+            withdrawn,
+            stopped_or_refused,
+            in_progress_in_time,
+            in_progress_overdue,
+            overdue_in,
+            overdue_out,
+            digitized,
+            e_result_eligible,
+            e_result,
+            reused,
+            fee_bearing,
+            paid_online,
+        } = *o;
+        self.received += received;
+        self.online_received += online_received;
+        self.carried_over += carried_over;
+        self.received_in_person += received_in_person;
+        self.received_online += received_online;
+        self.received_postal += received_postal;
+        self.received_other += received_other;
+        self.early += early;
+        self.on_time += on_time;
+        self.late += late;
+        self.withdrawn += withdrawn;
+        self.stopped_or_refused += stopped_or_refused;
+        self.in_progress_in_time += in_progress_in_time;
+        self.in_progress_overdue += in_progress_overdue;
+        self.overdue_in += overdue_in;
+        self.overdue_out += overdue_out;
+        self.digitized += digitized;
+        self.e_result_eligible += e_result_eligible;
+        self.e_result += e_result;
+        self.reused += reused;
+        self.fee_bearing += fee_bearing;
+        self.paid_online += paid_online;
+    }
+
+    /// Judged dossiers received in the period: the progress table's `received`.
+    pub fn judged_received(&self) -> u64 {
+        self.received_in_person + self.received_online + self.received_postal + self.received_other
+    }
+
+    /// Judged dossiers whose clock ended in the period, however.
+    pub fn ended(&self) -> u64 {
+        self.early + self.on_time + self.late + self.withdrawn + self.stopped_or_refused
+    }
+
+    /// Judged dossiers open at the period's end.
+    pub fn in_progress(&self) -> u64 {
+        self.in_progress_in_time + self.in_progress_overdue
     }
 
     pub fn ontime_total(&self) -> u64 {
@@ -115,7 +217,9 @@ impl Counts {
         rate(self.online_received, self.received)
     }
 
-    /// Indicator 2.1: processed early or on time, or still in time, over all judged.
+    /// Indicator 2.1: resolved early or on time, or still open and in time at the period's
+    /// end, over resolved plus open (the backlog included; withdrawn, stopped and refused
+    /// dossiers left out of both).
     pub fn on_time_rate(&self) -> Option<f64> {
         rate(
             self.early + self.on_time + self.in_progress_in_time,
@@ -157,6 +261,31 @@ pub struct MetricRow {
     pub procedure_name: Option<String>,
     pub counts: Counts,
 }
+
+/// A field rollup (`MaLinhVuc`): one field within one agency, or across agencies
+/// (`row.agency_code` None). `row.procedure_code` is always None.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldRow {
+    pub field_code: String,
+    /// `TenLinhVuc`, where the events gave one.
+    pub field_name: Option<String>,
+    pub row: MetricRow,
+}
+
+/// What the holiday table could not settle for a run, for the report and the terminal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CalendarNotes {
+    /// The table's years whose notice is not out yet, and why.
+    pub provisional: BTreeMap<i32, String>,
+    /// Years the table lacks, with the dossiers set aside because judging them needs one.
+    pub missing: BTreeMap<i32, u64>,
+}
+
+/// Nothing to flag: for reports of runs without a holiday table.
+pub static NO_CALENDAR_NOTES: CalendarNotes = CalendarNotes {
+    provisional: BTreeMap::new(),
+    missing: BTreeMap::new(),
+};
 
 /// One indicator's points on a scorecard.
 #[derive(Debug, Clone, PartialEq)]

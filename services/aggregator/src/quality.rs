@@ -35,6 +35,7 @@ use crate::metrics::MISSING_CODE;
 use crate::model::{rate, Period, Scorecard};
 use crate::output::{self, OutputError};
 use crate::read::DateRange;
+use crate::rules::{Judged, NotJudged};
 
 /// `Fact::qflags`: snapshots of the dossier named two different agencies.
 pub const Q_TWO_AGENCIES: u8 = 1;
@@ -385,7 +386,7 @@ fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
 // ---------------------------------------------------------------------------------------
 
 /// The dossier columns of the quality table, in order; `DossierCounts` indexes them.
-pub const DOSSIER_COLUMNS: [&str; 15] = [
+pub const DOSSIER_COLUMNS: [&str; N_DOSSIER] = [
     "dossiers",
     "no_snapshot",
     "missing_required_date",
@@ -401,7 +402,12 @@ pub const DOSSIER_COLUMNS: [&str; 15] = [
     "finish_before_receipt",
     "two_agencies",
     "dossiers_with_issue",
+    "due_date_reset",
+    "calendar_missing",
 ];
+
+/// How many dossier columns there are.
+const N_DOSSIER: usize = 17;
 
 const I_DOSSIERS: usize = 0;
 const I_NO_SNAPSHOT: usize = 1;
@@ -418,10 +424,14 @@ const I_DUE_BEFORE: usize = 11;
 const I_FINISH_BEFORE: usize = 12;
 const I_TWO_AGENCIES: usize = 13;
 const I_WITH_ISSUE: usize = 14;
+// Not data-quality issues, so after `dossiers_with_issue` and outside it: how the agencies
+// handled the dossiers, and what the holiday table could not judge.
+const I_DUE_RESET: usize = 15;
+const I_CALENDAR_MISSING: usize = 16;
 
 /// Dossier counts, by [`DOSSIER_COLUMNS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DossierCounts(pub [u64; 15]);
+pub struct DossierCounts(pub [u64; N_DOSSIER]);
 
 impl DossierCounts {
     pub fn add(&mut self, o: &DossierCounts) {
@@ -458,9 +468,10 @@ fn needs_receipt(status: i8) -> bool {
 }
 
 /// The checks one dossier fails, as a [`DossierCounts`] of zeros and ones. Dates and
-/// codes are the latest snapshot's; the regression looks at every event.
-pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog) -> DossierCounts {
-    let mut c = [0u64; 15];
+/// codes are the latest snapshot's; the regression looks at every event; `j` is the
+/// dossier as the rules judged it.
+pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) -> DossierCounts {
+    let mut c = [0u64; N_DOSSIER];
     c[I_DOSSIERS] = 1;
     // The latest event (of any kind) is at an earlier stage than one an earlier event had
     // already reached. A stale snapshot cannot trigger it: arriving late, it is not the
@@ -496,6 +507,11 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog) -> DossierCo
         c[I_TWO_AGENCIES] = u64::from(f.qflags & Q_TWO_AGENCIES != 0);
     }
     c[I_WITH_ISSUE] = u64::from(c[I_NO_SNAPSHOT..I_WITH_ISSUE].contains(&1));
+    c[I_DUE_RESET] = u64::from(j.due_resets > 0);
+    c[I_CALENDAR_MISSING] = u64::from(matches!(
+        j.not_judged,
+        Some(NotJudged::CalendarMissing { .. })
+    ));
     DossierCounts(c)
 }
 
@@ -628,9 +644,9 @@ impl PartQuality {
         let f: PartFile = serde_json::from_slice(data).map_err(|e| e.to_string())?;
         let mut out = PartQuality::default();
         for (a, d, c) in f.dossiers {
-            let counts: [u64; 15] = c
+            let counts: [u64; N_DOSSIER] = c
                 .try_into()
-                .map_err(|c: Vec<u64>| format!("{} dossier counts, not 15", c.len()))?;
+                .map_err(|c: Vec<u64>| format!("{} dossier counts, not {N_DOSSIER}", c.len()))?;
             out.dossiers
                 .entry((a, from_day_number(d)?))
                 .or_default()

@@ -21,8 +21,12 @@ use std::fmt::Write as _;
 
 use chrono::{Months, NaiveDate};
 
-use crate::model::{Counts, MetricRow, Period, Scorecard};
+use crate::model::{CalendarNotes, Counts, FieldRow, MetricRow, Period, Scorecard};
 use crate::quality::{QualityReport, QualityRow};
+
+mod calendar;
+mod fields;
+mod progress;
 
 /// Everything the report shows.
 pub struct ReportInput<'a> {
@@ -41,6 +45,10 @@ pub struct ReportInput<'a> {
     pub agency_names: &'a BTreeMap<String, String>,
     /// Procedures with fewer judged dossiers than this are left out of "worst procedures".
     pub min_dossiers: u64,
+    /// Provisional and missing years of the holiday table, flagged at the top.
+    pub calendar: &'a CalendarNotes,
+    /// The field rollups, ranked by on-time and digitization rate.
+    pub fields: &'a [FieldRow],
 }
 
 /// Rates at or above this (in percent, as printed) are green.
@@ -718,9 +726,10 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"generator\" content=\"sohoa\">\n\
-         <title>{} · Administrative procedure report · {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
+         <title>{} · Administrative procedure report · {}</title>\n<style>{CSS}{}</style>\n</head>\n<body>\n<main>\n",
         esc(title),
-        esc(&p.label)
+        esc(&p.label),
+        calendar::CSS
     );
     put!(
         o,
@@ -731,7 +740,9 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         esc(input.as_of),
         esc(input.generated_at)
     );
+    calendar::html(&mut o, input);
     headline(&mut o, &p);
+    progress::html(&mut o, input, p.key);
 
     let ranked_note = "Dashed lines: 80% and 95%. Dark line: the province.";
     o.push_str("<div class=\"grid-2\">\n");
@@ -762,6 +773,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         },
     );
     o.push_str("</div>\n");
+    fields::html(&mut o, input, p.key);
     trend(&mut o, &p);
     worst(&mut o, &p, input.min_dossiers);
     scorecard_table(&mut o, &p);
@@ -1593,7 +1605,7 @@ fn notes(o: &mut String, input: &ReportInput) {
     put!(
         o,
         "<section class=\"notes\" aria-label=\"Definitions\">\n<dl>\n\
-         <dt>On-time rate (2.1)</dt><dd>Dossiers finished early or on time, plus those still open and within their statutory time as of {}, over all judged dossiers (finished in the period, or received in it and still open). Working days, without holidays and supplement pauses.</dd>\n\
+         <dt>On-time rate (2.1)</dt><dd>Dossiers resolved early or on time, plus those still open and within their time at the period's end (as of {} for a period not over), over those resolved plus those still open, the ones carried over from earlier periods included; withdrawn, stopped and refused dossiers are left out of both. Judged by the first due date, moved only by supplement pauses in working time.</dd>\n\
          <dt>Digitization rate (4.2)</dt><dd>Dossiers received with the submitted file digitized and, where the result is a document, an electronic result, over all received.</dd>\n\
          <dt>Online submission (3.3), electronic results (4.1), online payment (3.6)</dt><dd>Submitted online over received; with a result file over those whose result is a document; paid online over fee-bearing.</dd>\n\
          <dt>Colours</dt><dd>Green at or above {GOOD_AT:.0}%, amber at or above {WARN_AT:.0}%, red below.</dd>\n\
@@ -1643,6 +1655,7 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
         clean_terminal(input.as_of),
         clean_terminal(input.generated_at)
     );
+    calendar::terminal(&mut o, input);
     match p.province {
         Some(c) => {
             let ontime = c.on_time_rate();
@@ -1748,6 +1761,8 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
             pad_left(&r.score, sc_w)
         );
     }
+    progress::terminal(&mut o, input, p.key);
+    fields::terminal(&mut o, input, p.key);
     o
 }
 
@@ -2247,6 +2262,8 @@ mod tests {
             scorecards,
             agency_names: names,
             min_dossiers: 5,
+            calendar: &crate::model::NO_CALENDAR_NOTES,
+            fields: &[],
         }
     }
 

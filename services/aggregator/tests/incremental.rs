@@ -43,8 +43,18 @@ fn event(
         dossier_code: code.to_string().into(),
         procedure_code: snapshot.then(|| "1.001193".into()),
         procedure_name: snapshot.then(|| "Đăng ký khai sinh".into()),
-        field_code: None,
-        field_name: None,
+        // Two fields; the name only where some snapshots give it.
+        field_code: snapshot.then(|| {
+            if code.ends_with(['1', '2', '3']) {
+                "CT"
+            } else {
+                "HTTP"
+            }
+            .into()
+        }),
+        field_name: (snapshot && status != 4)
+            .then(|| "Hộ tịch".into())
+            .filter(|_| !code.ends_with(['1', '2', '3'])),
         agency_code: snapshot.then(|| agency.to_string().into()),
         channel: None,
         status: Status::from_code(status.into()).unwrap(),
@@ -217,17 +227,20 @@ fn run_incremental(root: &Path, as_of: &str, inc: &Incremental) -> Result<Summar
     incremental::run(&config(), store(root), rt().handle(), &options(as_of), inc)
 }
 
-const CSV: [&str; 6] = [
+const CSV: [&str; 7] = [
     "metrics/metrics.csv",
+    "metrics/progress.csv",
     "metrics/scorecard.csv",
     "quality/quality.csv",
     "quality/sync_delay.csv",
     "quality/sources.csv",
     "quality/ingest.csv",
 ];
-const PARQUET: [&str; 3] = [
+const PARQUET: [&str; 5] = [
     "dossiers/part-00000-of-00001.parquet",
     "metrics/metrics.parquet",
+    "metrics/progress.parquet",
+    "metrics/periods.parquet",
     "quality/quality.parquet",
 ];
 
@@ -505,4 +518,30 @@ fn options_the_state_cannot_honour_are_refused_by_name() {
             .starts_with("--incremental does not support --shard"),
         "{err}"
     );
+}
+
+#[test]
+fn a_state_of_another_version_is_rebuilt_from_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let lives: Vec<DossierEvent> = (0..12).flat_map(life).collect();
+    flush(root, 0, 0, &lives);
+    check_step(root, "2024-03-25 12:00");
+    // The manifest of an older format, naming objects this version cannot read.
+    let path = root.join(incremental::STATE_DIR).join(&manifests(root)[0]);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["version"] = serde_json::json!(1);
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let facts = manifest["parts"][0]["facts"].as_str().unwrap().to_string();
+    let rel = facts.strip_prefix(incremental::STATE_DIR).unwrap()[1..].to_string();
+    std::fs::write(root.join(&facts), b"sohoa-facts-1\n").unwrap();
+
+    // The next run folds everything again, equals a full run, and replaces the state.
+    let s = check_step(root, "2024-03-26 12:00");
+    assert_eq!((s.dossiers, s.events_read), (12, lives.len() as u64));
+    assert_eq!(manifests(root), ["manifests/00000000000000000002.json"]);
+    assert!(!state_objects(root).contains(&rel), "{rel} was not cleaned");
+    let again = check_step(root, "2024-03-27 12:00");
+    assert_eq!(again.events_read, 0);
 }

@@ -733,6 +733,8 @@ fn the_report_and_the_terminal_show_the_quality_block() {
         scorecards: &s.scorecards,
         agency_names: &names,
         min_dossiers: 1,
+        calendar: &s.calendar,
+        fields: &s.field_rows,
     };
     let html = sohoa_aggregator::report::render_html_with_quality(&input, Some(q));
     assert!(html.contains("<h2>Data quality · 2023</h2>"));

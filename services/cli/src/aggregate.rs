@@ -301,6 +301,8 @@ fn run_once(
             scorecards: &summary.scorecards,
             agency_names: &names,
             min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
+            calendar: &summary.calendar,
+            fields: &summary.field_rows,
         };
         if !args.no_report {
             let html = report::render_html_with_quality(&input, summary.quality.as_ref());

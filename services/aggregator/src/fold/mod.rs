@@ -8,9 +8,6 @@
 //! folding this way keep the same events; no set of ids is held, and memory grows with
 //! dossiers, not with events.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use arrow::array::{
     Array, AsArray, BooleanArray, DictionaryArray, Int32Array, Int64Array, Int8Array, ListArray,
     RecordBatch, StringArray, StructArray, TimestampMicrosecondArray,
@@ -19,6 +16,14 @@ use arrow::datatypes::{Int32Type, TimestampMicrosecondType};
 
 use crate::quality::{self, FoldQuality};
 
+mod fact;
+mod intern;
+mod shard;
+
+pub use fact::*;
+pub use intern::{FxHasher, FxMap, Interner, Sym, NO_SYM};
+pub use shard::{Part, Shard};
+
 /// The `events` columns the fold reads; the reader projects nothing else.
 pub const COLUMNS: &[&str] = &[
     "event_kind",
@@ -26,6 +31,8 @@ pub const COLUMNS: &[&str] = &[
     "dossier_code",
     "procedure_code",
     "procedure_name",
+    "field_code",
+    "field_name",
     "agency_code",
     "channel",
     "status_code",
@@ -59,248 +66,6 @@ pub enum FoldError {
         column: &'static str,
         reason: String,
     },
-}
-
-/// FxHash (rustc's hasher): keys here are dossier codes and small tuples from our own
-/// files, not attacker-chosen, and SipHash's flood resistance costs a third of the fold.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-/// A hash map keyed with [`FxHasher`].
-pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-/// An interned string: agency, procedure and system codes repeat across many dossiers.
-pub type Sym = u32;
-pub const NO_SYM: Sym = u32::MAX;
-
-#[derive(Debug, Default)]
-pub struct Interner {
-    ids: FxMap<Box<str>, Sym>,
-    names: Vec<Box<str>>,
-}
-
-impl Interner {
-    pub fn intern(&mut self, s: Option<&str>) -> Sym {
-        let Some(s) = s else { return NO_SYM };
-        if let Some(&id) = self.ids.get(s) {
-            return id;
-        }
-        let id = self.names.len() as Sym;
-        self.names.push(s.into());
-        self.ids.insert(s.into(), id);
-        id
-    }
-
-    pub fn get(&self, id: Sym) -> Option<&str> {
-        self.names.get(id as usize).map(|s| &**s)
-    }
-
-    /// Every interned string, by symbol: what the incremental state saves.
-    pub fn names(&self) -> &[Box<str>] {
-        &self.names
-    }
-
-    /// An interner whose symbols are the positions of `names` (saved by [`Self::names`]),
-    /// so facts saved with these symbols read back unchanged.
-    pub fn from_names(names: Vec<Box<str>>) -> Self {
-        let ids = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i as Sym))
-            .collect();
-        Interner { ids, names }
-    }
-
-    /// `current` if it already stands for `s` (a dossier's codes rarely change between its
-    /// snapshots, and comparing is cheaper than hashing), else `s` interned.
-    pub fn reintern(&mut self, current: Sym, s: Option<&str>) -> Sym {
-        if current != NO_SYM && self.get(current) == s {
-            return current;
-        }
-        self.intern(s)
-    }
-}
-
-/// Orders events of one dossier: event time, then source order. The later sync of two
-/// events stamped with the same time wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct EventKey {
-    pub time: i64,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-/// A supplement request, as the latest snapshot lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Supplement {
-    pub requested_at: i64,
-    pub completed_at: Option<i64>,
-    /// Set when the source itself moved the due date for this pause.
-    pub due_after: Option<i64>,
-}
-
-pub const FLAG_SUBMITTED_FILE: u8 = 1;
-pub const FLAG_DIGITIZED: u8 = 2;
-pub const FLAG_REUSED: u8 = 4;
-pub const FLAG_NATIONAL_WAREHOUSE: u8 = 8;
-pub const FLAG_E_RESULT: u8 = 16;
-pub const FLAG_PAID_ONLINE: u8 = 32;
-pub const FLAG_FEE_BEARING: u8 = 64;
-pub const FLAG_HAS_RESULT_DOCUMENT: u8 = 128;
-
-/// Channel codes kept in a byte.
-pub const CHANNEL_UNKNOWN: u8 = 0;
-pub const CHANNEL_IN_PERSON: u8 = 1;
-pub const CHANNEL_ONLINE: u8 = 2;
-pub const CHANNEL_POSTAL: u8 = 3;
-
-/// Everything the rules need about one dossier.
-#[derive(Debug, Clone, Default)]
-pub struct Fact {
-    /// The latest snapshot's key; `None` while only progress events were seen.
-    pub snapshot: Option<EventKey>,
-    /// The latest event of any kind, and its status.
-    pub last: EventKey,
-    pub status: i8,
-    pub source_system: Sym,
-    pub agency: Sym,
-    pub procedure: Sym,
-    pub procedure_name: Sym,
-    pub channel: u8,
-    pub flags: u8,
-    pub received_at: Option<i64>,
-    pub due_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub returned_at: Option<i64>,
-    pub refused_at: Option<i64>,
-    pub supplements: Box<[Supplement]>,
-    /// Earliest time each ending status (7 withdrawn, 8 stopped, 9 processed, 10 returned)
-    /// was seen, from any event: the clock's end when a snapshot lacks the date.
-    pub first_seen: [Option<i64>; 4],
-    /// Events folded in, repeats included.
-    pub events: u32,
-    /// Data-quality state, each field order-independent like the rest (see `quality`):
-    /// the furthest life-cycle stage any event showed ([`crate::quality::stage`], 0 for
-    /// none) and the earliest event time it was shown at...
-    pub peak_stage: u8,
-    pub peak_at: i64,
-    /// ...the first agency a snapshot named (symbol + 1, 0 for none)...
-    pub first_agency: u32,
-    /// ...the latest snapshot's status (the dates below are that snapshot's)...
-    pub snapshot_status: i8,
-    /// ...and whether a snapshot named another one (`quality::Q_*` bits).
-    pub qflags: u8,
-}
-
-impl Fact {
-    /// Earliest time status `code` (7 to 10) was seen.
-    pub fn first_seen(&self, code: i8) -> Option<i64> {
-        (7..=10)
-            .contains(&code)
-            .then(|| self.first_seen[(code - 7) as usize])
-            .flatten()
-    }
-
-    pub fn flag(&self, f: u8) -> bool {
-        self.flags & f != 0
-    }
-}
-
-/// Which dossiers this run keeps: all, or shard `index` of `count` by a hash of the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Shard {
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
-    /// FNV-1a of the dossier code: stable across runs, machines and versions.
-    pub fn hash(dossier_code: &str) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in dossier_code.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
-    }
-
-    pub fn owns(&self, dossier_code: &str) -> bool {
-        self.count <= 1 || self.owns_hash(Self::hash(dossier_code))
-    }
-
-    fn owns_hash(&self, h: u64) -> bool {
-        (h % u64::from(self.count)) as u32 == self.index
-    }
-}
-
-/// Which part of a shard one fold thread owns: the shard's dossiers split again by the
-/// same hash, so threads never share a dossier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Part {
-    pub shard: Shard,
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Part {
-    pub fn whole(shard: Shard) -> Self {
-        Part {
-            shard,
-            index: 0,
-            count: 1,
-        }
-    }
-
-    fn owns(&self, dossier_code: &str) -> bool {
-        if self.shard.count <= 1 && self.count <= 1 {
-            return true;
-        }
-        let h = Shard::hash(dossier_code);
-        self.shard.owns_hash(h)
-            && ((h / u64::from(self.shard.count.max(1))) % u64::from(self.count)) as u32
-                == self.index
-    }
 }
 
 /// A text column of codes, as interned symbols. A dictionary column (how the reader asks
@@ -358,6 +123,8 @@ pub const DICTIONARY_COLUMNS: &[&str] = &[
     "source_system",
     "procedure_code",
     "procedure_name",
+    "field_code",
+    "field_name",
     "agency_code",
     "channel",
     "source_topic",
@@ -432,6 +199,8 @@ impl Folder {
         let code: &StringArray = typed(batch, "dossier_code")?;
         let procedure = Codes::new(batch, "procedure_code", syms)?;
         let procedure_name = Codes::new(batch, "procedure_name", syms)?;
+        let field = Codes::new(batch, "field_code", syms)?;
+        let field_name = Codes::new(batch, "field_name", syms)?;
         let agency = Codes::new(batch, "agency_code", syms)?;
         let channel = Codes::new(batch, "channel", syms)?;
         let snapshot = syms.intern(Some("snapshot"));
@@ -466,6 +235,7 @@ impl Folder {
         let sup: &StructArray = supplements.values().as_struct();
         let sup_req = sup.column(0).as_primitive::<TimestampMicrosecondType>();
         let sup_done = sup.column(1).as_primitive::<TimestampMicrosecondType>();
+        let sup_before = sup.column(2).as_primitive::<TimestampMicrosecondType>();
         let sup_after = sup.column(3).as_primitive::<TimestampMicrosecondType>();
         // Lineage columns older files lack: a missing one reads as null.
         let opt_ts = |name| {
@@ -547,6 +317,11 @@ impl Folder {
                     fact.qflags |= quality::Q_TWO_AGENCIES;
                 }
             }
+            let snapshot_due = ts(due, i);
+            if let (true, Some(d)) = (is_snapshot, snapshot_due) {
+                // Every snapshot, stale or not: the first due date is the earliest one's.
+                fact.see_due(key.time, d);
+            }
             if !is_snapshot || fact.snapshot.is_some_and(|k| k > key) {
                 continue;
             }
@@ -557,6 +332,8 @@ impl Folder {
             fact.agency = ag;
             fact.procedure = procedure.sym(i, fact.procedure, syms);
             fact.procedure_name = procedure_name.sym(i, fact.procedure_name, syms);
+            fact.field = field.sym(i, fact.field, syms);
+            fact.field_name = field_name.sym(i, fact.field_name, syms);
             let ch = channel.sym(i, NO_SYM, syms);
             fact.channel = channels
                 .iter()
@@ -573,7 +350,7 @@ impl Folder {
             }
             fact.flags = flags;
             fact.received_at = ts(received, i);
-            fact.due_at = ts(due, i);
+            fact.due_at = snapshot_due;
             fact.finished_at = ts(finished, i);
             fact.returned_at = ts(returned, i);
             fact.refused_at = ts(refused, i);
@@ -587,6 +364,7 @@ impl Folder {
                     .map(|j| Supplement {
                         requested_at: sup_req.value(j),
                         completed_at: sup_done.is_valid(j).then(|| sup_done.value(j)),
+                        due_before: sup_before.is_valid(j).then(|| sup_before.value(j)),
                         due_after: sup_after.is_valid(j).then(|| sup_after.value(j)),
                     })
                     .collect()

@@ -23,6 +23,8 @@
 //! compacted file holds events of files already folded, which are skipped by their source
 //! offset (see [`Coverage`]).
 
+mod codec;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -38,10 +40,11 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 use sohoa_runtime::config::AggregateConfig;
 
-use crate::fold::{EventKey, Fact, Folder, FxMap, Interner, Part, Shard, Supplement};
-use crate::quality::{PartQuality, SourceSet, SourceSets};
+use crate::fold::{Folder, FxMap, Part, Shard};
+use crate::quality::{PartQuality, SourceSets};
 use crate::read::{DateRange, EventFile};
 use crate::{AggregateError, Options, Summary};
+use codec::{decode_facts, decode_sets, encode_facts, encode_sets};
 
 /// Where the state lives.
 pub const STATE_DIR: &str = "_sohoa/aggregate/state";
@@ -310,311 +313,6 @@ fn uncovered(
     arrow::compute::filter_record_batch(b, &keep).map_err(|e| e.to_string())
 }
 
-// ---------------------------------------------------------------------------------------
-// Encoding: varints, zigzag for signed values, times as differences from the fact's last
-// event time (small numbers, so short varints).
-// ---------------------------------------------------------------------------------------
-
-const FACTS_MAGIC: &[u8] = b"sohoa-facts-1\n";
-const FPS_MAGIC: &[u8] = b"sohoa-fingerprints-1\n";
-
-#[derive(Default)]
-struct W(Vec<u8>);
-
-impl W {
-    fn u(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-
-    fn i(&mut self, v: i64) {
-        self.u(((v << 1) ^ (v >> 63)) as u64);
-    }
-
-    fn s(&mut self, s: &str) {
-        self.u(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
-    }
-}
-
-struct R<'a> {
-    d: &'a [u8],
-    p: usize,
-}
-
-impl<'a> R<'a> {
-    fn u(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.d.get(self.p).ok_or("truncated")?;
-            self.p += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
-    }
-
-    fn i(&mut self) -> Result<i64, String> {
-        let v = self.u()?;
-        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
-    }
-
-    fn byte(&mut self) -> Result<u8, String> {
-        let b = *self.d.get(self.p).ok_or("truncated")?;
-        self.p += 1;
-        Ok(b)
-    }
-
-    fn s(&mut self) -> Result<&'a str, String> {
-        let n = self.u()? as usize;
-        let end = self.p.checked_add(n).filter(|&e| e <= self.d.len());
-        let bytes = &self.d[self.p..end.ok_or("truncated")?];
-        self.p += n;
-        std::str::from_utf8(bytes).map_err(|e| e.to_string())
-    }
-
-    fn magic(&mut self, m: &[u8]) -> Result<(), String> {
-        if self.d.get(..m.len()) != Some(m) {
-            return Err("not a state object of this version".into());
-        }
-        self.p = m.len();
-        Ok(())
-    }
-}
-
-fn encode_facts(folder: &Folder) -> Vec<u8> {
-    let mut w = W(FACTS_MAGIC.to_vec());
-    let names = folder.syms.names();
-    w.u(names.len() as u64);
-    for n in names {
-        w.s(n);
-    }
-    w.u(folder.facts.len() as u64);
-    for (code, f) in &folder.facts {
-        // Destructured, so a field added to `Fact` cannot be forgotten here.
-        let Fact {
-            snapshot,
-            last,
-            status,
-            source_system,
-            agency,
-            procedure,
-            procedure_name,
-            channel,
-            flags,
-            received_at,
-            due_at,
-            finished_at,
-            returned_at,
-            refused_at,
-            supplements,
-            first_seen,
-            events,
-            peak_stage,
-            peak_at,
-            first_agency,
-            snapshot_status,
-            qflags,
-        } = f;
-        let base = last.time;
-        w.s(code);
-        w.i(base);
-        w.i(i64::from(last.partition));
-        w.i(last.offset);
-        let times = [
-            *received_at,
-            *due_at,
-            *finished_at,
-            *returned_at,
-            *refused_at,
-            first_seen[0],
-            first_seen[1],
-            first_seen[2],
-            first_seen[3],
-        ];
-        let mut present = u64::from(snapshot.is_some());
-        for (k, t) in times.iter().enumerate() {
-            present |= u64::from(t.is_some()) << (k + 1);
-        }
-        w.u(present);
-        if let Some(k) = snapshot {
-            w.i(k.time.wrapping_sub(base));
-            w.i(i64::from(k.partition));
-            w.i(k.offset);
-        }
-        for t in times.into_iter().flatten() {
-            w.i(t.wrapping_sub(base));
-        }
-        w.i(i64::from(*status));
-        w.i(i64::from(*snapshot_status));
-        for s in [source_system, agency, procedure, procedure_name] {
-            w.u(u64::from(s.wrapping_add(1)));
-        }
-        w.0.extend_from_slice(&[*channel, *flags, *qflags, *peak_stage]);
-        w.u(supplements.len() as u64);
-        for s in supplements.iter() {
-            w.i(s.requested_at.wrapping_sub(base));
-            w.u(u64::from(s.completed_at.is_some()) | u64::from(s.due_after.is_some()) << 1);
-            for t in [s.completed_at, s.due_after].into_iter().flatten() {
-                w.i(t.wrapping_sub(base));
-            }
-        }
-        w.u(u64::from(*events));
-        w.i(peak_at.wrapping_sub(base));
-        w.u(u64::from(*first_agency));
-    }
-    w.0
-}
-
-fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
-    let mut r = R { d: data, p: 0 };
-    r.magic(FACTS_MAGIC)?;
-    let n = r.u()? as usize;
-    let mut names = Vec::with_capacity(n.min(1 << 20));
-    for _ in 0..n {
-        names.push(Box::<str>::from(r.s()?));
-    }
-    let mut folder = Folder::new(part);
-    folder.syms = Interner::from_names(names);
-    let n = r.u()? as usize;
-    folder.facts.reserve(n.min(1 << 26));
-    let sym = |v: u64| (v as u32).wrapping_sub(1);
-    for _ in 0..n {
-        let code: Box<str> = r.s()?.into();
-        let base = r.i()?;
-        let last = EventKey {
-            time: base,
-            partition: r.i()? as i32,
-            offset: r.i()?,
-        };
-        let present = r.u()?;
-        let snapshot = if present & 1 != 0 {
-            Some(EventKey {
-                time: base.wrapping_add(r.i()?),
-                partition: r.i()? as i32,
-                offset: r.i()?,
-            })
-        } else {
-            None
-        };
-        let mut times = [None; 9];
-        for (k, t) in times.iter_mut().enumerate() {
-            if present & (1 << (k + 1)) != 0 {
-                *t = Some(base.wrapping_add(r.i()?));
-            }
-        }
-        let status = r.i()? as i8;
-        let snapshot_status = r.i()? as i8;
-        let (source_system, agency, procedure, procedure_name) =
-            (sym(r.u()?), sym(r.u()?), sym(r.u()?), sym(r.u()?));
-        let (channel, flags, qflags, peak_stage) = (r.byte()?, r.byte()?, r.byte()?, r.byte()?);
-        let ns = r.u()? as usize;
-        let mut supplements = Vec::with_capacity(ns.min(64));
-        for _ in 0..ns {
-            let requested_at = base.wrapping_add(r.i()?);
-            let bits = r.u()?;
-            let completed_at = if bits & 1 != 0 {
-                Some(base.wrapping_add(r.i()?))
-            } else {
-                None
-            };
-            let due_after = if bits & 2 != 0 {
-                Some(base.wrapping_add(r.i()?))
-            } else {
-                None
-            };
-            supplements.push(Supplement {
-                requested_at,
-                completed_at,
-                due_after,
-            });
-        }
-        let events = r.u()? as u32;
-        let peak_at = base.wrapping_add(r.i()?);
-        let first_agency = r.u()? as u32;
-        let fact = Fact {
-            snapshot,
-            last,
-            status,
-            source_system,
-            agency,
-            procedure,
-            procedure_name,
-            channel,
-            flags,
-            received_at: times[0],
-            due_at: times[1],
-            finished_at: times[2],
-            returned_at: times[3],
-            refused_at: times[4],
-            supplements: supplements.into_boxed_slice(),
-            first_seen: [times[5], times[6], times[7], times[8]],
-            events,
-            peak_stage,
-            peak_at,
-            first_agency,
-            snapshot_status,
-            qflags,
-        };
-        folder.facts.insert(code, fact);
-    }
-    if r.p != data.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok(folder)
-}
-
-fn encode_sets(sets: &SourceSets) -> Vec<u8> {
-    let mut w = W(FPS_MAGIC.to_vec());
-    w.u(sets.len() as u64);
-    for (name, s) in sets {
-        w.s(name);
-        w.u(s.events);
-        w.u(s.fingerprints.len() as u64);
-        // Sorted: the differences are about 2^56 / n, a few bytes each.
-        let mut prev = 0;
-        for &fp in &s.fingerprints {
-            w.u(fp - prev);
-            prev = fp;
-        }
-    }
-    w.0
-}
-
-fn decode_sets(data: &[u8]) -> Result<SourceSets, String> {
-    let mut r = R { d: data, p: 0 };
-    r.magic(FPS_MAGIC)?;
-    let mut out = SourceSets::new();
-    for _ in 0..r.u()? {
-        let name = r.s()?.to_owned();
-        let events = r.u()?;
-        let n = r.u()? as usize;
-        let mut fingerprints = Vec::with_capacity(n.min(1 << 28));
-        let mut prev = 0u64;
-        for _ in 0..n {
-            prev = prev.wrapping_add(r.u()?);
-            fingerprints.push(prev);
-        }
-        out.insert(
-            name,
-            SourceSet {
-                events,
-                fingerprints,
-            },
-        );
-    }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------
-// Loading and committing
-// ---------------------------------------------------------------------------------------
-
 /// The state a run starts from.
 struct Loaded {
     manifest: Manifest,
@@ -624,6 +322,36 @@ struct Loaded {
     additive: PartQuality,
     coverage: Coverage,
 }
+
+impl Loaded {
+    /// No state: every event file is folded. `generation` is the last committed one, so
+    /// the next commit supersedes it and cleans its objects.
+    fn empty(generation: u64) -> Loaded {
+        let n = crate::fold_threads() as u32;
+        Loaded {
+            manifest: Manifest {
+                generation,
+                ..Manifest::default()
+            },
+            folders: (0..n)
+                .map(|index| {
+                    Folder::new(Part {
+                        shard: Shard::ALL,
+                        index,
+                        count: n,
+                    })
+                })
+                .collect(),
+            sets: vec![SourceSets::new(); n as usize],
+            additive: PartQuality::default(),
+            coverage: Coverage::default(),
+        }
+    }
+}
+
+/// The state's format: a state of another version (its facts lack what this one keeps)
+/// is rebuilt from `events/` by folding everything again.
+const STATE_VERSION: u32 = 4;
 
 fn corrupt(path: &str, reason: impl ToString) -> AggregateError {
     StateError::Corrupt {
@@ -657,6 +385,15 @@ fn load(
     let path = newest.1.to_string();
     let data = rt.block_on(get(&**store, &path))?;
     let manifest: Manifest = serde_json::from_slice(&data).map_err(|e| corrupt(&path, e))?;
+    if manifest.version != STATE_VERSION {
+        tracing::warn!(
+            %path,
+            version = manifest.version,
+            expected = STATE_VERSION,
+            "incremental state of another version: folding every event file again"
+        );
+        return Ok(Some(Loaded::empty(manifest.generation)));
+    }
     let mut coverage = Coverage::default();
     for c in &manifest.coverage {
         let date = NaiveDate::parse_from_str(&c.date, "%Y-%m-%d").map_err(|e| corrupt(&path, e))?;
@@ -787,26 +524,10 @@ pub fn run(
     let (cal, catalog) = crate::reference_data(cfg)?;
     let mut summary = Summary::default();
     crate::check_keys(&*store, rt, opts, &mut summary)?;
+    summary.calendar.provisional = cal.provisional_years().clone();
     let loaded = match load(&store, rt)? {
         Some(l) => l,
-        None => {
-            let n = crate::fold_threads() as u32;
-            Loaded {
-                manifest: Manifest::default(),
-                folders: (0..n)
-                    .map(|index| {
-                        Folder::new(Part {
-                            shard: Shard::ALL,
-                            index,
-                            count: n,
-                        })
-                    })
-                    .collect(),
-                sets: vec![SourceSets::new(); n as usize],
-                additive: PartQuality::default(),
-                coverage: Coverage::default(),
-            }
-        }
+        None => Loaded::empty(0),
     };
     let Loaded {
         manifest: old,
@@ -1031,7 +752,7 @@ pub fn run(
             return Err(StateError::Injected.into());
         }
         let manifest = Manifest {
-            version: 1,
+            version: STATE_VERSION,
             generation,
             parts,
             quality,
@@ -1101,68 +822,5 @@ mod tests {
         assert!(!c.contains(d, "t", 0, 20));
         assert!(!c.contains(d, "t", 1, 5));
         assert!(!c.contains(d.succ_opt().unwrap(), "t", 0, 5));
-    }
-
-    #[test]
-    fn facts_and_fingerprints_read_back_unchanged() {
-        let part = Part::whole(Shard::ALL);
-        let mut f = Folder::new(part);
-        let a = f.syms.intern(Some("000.00.12.H55"));
-        let p = f.syms.intern(Some("1.001193"));
-        f.facts.insert(
-            "H55-1".into(),
-            Fact {
-                snapshot: Some(EventKey {
-                    time: 1_700_000_000_000_000,
-                    partition: 3,
-                    offset: 17,
-                }),
-                last: EventKey {
-                    time: 1_700_000_100_000_000,
-                    partition: 3,
-                    offset: 18,
-                },
-                status: 9,
-                agency: a,
-                procedure: p,
-                received_at: Some(1_699_000_000_000_000),
-                first_seen: [None, None, Some(1_700_000_100_000_000), None],
-                supplements: vec![Supplement {
-                    requested_at: 1_699_100_000_000_000,
-                    completed_at: None,
-                    due_after: Some(-5),
-                }]
-                .into_boxed_slice(),
-                events: 4,
-                peak_stage: 4,
-                peak_at: 1_700_000_100_000_000,
-                first_agency: a + 1,
-                snapshot_status: 4,
-                qflags: 1,
-                channel: 2,
-                flags: 0x81,
-                ..Fact::default()
-            },
-        );
-        f.facts.insert("H55-2".into(), Fact::default());
-        let back = decode_facts(&encode_facts(&f), part).unwrap();
-        assert_eq!(back.syms.names(), f.syms.names());
-        assert_eq!(format!("{:?}", sorted(&back)), format!("{:?}", sorted(&f)));
-
-        let mut sets = SourceSets::new();
-        sets.insert(
-            "dvcqg".into(),
-            SourceSet {
-                events: 5,
-                fingerprints: vec![1, 7, 1 << 55],
-            },
-        );
-        assert_eq!(decode_sets(&encode_sets(&sets)).unwrap(), sets);
-    }
-
-    fn sorted(f: &Folder) -> Vec<(&str, &Fact)> {
-        let mut v: Vec<_> = f.facts.iter().map(|(k, v)| (&**k, v)).collect();
-        v.sort_by_key(|x| x.0);
-        v
     }
 }

@@ -9,15 +9,18 @@
 //! The generator keeps the ground truth of what it produced, so tests can check the
 //! pipeline's metrics against it.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::{Context, Result};
 use chrono::{Datelike, NaiveDate};
-use serde::Serialize;
 use sohoa_aggregator::calendar::{Calendar, OfficeHours};
 use sohoa_aggregator::catalog::{Catalog, Procedure};
-use unicode_normalization::UnicodeNormalization;
+
+mod snapshot;
+mod truth;
+
+use snapshot::snapshot;
+pub use truth::GroundTruth;
 
 #[derive(clap::Args, Clone)]
 pub struct GenerateArgs {
@@ -146,6 +149,24 @@ fn procedures_of(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// The field (`MaLinhVuc`, `TenLinhVuc`) of each procedure the feed uses. Illustrative
+/// codes, like the catalogue's.
+fn field_of(procedure: &str) -> (&'static str, &'static str) {
+    match procedure {
+        "1.001193" | "1.000894" | "1.000656" => ("HTTP", "Hộ tịch"),
+        "2.000815" | "2.000884" => ("CT", "Chứng thực"),
+        "2.000720" | "2.001610" | "2.002040" => ("DKKD", "Đăng ký kinh doanh"),
+        "1.004227" | "1.005194" => ("DD", "Đất đai"),
+        "1.009994" => ("XD", "Hoạt động xây dựng"),
+        "2.000488" => ("LLTP", "Lý lịch tư pháp"),
+        "1.004194" | "1.004222" => ("CTRU", "Cư trú"),
+        "1.001776" => ("BTXH", "Bảo trợ xã hội"),
+        "1.002809" => ("DB", "Đường bộ"),
+        "2.000591" => ("ATTP", "An toàn thực phẩm"),
+        _ => ("KHAC", "Khác"),
+    }
+}
+
 fn agencies(rng: &mut Rng) -> Vec<Agency> {
     let mut out = Vec::new();
     let groups = [
@@ -203,13 +224,23 @@ const DAY: i64 = 24 * HOUR;
 /// the source moved (before, after), if it did.
 type SupplementPlan = (i64, Option<i64>, Option<(i64, i64)>);
 
+/// How long a pause lasts in office time, and the due date it moves to: the source
+/// software moves a due date by the pause's working time, never by calendar time.
+fn moved_by_pause(cal: &Calendar, due: i64, asked: i64, answered: i64) -> Result<i64> {
+    let pause = cal.working_seconds(asked, answered)?;
+    Ok(cal.add_working_seconds(due, pause)?)
+}
+
 /// One dossier's whole life, decided up front.
 struct Dossier {
     code: String,
     procedure: Procedure,
     channel: u8,
     received: i64,
+    /// The due date (`NgayHenTra`) at receipt...
     due: i64,
+    /// ...and each later move of it: (from, new due date).
+    due_moves: Vec<(i64, i64)>,
     /// Status changes: (time, status).
     steps: Vec<(i64, u8)>,
     supplements: Vec<SupplementPlan>,
@@ -225,34 +256,16 @@ struct Dossier {
     applicant_id: String,
 }
 
-/// Per agency, what the generator put in the feed: the expected values of the metrics
-/// that follow directly from it.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
-pub struct AgencyTruth {
-    pub name: String,
-    pub received: u64,
-    pub online_received: u64,
-    pub digitized: u64,
-    pub e_result_eligible: u64,
-    pub e_result: u64,
-    pub reused: u64,
-    pub fee_bearing: u64,
-    pub paid_online: u64,
-}
-
-/// What a feed holds.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct GroundTruth {
-    pub seed: u64,
-    pub year: i32,
-    /// The moment the feed stops (the last sync): judge the metrics as of it.
-    pub as_of: String,
-    pub dossiers: u64,
-    pub messages: u64,
-    pub malformed: u64,
-    pub repeats: u64,
-    /// Received dossiers (statuses other than 1 and 3) per agency, for the year.
-    pub agencies: BTreeMap<String, AgencyTruth>,
+impl Dossier {
+    /// The due date a snapshot taken at `at` shows.
+    fn due_at(&self, at: i64) -> i64 {
+        self.due_moves
+            .iter()
+            .filter(|(from, _)| *from <= at)
+            .map(|(_, due)| *due)
+            .next_back()
+            .unwrap_or(self.due)
+    }
 }
 
 /// One Kafka message.
@@ -369,6 +382,7 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
             },
             received,
             due,
+            due_moves: Vec::new(),
             steps: vec![(received, 2)],
             supplements: Vec::new(),
             finished: None,
@@ -404,19 +418,22 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
             d.refused = Some(now + 2 * DAY);
             d.steps.push((now + 2 * DAY, 8));
         } else {
+            // The due date the dossier is judged by: the one given at receipt, extended by
+            // every answered pause's working time, whether the source moved it or not.
+            let mut judged_due = d.due;
             if rng.chance(0.15) {
                 let asked = cal.add_working_seconds(now, 4 * 3600)?;
                 let answered = (!rng.chance(0.1)).then(|| asked + (1 + rng.below(6) as i64) * DAY);
-                let moved = answered
-                    .filter(|_| rng.chance(0.5))
-                    .map(|ans| (d.due, d.due + (ans - asked)));
                 d.steps.push((asked, 5));
-                d.supplements.push((asked, answered, moved));
-                if let Some((_, new_due)) = moved {
-                    d.due = new_due;
-                }
                 match answered {
                     Some(ans) => {
+                        judged_due = moved_by_pause(&cal, judged_due, asked, ans)?;
+                        // Half the time the source records the move (`NgayHenTraMoi`).
+                        let moved = rng.chance(0.5).then_some((d.due, judged_due));
+                        if let Some((_, new_due)) = moved {
+                            d.due_moves.push((ans, new_due));
+                        }
+                        d.supplements.push((asked, answered, moved));
                         d.steps.push((ans, 4));
                         now = ans;
                         if rng.chance(0.15) {
@@ -428,14 +445,30 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
                             now = back;
                         }
                     }
-                    None => now = i64::MAX, // never answered: stays waiting
+                    None => {
+                        d.supplements.push((asked, None, None));
+                        now = i64::MAX; // never answered: stays waiting
+                    }
                 }
             }
             if now != i64::MAX {
                 let finished = if rng.chance(late_p) {
-                    cal.add_working_seconds(d.due, (1 + rng.below(5) as i64) * 8 * 3600)?
+                    // Late by one to five working days, and never before the last answer.
+                    let days = (1 + rng.below(5) as i64) * 8 * 3600;
+                    let late = cal.add_working_seconds(judged_due.max(now), days)?;
+                    if rng.chance(0.4) {
+                        // The agency misses the date, apologises and sets a new one that it
+                        // then keeps ("hẹn lại"): a snapshot moves the due date with no
+                        // supplement behind it. The dossier stays late.
+                        let at = (judged_due + HOUR).max(now);
+                        let new_due =
+                            cal.add_working_seconds(late, rng.below(3) as i64 * 8 * 3600)?;
+                        d.due_moves.push((at, new_due));
+                        d.steps.push((at, 4));
+                    }
+                    late
                 } else {
-                    let span = (d.due - now).max(HOUR);
+                    let span = (judged_due - now).max(HOUR);
                     now + (rng.f() * span as f64) as i64
                 };
                 let returned = finished + (rng.below(24) as i64) * HOUR;
@@ -450,7 +483,10 @@ pub fn generate(dossiers: usize, seed: u64, year: i32) -> Result<Feed> {
                 }
             }
         }
-        emit(&d, a, &mut rng, as_of, &mut messages, &mut truth);
+        // A new appointment can come after a second pause began: keep both in time order.
+        d.steps.sort_by_key(|s| s.0);
+        d.due_moves.sort_by_key(|m| m.0);
+        emit(&d, a, &mut rng, (&cal, as_of), &mut messages, &mut truth);
     }
     messages.sort_by_key(|m| m.sent_at);
     truth.messages = messages.len() as u64;
@@ -470,11 +506,11 @@ fn emit(
     d: &Dossier,
     a: &Agency,
     rng: &mut Rng,
-    as_of: i64,
+    (cal, as_of): (&Calendar, i64),
     out: &mut Vec<Message>,
     truth: &mut GroundTruth,
 ) {
-    let mut last_synced: Option<usize> = None;
+    let mut synced: Vec<usize> = Vec::new();
     for (i, &(at, status)) in d.steps.iter().enumerate() {
         let delay = (a.sync_delay_days * rng.f() * 2.0 * DAY as f64) as i64
             + rng.below(600) as i64 * 1_000_000;
@@ -513,125 +549,11 @@ fn emit(
             payload,
             sent_at,
         });
-        last_synced = Some(i);
+        synced.push(i);
     }
-    let Some(last) = last_synced else { return };
-    // The fold keeps the latest snapshot by event time; it carries the final flags.
-    let status = d.steps[last].1;
-    let e_result = d.e_result && status >= 9;
-    let t = truth.agencies.entry(a.code.clone()).or_default();
-    t.received += 1;
-    t.online_received += u64::from(d.channel == 2);
-    let doc = d.procedure.result_is_document;
-    t.digitized += u64::from(d.submitted_file && (e_result || !doc));
-    t.e_result_eligible += u64::from(doc);
-    t.e_result += u64::from(e_result);
-    t.reused += u64::from(d.reused || d.digitized_component);
-    t.fee_bearing += u64::from(d.fee > 0);
-    t.paid_online += u64::from(d.fee > 0 && d.paid_online);
-}
-
-/// A JSON string literal.
-fn js(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialize")
-}
-
-/// The `DongBoHoSoMC` message of a dossier as it stood at `at`, after `status`. Written
-/// out directly: building `serde_json::Value`s cost most of the generator's time.
-fn snapshot(d: &Dossier, a: &Agency, at: i64, status: u8, updating: bool) -> String {
-    use std::fmt::Write as _;
-    let text = |s: &str| {
-        js(&if a.messy {
-            s.nfd().collect::<String>()
-        } else {
-            s.to_string()
-        })
-    };
-    let code = if a.messy {
-        format!(" {} ", d.code.to_lowercase())
-    } else {
-        d.code.clone()
-    };
-    let mut r = String::with_capacity(1400);
-    let _ = write!(
-        r,
-        r#"{{"service":"DongBoHoSoMC","isUpdating":{updating},"data":[{{"MaHoSo":{},"MaTTHC":{},"TenTTHC":{},"MaLinhVuc":"LV","DonViXuLy":{},"KenhThucHien":{},"ChuHoSo":"Nguyễn Văn A","LoaiDoiTuong":1,"SoGiayToChuHoSo":"{}","NgayNopHoSo":"{}","NgayTiepNhan":"{}","NgayHenTra":"{}","TrangThaiHoSo":{status},"HoSoCoThanhPhanSoHoa":{},"DuocThanhToanTrucTuyen":{},"#,
-        js(&code),
-        js(&d.procedure.code),
-        text(&d.procedure.name),
-        js(&a.code),
-        d.channel,
-        d.applicant_id,
-        fmt(d.received - HOUR),
-        fmt(d.received),
-        fmt(d.due),
-        u8::from(d.digitized_component),
-        if d.paid_online { 2 } else { 0 },
-    );
-    let _ = write!(
-        r,
-        r#""TaiLieuNop":[{{"TepDinhKemId":"f-1","TenTepDinhKem":{},"IsDeleted":false,"MaThanhPhanHoSo":"TP1","DuongDanTaiTepTin":{},"DuocSoHoa":{},"DuocTaiSuDung":{},"DuocLayTuKhoDMQG":0}}],"DanhSachLePhi":[{{"TenPhiLePhi":"Lệ phí","MaPhiLePhi":"LP1","HinhThucThu":1,"Gia":{},"LoaiPhiLePhi":1}}],"DanhSachHoSoBoSung":["#,
-        text("Tờ khai.pdf"),
-        if d.submitted_file {
-            r#""https://files.example.invalid/f-1""#
-        } else {
-            "null"
-        },
-        u8::from(d.digitized_component),
-        u8::from(d.reused),
-        d.fee,
-    );
-    let mut first = true;
-    for (asked, answered, moved) in d.supplements.iter().filter(|s| s.0 <= at) {
-        if !first {
-            r.push(',');
-        }
-        first = false;
-        let _ = write!(
-            r,
-            r#"{{"NgayBoSung":"{}","NoiDungBoSung":{}"#,
-            fmt(*asked),
-            text("Bổ sung giấy tờ")
-        );
-        if let Some(ans) = answered.filter(|t| *t <= at) {
-            let _ = write!(r, r#","NgayTiepNhanBoSung":"{}""#, fmt(ans));
-            if let Some((before, after)) = moved {
-                let _ = write!(
-                    r,
-                    r#","NgayHenTraTruoc":"{}","NgayHenTraMoi":"{}""#,
-                    fmt(*before),
-                    fmt(*after)
-                );
-            }
-        }
-        r.push('}');
+    if !synced.is_empty() {
+        truth::record(d, a, &synced, cal, as_of, truth);
     }
-    r.push(']');
-    if let Some(f) = d.finished.filter(|t| *t <= at) {
-        let _ = write!(r, r#","NgayKetThucXuLy":"{}""#, fmt(f));
-        if d.procedure.result_is_document {
-            let link = if d.e_result {
-                r#""https://files.example.invalid/r-1""#
-            } else {
-                "null"
-            };
-            let _ = write!(
-                r,
-                r#","DanhSachGiayToKetQua":[{{"TenGiayTo":{},"GiayToId":"r-1","DuongDanTepTinKetQua":{link}}}]"#,
-                text("Kết quả")
-            );
-        } else {
-            r.push_str(r#","DanhSachGiayToKetQua":[]"#);
-        }
-    }
-    if let Some(t) = d.returned.filter(|t| *t <= at) {
-        let _ = write!(r, r#","NgayTra":"{}""#, fmt(t));
-    }
-    if let Some(t) = d.refused.filter(|t| *t <= at) {
-        let _ = write!(r, r#","NgayTuChoi":"{}""#, fmt(t));
-    }
-    r.push_str("}]}");
-    r
 }
 
 /// `sohoa generate`.
