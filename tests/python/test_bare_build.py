@@ -138,3 +138,15 @@ def test_the_built_binary_passes_and_a_library_beyond_glibc_does_not(sohoa):
     bad = subprocess.run([str(SCRIPT), str(libarrow)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     assert f"{libarrow} links libstdc++.so.6" in bad.stderr
+
+
+def test_the_workspace_rust_version_covers_every_dependency(metadata):
+    assert check.check_rust_version(metadata) == []
+    # A dependency that moves to a newer Rust than the README asks for is caught.
+    changed = copy.deepcopy(metadata)
+    dep = next(p for p in changed["packages"] if p["name"] == "arrow-array")
+    dep["rust_version"] = "1.999"
+    problems = check.check_rust_version(changed)
+    assert len(problems) == 1 and problems[0].startswith(f"arrow-array {dep['version']} needs Rust 1.999"), problems
+    # "1.89" and "1.89.0" are the same version.
+    assert check.version_tuple("1.89") == check.version_tuple("1.89.0") < check.version_tuple("1.89.1")
