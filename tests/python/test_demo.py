@@ -6,6 +6,7 @@ equal it exactly, the dead-letter count must equal the malformed messages, and a
 run into the same folder must write nothing twice."""
 import json
 import os
+import re
 
 import duckdb
 import pytest
@@ -46,6 +47,31 @@ def test_the_demo_says_where_everything_is(demo):
     assert "Province:" in first.stdout
 
 
+STAGES = re.compile(
+    r"stages: generate (?P<generate>\d+\.\d) s · produce (?P<produce>\d+\.\d) s · "
+    r"ingest (?P<ingest>\d+\.\d) s \(alongside produce; (?P<after>\d+\.\d) s after it\) · "
+    r"aggregate (?P<aggregate>\d+\.\d) s · report (?P<report>\d+\.\d) s · total (?P<total>\d+\.\d) s")
+
+
+def stage_times(stdout):
+    """The demo's last line: each stage's wall time, in seconds."""
+    last = stdout.rstrip().splitlines()[-1]
+    match = STAGES.fullmatch(last)
+    assert match, f"the last line is not the stage timings: {last!r}"
+    return {k: float(v) for k, v in match.groupdict().items()}
+
+
+def test_the_demo_ends_with_its_stage_timings(demo):
+    _, first, _ = demo
+    t = stage_times(first.stdout)
+    # Producing runs inside the ingest stage; the other stages follow one another, so
+    # together they fit in the total (each figure is rounded to a tenth).
+    assert t["produce"] <= t["ingest"] + 0.1
+    assert t["after"] <= t["ingest"] + 0.1
+    assert t["generate"] + t["ingest"] + t["aggregate"] + t["report"] <= t["total"] + 0.4
+    assert t["total"] > 0
+
+
 def test_a_second_run_finds_the_first_and_writes_nothing_twice(demo, sohoa):
     out, _, env = demo
     before = events(out)
@@ -53,6 +79,7 @@ def test_a_second_run_finds_the_first_and_writes_nothing_twice(demo, sohoa):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "found a previous demo" in again.stderr
     assert "nothing was written twice" in again.stderr
+    stage_times(again.stdout)
     assert events(out) == before
     # Another size into the same folder is refused, with the way out.
     other = run([sohoa, "demo", "--dossiers", "10", "--out", str(out)], env=env, timeout=120)

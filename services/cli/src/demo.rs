@@ -22,6 +22,9 @@ use sohoa_ingestor::Metrics;
 
 use crate::generate::{self, Message};
 
+mod stages;
+use stages::{Stage, Stages};
+
 const TOPIC: &str = "dvcqg.dossiers";
 const DEAD_LETTERS: &str = "sohoa.dead-letters";
 const GROUP: &str = "sohoa-demo";
@@ -217,6 +220,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
             sohoa_schemas::pseudonym::KEY_ENV
         );
     }
+    let mut stages = Stages::default();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let out = args.out.canonicalize()?;
@@ -251,7 +255,9 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         group(args.dossiers as u64),
         args.seed
     );
+    let stage = Stage::start();
     let feed = generate::generate(args.dossiers, args.seed, 2025)?;
+    stages.generate = stage.stop();
     std::fs::write(
         out.join("ground-truth.json"),
         serde_json::to_vec_pretty(&feed.truth)?,
@@ -274,6 +280,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let icfg = ingestor_config(&cfg, &brokers, &out);
+    let ingest_stage = Stage::start();
     let mut stops = Vec::new();
     let mut handles = Vec::new();
     let mut metrics = Vec::new();
@@ -310,6 +317,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     let storage = sohoa_runtime::Storage::open(&icfg.storage)?;
     let checkpointer = sohoa_ingestor::checkpoint::Checkpointer::new(storage.store.clone());
     let progressed = Progressed::new(checkpointer, &brokers, args.partitions)?;
+    let produce_stage = Stage::start();
     let p = producer(&brokers)?;
     let mut produced_bar = Progress::new("producing", total);
     let before = durable(&metrics);
@@ -333,7 +341,9 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     }
     p.flush(Duration::from_secs(60))
         .context("flushing the producer")?;
+    stages.produce = produce_stage.stop();
     produced_bar.finish(if interrupted() { 0 } else { total });
+    let ingest_after_produce = Stage::start();
 
     // A re-run finds everything durable already: the ingestors skip it, so wait for the
     // group's storage progress to reach the end of every partition instead of counting.
@@ -366,6 +376,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         totals.events += t.events;
         totals.skipped_durable += t.skipped_durable;
     }
+    stages.ingest = ingest_stage.stop();
+    stages.ingest_after_produce = ingest_after_produce.stop();
     drop(mock);
     if interrupted() {
         bail!(
@@ -388,6 +400,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         );
     }
 
+    let stage = Stage::start();
     let mut agg_bar = Progress::new("aggregating", 1);
     agg_bar.set(0);
     let opts = sohoa_aggregator::Options {
@@ -400,6 +413,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     };
     let summary = sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)?;
     agg_bar.finish(1);
+    stages.aggregate = stage.stop();
+    let stage = Stage::start();
     let names = feed
         .truth
         .agencies
@@ -429,6 +444,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         "{}",
         report::terminal_summary(&input, std::io::stdout().is_terminal())
     );
+    stages.report = stage.stop();
     let o = out.display();
     println!(
         "\nDone in {:.0} s. Everything is under {o}:\n\
@@ -445,6 +461,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         group(summary.dossiers as u64),
         report_path.display(),
     );
+    stages.total = started.elapsed();
+    println!("\n{stages}");
     Ok(())
 }
 

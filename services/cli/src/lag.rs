@@ -6,7 +6,6 @@
 //! it never joins the group (no rebalance of the running ingestors) and never commits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +16,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sohoa_runtime::Config;
+
+mod error;
+mod first_failure;
+pub use error::LagError;
+use first_failure::FirstFailure;
 
 /// Exit status of `sohoa lag` when the total lag is above `--fail-above`; distinct from 1
 /// (the command failed) and 2 (bad configuration) so probes can tell "behind" from "broken".
@@ -75,68 +79,6 @@ pub struct PartitionLag {
     /// Age in seconds of the oldest unconsumed message (now minus its timestamp): 0 when
     /// nothing is unconsumed, `None` when it could not be read in time.
     pub lag_seconds: Option<f64>,
-}
-
-/// Why the lag could not be described.
-#[derive(Debug)]
-pub enum LagError {
-    /// Nothing to describe: no group or no topic was given.
-    Usage(String),
-    /// librdkafka refused the client settings (a misspelt kafka.properties key, say).
-    Client(KafkaError),
-    /// No broker answered the first request.
-    Unreachable {
-        /// The bootstrap servers that were tried.
-        brokers: String,
-        /// What librdkafka reported.
-        source: KafkaError,
-    },
-    /// The cluster does not have this topic.
-    UnknownTopic {
-        /// The topic asked for.
-        topic: String,
-    },
-    /// The cluster answered, with an error.
-    Kafka {
-        /// What was being read, for the message.
-        what: String,
-        /// What librdkafka reported.
-        source: KafkaError,
-    },
-}
-
-impl fmt::Display for LagError {
-    // Each message is one line that says what to fix: the CLI prints it as is.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LagError::Usage(msg) => f.write_str(msg),
-            LagError::Client(e) => write!(
-                f,
-                "cannot create the Kafka client: {e} (check kafka.properties)"
-            ),
-            LagError::Unreachable { brokers, source } => write!(
-                f,
-                "cannot reach Kafka at {brokers}: {source}; check --brokers or kafka.brokers \
-                 (and the security settings in kafka.properties)"
-            ),
-            LagError::UnknownTopic { topic } => write!(
-                f,
-                "topic {topic:?} does not exist on this cluster; check --topics or [[topics]]"
-            ),
-            LagError::Kafka { what, source } => write!(f, "{what}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for LagError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LagError::Client(e)
-            | LagError::Unreachable { source: e, .. }
-            | LagError::Kafka { source: e, .. } => Some(e),
-            LagError::Usage(_) | LagError::UnknownTopic { .. } => None,
-        }
-    }
 }
 
 /// Read the committed offsets of `group` and the watermarks of every partition of
@@ -242,12 +184,13 @@ fn group_reader(
     brokers: &str,
     group: &str,
     extra: &BTreeMap<String, String>,
-) -> Result<BaseConsumer, LagError> {
+) -> Result<BaseConsumer<FirstFailure>, LagError> {
     let mut c = client_config(brokers, extra);
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
-    c.create().map_err(LagError::Client)
+    c.create_with_context(FirstFailure::default())
+        .map_err(LagError::Client)
 }
 
 fn client_config(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfig {
@@ -263,7 +206,7 @@ fn client_config(brokers: &str, extra: &BTreeMap<String, String>) -> ClientConfi
 
 /// The partition ids of `topic`, sorted, from the cluster metadata.
 fn partitions(
-    reader: &BaseConsumer,
+    reader: &BaseConsumer<FirstFailure>,
     brokers: &str,
     topic: &str,
     timeout: Duration,
@@ -287,6 +230,7 @@ fn partitions(
             return Err(LagError::Unreachable {
                 brokers: brokers.to_owned(),
                 source,
+                reason: first_failure::reason(reader),
             })
         }
     };

@@ -430,6 +430,7 @@ impl Config {
         );
         let mut cfg: Config = builder.build()?.try_deserialize()?;
         cfg.kafka.properties.extend(props);
+        crate::kafka_tls::trust_system_certificates(&mut cfg.kafka.properties);
         cfg.validate()?;
         Ok(cfg)
     }

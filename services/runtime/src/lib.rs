@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod http;
+pub mod kafka_tls;
 pub mod storage;
 pub mod telemetry;
 
