@@ -178,7 +178,9 @@ def test_killed_and_rerun_backfills_keep_each_reject_once(sohoa, feed, reference
     out = tmp_path / "data"
     small = {"SOHOA__FLUSH__MAX_ROWS": "2000"}
     kills = 0
-    for after in (2, 5, 9):
+    # Each run resumes where the last one died, so the counts stay small: a slow host
+    # flushes bigger ranges, and a feed of ~17k lines may hold only four or five.
+    for after in (1, 2, 1):
         r = backfill(sohoa, [feed], out, {**small, "SOHOA_CRASH_AT": point,
                                           "SOHOA_CRASH_AFTER": str(after)})
         kills += r.returncode != 0
