@@ -7,6 +7,7 @@
 //! period), `scorecard`, `quality` (data-quality checks and the `quality/` tables),
 //! `output` (Parquet and CSV) and `report` (HTML and the terminal summary).
 
+pub mod agencies;
 pub mod backlog;
 pub mod calendar;
 pub mod catalog;
@@ -31,6 +32,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sohoa_runtime::config::AggregateConfig;
 
+use agencies::{Agencies, AgencyError};
 use calendar::{Calendar, CalendarError, OfficeHours};
 use catalog::{Catalog, CatalogError};
 use fold::{Folder, Part, Shard, NO_SYM};
@@ -48,6 +50,14 @@ pub enum AggregateError {
     Calendar { path: String, cause: CalendarError },
     #[error("aggregate.catalogue {path:?}: {cause}")]
     Catalogue { path: String, cause: CatalogError },
+    #[error("aggregate.agencies {path:?}: {cause}")]
+    Agencies {
+        path: String,
+        cause: Box<AgencyError>,
+    },
+    /// `aggregate.province` names no province of the reference.
+    #[error(transparent)]
+    Province(Box<AgencyError>),
     #[error("{key}: cannot read {path}: {cause}")]
     ReadFile {
         key: &'static str,
@@ -94,6 +104,8 @@ impl AggregateError {
             AggregateError::OfficeHours(_)
                 | AggregateError::Calendar { .. }
                 | AggregateError::Catalogue { .. }
+                | AggregateError::Agencies { .. }
+                | AggregateError::Province(_)
                 | AggregateError::ReadFile { .. }
         )
     }
@@ -236,6 +248,38 @@ pub fn reference_data(cfg: &AggregateConfig) -> Result<(Calendar, Catalog), Aggr
         cause,
     })?;
     Ok((cal, catalog))
+}
+
+/// The agency reference the configuration names (or the embedded one), with the
+/// configured province.
+pub fn agency_reference(cfg: &AggregateConfig) -> Result<Agencies, AggregateError> {
+    let bad = |cause| AggregateError::Agencies {
+        path: cfg.agencies.clone(),
+        cause: Box::new(cause),
+    };
+    let agencies = if cfg.agencies.is_empty() {
+        Agencies::embedded()
+    } else {
+        let data = std::fs::read(&cfg.agencies).map_err(|cause| AggregateError::ReadFile {
+            key: "aggregate.agencies",
+            path: cfg.agencies.clone(),
+            cause,
+        })?;
+        Agencies::from_file(&cfg.agencies, data)
+    };
+    agencies
+        .map_err(bad)?
+        .with_province(&cfg.province)
+        .map_err(|e| AggregateError::Province(Box::new(e)))
+}
+
+/// The name of the report's province: the configured one, or the reference's only
+/// current province; empty when the reference has neither.
+pub fn province_name(agencies: &Agencies) -> String {
+    agencies
+        .default_province()
+        .map(|p| agencies.name(p).to_string())
+        .unwrap_or_default()
 }
 
 /// Run the aggregator over `store`: fold, judge, group, and write `dossiers/` and

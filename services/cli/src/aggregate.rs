@@ -293,8 +293,10 @@ fn run_once(
         );
     } else {
         let names = Default::default();
+        let province =
+            sohoa_aggregator::province_name(&sohoa_aggregator::agency_reference(&cfg.aggregate)?);
         let input = ReportInput {
-            title: &cfg.aggregate.province,
+            title: &province,
             generated_at: &format_local(now),
             as_of: &format_local(opts.as_of),
             rows: &summary.metric_rows,

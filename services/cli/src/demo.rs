@@ -410,8 +410,10 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     let as_of = chrono::DateTime::from_timestamp_micros(feed.as_of + 7 * 3_600_000_000)
         .map(|t| t.format("%Y-%m-%d %H:%M ICT").to_string())
         .unwrap_or_default();
+    let province =
+        sohoa_aggregator::province_name(&sohoa_aggregator::agency_reference(&cfg.aggregate)?);
     let input = ReportInput {
-        title: &cfg.aggregate.province,
+        title: &province,
         generated_at: &generated,
         as_of: &as_of,
         rows: &summary.metric_rows,
