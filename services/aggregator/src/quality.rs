@@ -8,7 +8,7 @@
 //!   for the repeat count, and rows per topic for the reconciliation;
 //! - **per dossier** (after the fold, [`dossier_issues`]): completeness and consistency
 //!   checks on the folded fact, which holds only a few extra bytes for them
-//!   (`peak_stage`, `peak_at`, `first_agency`, `qflags`, `snapshot_status`);
+//!   (`peak_stage`, `peak_at`, `snapshot_status`) besides the agencies it keeps anyway;
 //! - **per commit marker** (`_sohoa/commits/`): messages, dead letters by reason and the
 //!   rows the ingestor says it wrote.
 //!
@@ -36,9 +36,6 @@ use crate::model::{rate, Period, Scorecard};
 use crate::output::{self, OutputError};
 use crate::read::DateRange;
 use crate::rules::{Judged, NotJudged};
-
-/// `Fact::qflags`: snapshots of the dossier named two different agencies.
-pub const Q_TWO_AGENCIES: u8 = 1;
 
 /// A status's stage in a dossier's life: 1 registered, 2 received, 3 being processed
 /// (4 processing, 5 supplement and 6 payment requested go back and forth legitimately),
@@ -504,7 +501,7 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) 
                 f.finished_at.is_some_and(|t| t < r) || f.returned_at.is_some_and(|t| t < r),
             );
         }
-        c[I_TWO_AGENCIES] = u64::from(f.qflags & Q_TWO_AGENCIES != 0);
+        c[I_TWO_AGENCIES] = u64::from(!f.holders.is_empty());
     }
     c[I_WITH_ISSUE] = u64::from(c[I_NO_SNAPSHOT..I_WITH_ISSUE].contains(&1));
     c[I_DUE_RESET] = u64::from(j.due_resets > 0);

@@ -351,7 +351,7 @@ impl Loaded {
 
 /// The state's format: a state of another version (its facts lack what this one keeps)
 /// is rebuilt from `events/` by folding everything again.
-const STATE_VERSION: u32 = 4;
+const STATE_VERSION: u32 = 5;
 
 fn corrupt(path: &str, reason: impl ToString) -> AggregateError {
     StateError::Corrupt {
