@@ -34,6 +34,7 @@ use crate::fold::{Fact, FxHasher, FxMap, Interner, Sym, FLAG_E_RESULT, NO_SYM};
 use crate::metrics::MISSING_CODE;
 use crate::model::{rate, Period, Scorecard};
 use crate::output::{self, OutputError};
+use crate::placement::Placement;
 use crate::read::DateRange;
 use crate::rules::{Judged, NotJudged};
 
@@ -401,10 +402,12 @@ pub const DOSSIER_COLUMNS: [&str; N_DOSSIER] = [
     "dossiers_with_issue",
     "due_date_reset",
     "calendar_missing",
+    "unknown_agency",
+    "handed_over",
 ];
 
 /// How many dossier columns there are.
-const N_DOSSIER: usize = 17;
+const N_DOSSIER: usize = 19;
 
 const I_DOSSIERS: usize = 0;
 const I_NO_SNAPSHOT: usize = 1;
@@ -422,9 +425,13 @@ const I_FINISH_BEFORE: usize = 12;
 const I_TWO_AGENCIES: usize = 13;
 const I_WITH_ISSUE: usize = 14;
 // Not data-quality issues, so after `dossiers_with_issue` and outside it: how the agencies
-// handled the dossiers, and what the holiday table could not judge.
+// handled the dossiers, what the holiday table could not judge, agencies the reference
+// lacks (a gap in the reference, not in the feed), and handovers (along a successor line
+// they are expected; any other is `two_agencies`).
 const I_DUE_RESET: usize = 15;
 const I_CALENDAR_MISSING: usize = 16;
+const I_UNKNOWN_AGENCY: usize = 17;
+const I_HANDED_OVER: usize = 18;
 
 /// Dossier counts, by [`DOSSIER_COLUMNS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -466,8 +473,14 @@ fn needs_receipt(status: i8) -> bool {
 
 /// The checks one dossier fails, as a [`DossierCounts`] of zeros and ones. Dates and
 /// codes are the latest snapshot's; the regression looks at every event; `j` is the
-/// dossier as the rules judged it.
-pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) -> DossierCounts {
+/// dossier as the rules judged it, `place` where its agencies put it.
+pub fn dossier_issues(
+    f: &Fact,
+    syms: &Interner,
+    catalog: &Catalog,
+    j: &Judged,
+    place: &Placement,
+) -> DossierCounts {
     let mut c = [0u64; N_DOSSIER];
     c[I_DOSSIERS] = 1;
     // The latest event (of any kind) is at an earlier stage than one an earlier event had
@@ -501,7 +514,8 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) 
                 f.finished_at.is_some_and(|t| t < r) || f.returned_at.is_some_and(|t| t < r),
             );
         }
-        c[I_TWO_AGENCIES] = u64::from(!f.holders.is_empty());
+        // A handover along a known successor line is the reorganization at work.
+        c[I_TWO_AGENCIES] = u64::from(place.off_line);
     }
     c[I_WITH_ISSUE] = u64::from(c[I_NO_SNAPSHOT..I_WITH_ISSUE].contains(&1));
     c[I_DUE_RESET] = u64::from(j.due_resets > 0);
@@ -509,6 +523,8 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) 
         j.not_judged,
         Some(NotJudged::CalendarMissing { .. })
     ));
+    c[I_UNKNOWN_AGENCY] = u64::from(place.unknown);
+    c[I_HANDED_OVER] = u64::from(place.handed_over);
     DossierCounts(c)
 }
 

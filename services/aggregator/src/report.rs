@@ -2073,7 +2073,7 @@ pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::IndicatorScore;
+    use crate::model::{IndicatorScore, View};
 
     fn d(y: i32, m: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, 1).unwrap()
@@ -2115,7 +2115,11 @@ mod tests {
         MetricRow {
             period,
             period_start: start,
+            view: View::Restated,
+            province_code: None,
+            province_name: None,
             agency_code: agency.map(str::to_string),
+            agency_name: None,
             procedure_code: proc_.map(|(code, _)| code.to_string()),
             procedure_name: proc_.map(|(_, name)| name.to_string()),
             counts: c,
@@ -2148,6 +2152,7 @@ mod tests {
             period: Period::Year,
             period_start: d(2026, 1),
             agency_code: agency.map(str::to_string),
+            agency_name: None,
             total: points.iter().sum(),
             max_total,
             indicators,

@@ -400,28 +400,23 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     };
     let summary = sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)?;
     agg_bar.finish(1);
-    let names = feed
-        .truth
-        .agencies
-        .iter()
-        .map(|(code, t)| (code.clone(), t.name.clone()))
-        .collect();
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     let as_of = chrono::DateTime::from_timestamp_micros(feed.as_of + 7 * 3_600_000_000)
         .map(|t| t.format("%Y-%m-%d %H:%M ICT").to_string())
         .unwrap_or_default();
-    let province =
-        sohoa_aggregator::province_name(&sohoa_aggregator::agency_reference(&cfg.aggregate)?);
+    // The report ranks today's units: the restated view, named from the reference.
+    let restated = sohoa_aggregator::model::View::Restated;
+    let (rows, fields) = (summary.rows_of(restated), summary.fields_of(restated));
     let input = ReportInput {
-        title: &province,
+        title: &summary.province,
         generated_at: &generated,
         as_of: &as_of,
-        rows: &summary.metric_rows,
+        rows: &rows,
         scorecards: &summary.scorecards,
-        agency_names: &names,
+        agency_names: &summary.agency_names,
         min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
         calendar: &summary.calendar,
-        fields: &summary.field_rows,
+        fields: &fields,
     };
     let report_path = out.join("report/index.html");
     std::fs::create_dir_all(out.join("report"))?;

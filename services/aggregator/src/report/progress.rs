@@ -194,12 +194,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::model::View;
 
     fn row(agency: Option<&str>, c: Counts) -> MetricRow {
         MetricRow {
             period: Period::Month,
             period_start: NaiveDate::from_ymd_opt(2023, 3, 1).unwrap(),
+            view: View::Restated,
+            province_code: None,
+            province_name: None,
             agency_code: agency.map(str::to_string),
+            agency_name: None,
             procedure_code: None,
             procedure_name: None,
             counts: c,
