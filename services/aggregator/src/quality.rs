@@ -175,8 +175,11 @@ pub struct EventQ<'a> {
     pub kind: Sym,
     pub source: Sym,
     pub topic: Sym,
-    /// The agency on the event itself: progress events carry none.
+    /// The agency on the event itself: progress events carry none...
     pub agency: Sym,
+    /// ...and its code: part of what makes an event a repeat, since a successor's
+    /// software re-syncing a dossier it took over can repeat everything else.
+    pub agency_code: Option<&'a str>,
     pub status: i8,
     pub time: i64,
     /// `arrived_at`, else `ingested_at`.
@@ -257,6 +260,9 @@ impl FoldQuality {
         hasher.write_u32(e.kind);
         hasher.write_u8(e.status as u8);
         hasher.write_u64(e.time as u64);
+        if let Some(a) = e.agency_code {
+            hasher.write(a.as_bytes());
+        }
         let fp = (fmix(hasher.finish()) >> 8) | ((si as u64) << 56);
         self.fingerprints.push(fp);
 

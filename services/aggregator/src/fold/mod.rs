@@ -304,6 +304,7 @@ impl Folder {
                 source: src,
                 topic: topic_sym,
                 agency: ag,
+                agency_code: (ag != NO_SYM).then(|| syms.get(ag)).flatten(),
                 status: st,
                 time: key.time,
                 arrival,
