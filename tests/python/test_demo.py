@@ -33,6 +33,15 @@ def test_metrics_equal_the_generators_ground_truth(demo):
     truth = json.loads((out / "ground-truth.json").read_text())
     assert truth["dossiers"] == DOSSIERS
     assert_metrics_equal_truth(out, truth)
+    # The feed crosses the reorganization of 1 July 2025: 2024 has only the old units;
+    # in 2025 districts hand their open dossiers to the new wards and communes, which
+    # receive from July on; departments merged in March hand theirs over too.
+    assert truth["years"] == [2024, 2025] and truth["handed_over"] > 0
+    y2024, y2025 = truth["by_year"]["2024"]["agencies"], truth["by_year"]["2025"]["agencies"]
+    assert not any(c.startswith("000.40.") for c in y2024)
+    assert sum(a["progress"]["transferred_out"] for c, a in y2025.items() if c.startswith("000.20.")) > 0
+    assert sum(a["progress"]["transferred_in"] for c, a in y2025.items() if c.startswith("000.40.")) > 0
+    assert y2025["000.20.10.H55"]["name"] == "UBND thành phố Mỹ Tho"
     # Every malformed message, and nothing else, went to the dead-letter topic.
     assert f"{truth['malformed']:,} dead-lettered" in first.stderr
     assert truth["malformed"] > 0 and truth["repeats"] > 0

@@ -37,6 +37,13 @@ pub struct DemoArgs {
     /// Seed of the generator: the same seed gives the same feed.
     #[arg(long, default_value_t = 766)]
     seed: u64,
+    /// The first year of the feed. The demo region reorganizes on 1 July 2025: a feed from
+    /// 2024 shows the old units, the break, and 2024 restated to today's units next to 2025.
+    #[arg(long, default_value_t = 2024)]
+    year: i32,
+    /// How many years the feed covers, from `--year` on.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=5))]
+    years: u32,
     /// Where events/, dossiers/, metrics/ and the report go.
     #[arg(long, default_value = "sohoa-demo")]
     out: PathBuf,
@@ -51,6 +58,21 @@ struct RunRecord {
     dossiers: usize,
     seed: u64,
     partitions: i32,
+    /// The years of the feed (a record without them is of one 2025 feed).
+    #[serde(default = "RunRecord::first_year")]
+    year: i32,
+    #[serde(default = "RunRecord::one")]
+    years: u32,
+}
+
+impl RunRecord {
+    fn first_year() -> i32 {
+        2025
+    }
+
+    fn one() -> u32 {
+        1
+    }
 }
 
 /// A progress line on stderr: redrawn in place on a terminal, a few lines otherwise.
@@ -225,6 +247,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         dossiers: args.dossiers,
         seed: args.seed,
         partitions: args.partitions,
+        year: args.year,
+        years: args.years,
     };
     if let Ok(text) = std::fs::read_to_string(&record_path) {
         let before: RunRecord = serde_json::from_str(&text)
@@ -251,7 +275,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         group(args.dossiers as u64),
         args.seed
     );
-    let feed = generate::generate(args.dossiers, args.seed, 2025)?;
+    let feed = generate::generate(args.dossiers, args.seed, args.year, args.years)?;
     std::fs::write(
         out.join("ground-truth.json"),
         serde_json::to_vec_pretty(&feed.truth)?,
