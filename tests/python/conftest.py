@@ -1,7 +1,9 @@
 """Shared fixtures for the Python tests: the sohoa binary and the repository paths."""
 import csv
+import html.parser
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -123,3 +125,37 @@ def assert_progress_equals_truth(out, year, t):
             assert int(province[0][k]) == 0, (year, k)
         else:
             assert int(province[0][k]) == sum(a["progress"][k] for a in t["agencies"].values()), (year, k)
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("chromium is not installed: tests/run installs Debian's chromium package")
+
+
+def headless(*args, tmp):
+    # Flags from this machine's notes: no sandbox as root, and no background networking,
+    # which the closed network would refuse.
+    return run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp}", *args], timeout=120)
+
+
+class Dom(html.parser.HTMLParser):
+    """Elements of the rendered DOM: (tag, attributes, ids of the enclosing elements)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.elements = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.elements.append((tag, a, [x for x in self.stack if x]))
+        if tag not in ("br", "meta", "link", "img", "input", "hr", "col"):
+            self.stack.append(a.get("id"))
+
+    def handle_endtag(self, tag):
+        if self.stack:
+            self.stack.pop()

@@ -12,7 +12,6 @@ restates to."""
 import csv
 import datetime as dt
 import hashlib
-import html.parser
 import itertools
 import json
 import os
@@ -22,7 +21,7 @@ import tomllib
 
 import duckdb
 import pytest
-from conftest import ROOT, run
+from conftest import ROOT, Dom, headless, run
 
 AS_OF = "2024-09-15T12:00:00"
 AGENCIES = ["000.00.12.H55", "000.00.30.H55", "000.20.31.H55", "000.21.32.H55", "000.22.33.H55"]
@@ -478,40 +477,6 @@ def test_analysts_query_dossiers_directly(aggregated):
     # and the province.
     for name in ["Sở Xây dựng", "Sở mới", "UBND phường Một", "UBND phường Hai", "000.22.33.H55", "Tỉnh mới"]:
         assert name in agg.stdout, name
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("chromium is not installed: tests/run installs Debian's chromium package")
-
-
-def headless(*args, tmp):
-    # Flags from this machine's notes: no sandbox as root, and no background networking,
-    # which the closed network would refuse.
-    return run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp}", *args], timeout=120)
-
-
-class Dom(html.parser.HTMLParser):
-    """Elements of the rendered DOM: (tag, attributes, ids of the enclosing elements)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.elements = [], []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.elements.append((tag, a, [x for x in self.stack if x]))
-        if tag not in ("br", "meta", "link", "img", "input", "hr", "col"):
-            self.stack.append(a.get("id"))
-
-    def handle_endtag(self, tag):
-        if self.stack:
-            self.stack.pop()
 
 
 def test_the_report_renders_in_a_real_browser_with_its_charts(aggregated, tmp_path):

@@ -744,16 +744,19 @@ fn the_report_and_the_terminal_show_the_quality_block() {
     let s = aggregate(dir.path(), &options(DateRange::default()));
     let q = s.quality.as_ref().unwrap();
     let names = BTreeMap::new();
+    let restated = sohoa_aggregator::model::View::Restated;
+    let (rows, fields) = (s.rows_of(restated), s.fields_of(restated));
     let input = sohoa_aggregator::report::ReportInput {
         title: "Test",
         generated_at: "now",
         as_of: "then",
-        rows: &s.metric_rows,
+        rows: &rows,
         scorecards: &s.scorecards,
         agency_names: &names,
         min_dossiers: 1,
         calendar: &s.calendar,
-        fields: &s.field_rows,
+        fields: &fields,
+        breaks: &s.breaks,
     };
     let html = sohoa_aggregator::report::render_html_with_quality(&input, Some(q));
     assert!(html.contains("<h2>Data quality · 2023</h2>"));

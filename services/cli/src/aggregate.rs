@@ -305,6 +305,7 @@ fn run_once(
             min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
             calendar: &summary.calendar,
             fields: &fields,
+            breaks: &summary.breaks,
         };
         if !args.no_report {
             let html = report::render_html_with_quality(&input, summary.quality.as_ref());

@@ -441,6 +441,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
         calendar: &summary.calendar,
         fields: &fields,
+        breaks: &summary.breaks,
     };
     let report_path = out.join("report/index.html");
     std::fs::create_dir_all(out.join("report"))?;

@@ -87,6 +87,7 @@ mod tests {
             min_dossiers: 1,
             calendar: notes,
             fields: &[],
+            breaks: &[],
         }
     }
 
