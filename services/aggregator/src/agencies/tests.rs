@@ -443,3 +443,44 @@ fn csv_errors_name_the_line() {
         "agency reference: unknown column `remark`; the columns are code, name, level, province, valid_from, valid_to, successors, illustrative, source"
     );
 }
+
+/// The README's example reference ("Agencies as they were and as they are"): its first
+/// TOML block.
+fn readme_example() -> &'static str {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme
+        .find("### Agencies as they were and as they are")
+        .expect("the README section")..];
+    let block = &section[section.find("```toml\n").expect("a TOML example") + 8..];
+    &block[..block.find("```").expect("the example's end")]
+}
+
+#[test]
+fn the_readme_example_loads_and_restates_as_it_says() {
+    let a = Agencies::from_toml(readme_example()).unwrap();
+    assert_eq!(a.len(), 8);
+    let p = a.default_province().unwrap();
+    assert_eq!(a.name(p), "Tỉnh Đồng Tháp");
+    // Old Tiền Giang restates into the new Đồng Tháp.
+    let tg = id(&a, "000.00.00.H55");
+    assert_eq!(a.fixed(tg), Some(p));
+    // The district's dossiers go whole to one of the two wards, by their codes' hash,
+    // about 60:40.
+    let district = id(&a, "000.20.10.H55");
+    let to_first = (0..2000)
+        .filter(|i| a.code(a.restate(district, None, &format!("H-{i}"))) == "000.40.10.H20")
+        .count();
+    assert!((1100..1300).contains(&to_first), "{to_first} of 2000");
+    assert_eq!(a.breaks(), [(d("2025-03-01"), 1), (d("2025-07-01"), 2)]);
+    // The split department: social protection to Health, everything else to Home Affairs.
+    let labour = id(&a, "000.00.18.H55");
+    assert_eq!(
+        a.code(a.restate(labour, Some("BTXH"), "x")),
+        "000.00.14.H55"
+    );
+    assert_eq!(
+        a.code(a.restate(labour, Some("LDVL"), "x")),
+        "000.00.19.H55"
+    );
+    assert!(a.succeeds(labour, id(&a, "000.00.14.H55")));
+}
