@@ -3,10 +3,11 @@
 //!
 //! One module per stage: `read` (events from storage), `fold` (one fact per dossier),
 //! `rules` (the 766 on-time rules), `calendar`, `catalog` and `agencies` (working days,
-//! statutory times, the agency reference), `placement` (which agency each count belongs
-//! to, as it was and restated), `metrics` (grouping and rollups), `backlog` (dossiers
-//! carried from period to period), `scorecard`, `quality` (data-quality checks and the
-//! `quality/` tables), `output` (Parquet and CSV) and `report` (HTML and the terminal
+//! statutory times, the agency reference) and `reference` (loading them as configured),
+//! `placement` (which agency each count belongs to, as it was and restated), `metrics`
+//! (grouping and rollups), `backlog` (dossiers carried from period to period),
+//! `scorecard`, `quality` (data-quality checks and the `quality/` tables), `output`
+//! (Parquet and CSV), `summary` (what a run produced) and `report` (HTML and the terminal
 //! summary).
 
 pub mod agencies;
@@ -21,9 +22,14 @@ pub mod output;
 pub mod placement;
 pub mod quality;
 pub mod read;
+mod reference;
 pub mod report;
 pub mod rules;
 pub mod scorecard;
+mod summary;
+
+pub use reference::{agency_reference, province_name, reference_data};
+pub use summary::Summary;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,11 +42,11 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sohoa_runtime::config::AggregateConfig;
 
 use agencies::{Agencies, AgencyError};
-use calendar::{Calendar, CalendarError, OfficeHours};
+use calendar::{Calendar, CalendarError};
 use catalog::{Catalog, CatalogError};
 use fold::{Folder, Part, Shard, NO_SYM};
 use metrics::{Base, Grouper};
-use model::{CalendarNotes, FieldRow, MetricRow, Period, Scorecard, View};
+use model::{MetricRow, Period, View};
 use read::DateRange;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,60 +137,6 @@ pub struct Options {
     pub allow_mixed_keys: bool,
 }
 
-/// What a run produced, for the command line and the report.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub files_read: usize,
-    pub bytes_read: u64,
-    pub events_read: u64,
-    pub dossiers: usize,
-    pub metric_rows: Vec<MetricRow>,
-    /// The field rollups, within each agency and across agencies.
-    pub field_rows: Vec<FieldRow>,
-    pub scorecards: Vec<Scorecard>,
-    pub written: Vec<String>,
-    pub elapsed_ms: u64,
-    /// Event time of the newest event folded in (UTC µs): how fresh the metrics are.
-    pub newest_event_us: Option<i64>,
-    /// The data-quality tables (`quality/`): a run over all dossiers, or a merge of shards,
-    /// has them; one shard's run only writes its counts for the merge.
-    pub quality: Option<quality::QualityReport>,
-    /// The fingerprints of the pseudonym keys of the rows read (see
-    /// `Pseudonymizer::fingerprint`): one, unless mixing keys was allowed.
-    pub key_fingerprints: Vec<String>,
-    /// Provisional years of the holiday table, and dossiers set aside for missing ones.
-    pub calendar: CalendarNotes,
-    /// The province the report covers, by name (from the agency reference).
-    pub province: String,
-    /// Agency code to its current name, for every code of the reference.
-    pub agency_names: std::collections::BTreeMap<String, String>,
-    /// The days agencies ended on and handed their dossiers to successors, with how many
-    /// ended then: what the report's trend charts mark.
-    pub breaks: Vec<(NaiveDate, usize)>,
-    /// Agency codes of the feed that the reference lacks.
-    pub unknown_agencies: Vec<String>,
-}
-
-impl Summary {
-    /// The metric rows of one view.
-    pub fn rows_of(&self, view: View) -> Vec<MetricRow> {
-        self.metric_rows
-            .iter()
-            .filter(|r| r.view == view)
-            .cloned()
-            .collect()
-    }
-
-    /// The field rows of one view.
-    pub fn fields_of(&self, view: View) -> Vec<FieldRow> {
-        self.field_rows
-            .iter()
-            .filter(|r| r.row.view == view)
-            .cloned()
-            .collect()
-    }
-}
-
 /// Refuse, before any work, a root whose rows were pseudonymized under different keys,
 /// unless told otherwise. The ingestors' commit markers name each range's key, and
 /// reading them is incremental (the digest of `quality/`), so this costs little.
@@ -208,110 +160,6 @@ fn check_keys(
     }
     summary.key_fingerprints = keys;
     Ok(())
-}
-
-impl Summary {
-    /// The run's results in Prometheus' text format, for node-exporter's textfile
-    /// collector: a batch job has no endpoint to scrape.
-    pub fn prometheus_text(&self, finished_unix_s: i64) -> String {
-        let gauges = [
-            (
-                "sohoa_aggregate_last_success_timestamp_seconds",
-                "Unix time the last successful aggregation finished.",
-                finished_unix_s as f64,
-            ),
-            (
-                "sohoa_aggregate_duration_seconds",
-                "How long the last successful aggregation took.",
-                self.elapsed_ms as f64 / 1000.0,
-            ),
-            (
-                "sohoa_aggregate_events_read",
-                "Events the last successful aggregation read.",
-                self.events_read as f64,
-            ),
-            (
-                "sohoa_aggregate_dossiers",
-                "Dossiers the last successful aggregation judged.",
-                self.dossiers as f64,
-            ),
-            (
-                "sohoa_aggregate_newest_event_timestamp_seconds",
-                "Event time of the newest event the metrics include: their freshness.",
-                self.newest_event_us.map_or(0.0, |u| u as f64 / 1e6),
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in gauges {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            ));
-        }
-        out
-    }
-}
-
-/// The calendar and the catalogue the configuration names (or the embedded ones).
-pub fn reference_data(cfg: &AggregateConfig) -> Result<(Calendar, Catalog), AggregateError> {
-    let hours = OfficeHours::parse(&cfg.office_hours).map_err(AggregateError::OfficeHours)?;
-    let read = |key, path: &str| {
-        std::fs::read_to_string(path).map_err(|cause| AggregateError::ReadFile {
-            key,
-            path: path.to_string(),
-            cause,
-        })
-    };
-    let cal = if cfg.calendar.is_empty() {
-        Calendar::embedded(hours)
-    } else {
-        Calendar::from_toml(&read("aggregate.calendar", &cfg.calendar)?, hours)
-    }
-    .map_err(|cause| AggregateError::Calendar {
-        path: cfg.calendar.clone(),
-        cause,
-    })?;
-    let catalog = if cfg.catalogue.is_empty() {
-        Catalog::embedded()
-    } else {
-        Catalog::from_toml(&read("aggregate.catalogue", &cfg.catalogue)?)
-    }
-    .map_err(|cause| AggregateError::Catalogue {
-        path: cfg.catalogue.clone(),
-        cause,
-    })?;
-    Ok((cal, catalog))
-}
-
-/// The agency reference the configuration names (or the embedded one), with the
-/// configured province.
-pub fn agency_reference(cfg: &AggregateConfig) -> Result<Agencies, AggregateError> {
-    let bad = |cause| AggregateError::Agencies {
-        path: cfg.agencies.clone(),
-        cause: Box::new(cause),
-    };
-    let agencies = if cfg.agencies.is_empty() {
-        Agencies::embedded()
-    } else {
-        let data = std::fs::read(&cfg.agencies).map_err(|cause| AggregateError::ReadFile {
-            key: "aggregate.agencies",
-            path: cfg.agencies.clone(),
-            cause,
-        })?;
-        Agencies::from_file(&cfg.agencies, data)
-    };
-    agencies
-        .map_err(bad)?
-        .with_province(&cfg.province)
-        .map_err(|e| AggregateError::Province(Box::new(e)))
-}
-
-/// The name of the report's province: the configured one, or the reference's only
-/// current province; empty when the reference has neither.
-pub fn province_name(agencies: &Agencies) -> String {
-    agencies
-        .default_province()
-        .map(|p| agencies.name(p).to_string())
-        .unwrap_or_default()
 }
 
 /// Run the aggregator over `store`: fold, judge, group, and write `dossiers/` and
