@@ -56,6 +56,12 @@ def test_the_demo_says_where_everything_is(demo):
         assert part in first.stdout, part
     assert (out / "report" / "index.html").stat().st_size > 10_000
     assert "Province:" in first.stdout
+    # The query it prints picks one view: each of today's units once a year, by name.
+    query = re.search(r'duckdb -c "(.*)"', first.stdout).group(1)
+    rows = duckdb.connect().execute(query).fetchall()
+    keys = [(r[0], r[1]) for r in rows]
+    assert len(keys) == len(set(keys)) and {r[0] for r in rows} == {"2024", "2025"}, rows
+    assert any(name == "UBND phường Mỹ Tho" for _, name in keys)
 
 
 def test_a_second_run_finds_the_first_and_writes_nothing_twice(demo, sohoa):
