@@ -10,14 +10,12 @@ use chrono::{Datelike, NaiveDate};
 use super::{display_name, esc, num, pct, Band, ReportInput};
 use crate::model::{Counts, Period};
 
+/// One unit's counts by year.
+type ByYear = BTreeMap<i32, Counts>;
+
 /// Each unit's year rollups (agency code; `None` for the province), and the years.
-fn table(
-    input: &ReportInput,
-) -> (
-    BTreeMap<Option<String>, BTreeMap<i32, Counts>>,
-    BTreeSet<i32>,
-) {
-    let mut units: BTreeMap<Option<String>, BTreeMap<i32, Counts>> = BTreeMap::new();
+fn table(input: &ReportInput) -> (BTreeMap<Option<String>, ByYear>, BTreeSet<i32>) {
+    let mut units: BTreeMap<Option<String>, ByYear> = BTreeMap::new();
     let mut years = BTreeSet::new();
     for r in input.rows {
         if r.period != Period::Year || r.procedure_code.is_some() || r.counts == Counts::default() {
@@ -72,7 +70,7 @@ pub(super) fn html(o: &mut String, input: &ReportInput) {
         o.push_str("<th scope=\"col\">Received</th><th scope=\"col\">On time</th><th scope=\"col\">Digitized</th>");
     }
     o.push_str("</tr>\n</thead>\n<tbody>\n");
-    let mut lines: Vec<(String, &Option<String>, &BTreeMap<i32, Counts>)> = units
+    let mut lines: Vec<(String, &Option<String>, &ByYear)> = units
         .iter()
         .filter_map(|(code, by_year)| {
             let code_ref = code.as_deref()?;
