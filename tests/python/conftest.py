@@ -1,7 +1,9 @@
 """Shared fixtures for the Python tests: the sohoa binary and the repository paths."""
 import csv
+import html.parser
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,51 +65,66 @@ TRUTH_FIELDS = ["received", "online_received", "digitized", "e_result_eligible",
                 "fee_bearing", "paid_online"]
 
 
-def assert_metrics_equal_truth(out, truth):
-    """`metrics/metrics.csv` under `out`, for the generated year, equals `sohoa generate`'s
-    ground truth for every agency and for the province."""
-    year = f"{truth['year']}-01-01"
-    with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
-        all_rows = [r for r in csv.DictReader(f)
-                    if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""]
-    rows = [r for r in all_rows if r["field_code"] == ""]
-    # The field rollups across agencies equal the generator's fields, names included.
-    by_field = {r["field_code"]: r for r in all_rows if r["field_code"] and r["agency_code"] == ""}
-    assert set(by_field) == set(truth["fields"])
-    for code, t in truth["fields"].items():
-        got = by_field[code]
-        assert (got["field_name"], int(got["received"]), int(got["digitized"])) == \
-            (t["name"], t["received"], t["digitized"]), code
-    by_agency = {r["agency_code"]: r for r in rows if r["agency_code"]}
-    expected = {code: t for code, t in truth["agencies"].items() if t["received"] > 0}
-    assert set(by_agency) == set(expected)
-    for code, t in expected.items():
-        got = {k: int(by_agency[code][k]) for k in TRUTH_FIELDS}
-        assert got == {k: t[k] for k in TRUTH_FIELDS}, code
-    province = next(r for r in rows if r["agency_code"] == "")
-    assert int(province["received"]) == sum(t["received"] for t in expected.values())
-    assert_progress_equals_truth(out, truth, expected)
-
-
-def assert_progress_equals_truth(out, truth, expected):
-    """`metrics/progress.csv` for the generated year equals the generator's own count of
-    each dossier's outcome (judged by its first due date, moved by its pauses in working
-    time), per agency and for the province; nothing is carried over into the year."""
-    year = f"{truth['year']}-01-01"
-    with open(out / "metrics" / "progress.csv", newline="", encoding="utf-8") as f:
+def _rollups(out, table, year):
+    """The year's rows of `metrics/<table>.csv` without a procedure, by view."""
+    with open(out / "metrics" / f"{table}.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f)
-                if r["period"] == "year" and r["period_start"] == year and r["procedure_code"] == ""
-                and r["field_code"] == ""]
-    by_agency = {r["agency_code"]: r for r in rows}
-    fields = list(next(iter(expected.values()))["progress"])
-    assert set(by_agency) == set(expected) | {""}
-    for code, t in expected.items():
+                if r["period"] == "year" and r["period_start"] == f"{year}-01-01" and r["procedure_code"] == ""]
+    return [r for r in rows if r["view"] == "as_was"], [r for r in rows if r["view"] == "restated"]
+
+
+def assert_metrics_equal_truth(out, truth):
+    """`metrics/metrics.csv` under `out`, for every generated year, equals `sohoa generate`'s
+    ground truth for every agency as it was (named as the reference names it at the year's
+    end) and for the province; the provinces as they were add up to the restated one."""
+    for year in truth["years"]:
+        t = truth["by_year"][str(year)]
+        was, now = _rollups(out, "metrics", year)
+        # The field rollups across the province's agencies equal the generator's fields,
+        # names included (restated, the region is one province).
+        by_field = {r["field_code"]: r for r in now if r["field_code"] and r["agency_code"] == ""}
+        assert set(by_field) == set(t["fields"]), year
+        for code, f in t["fields"].items():
+            got = by_field[code]
+            assert (got["field_name"], int(got["received"]), int(got["digitized"])) == \
+                (f["name"], f["received"], f["digitized"]), (year, code)
+        by_agency = {r["agency_code"]: r for r in was if r["agency_code"] and not r["field_code"]
+                     and int(r["received"]) > 0}
+        expected = {code: a for code, a in t["agencies"].items() if a["received"] > 0}
+        assert set(by_agency) == set(expected), year
+        for code, a in expected.items():
+            got = {k: int(by_agency[code][k]) for k in TRUTH_FIELDS}
+            assert got == {k: a[k] for k in TRUTH_FIELDS}, (year, code)
+            assert by_agency[code]["agency_name"] == a["name"], (year, code)
+        provinces = [r for r in was if r["agency_code"] == "" and not r["field_code"]]
+        province = [r for r in now if r["agency_code"] == "" and not r["field_code"]]
+        assert len(province) == 1, province
+        for k in TRUTH_FIELDS:
+            total = sum(a[k] for a in t["agencies"].values())
+            assert int(province[0][k]) == total == sum(int(r[k]) for r in provinces), (year, k)
+        assert_progress_equals_truth(out, year, t)
+
+
+def assert_progress_equals_truth(out, year, t):
+    """`metrics/progress.csv` for `year` equals the generator's own count of each dossier's
+    outcome (judged by its first due date, moved by its pauses in working time), under
+    the agency that received it, then the ones it was handed over to, per agency as it was
+    and for the province (restated, where handovers along the successor lines vanish)."""
+    was, now = _rollups(out, "progress", year)
+    by_agency = {r["agency_code"]: r for r in was if r["agency_code"] and not r["field_code"]}
+    fields = list(next(iter(t["agencies"].values()))["progress"])
+    expected = {code: a for code, a in t["agencies"].items()
+                if a["progress"]["carried_over"] + a["progress"]["received"] + a["progress"]["transferred_in"] > 0}
+    assert set(by_agency) == set(expected), year
+    for code, a in expected.items():
         got = {k: int(by_agency[code][k]) for k in fields}
-        assert got == t["progress"], code
-        assert int(by_agency[code]["carried_over"]) == 0
-    province = by_agency[""]
+        assert got == a["progress"], (year, code)
+    province = [r for r in now if r["agency_code"] == "" and not r["field_code"]]
     for k in fields:
-        assert int(province[k]) == sum(t["progress"][k] for t in expected.values()), k
+        if k.startswith("transferred"):
+            assert int(province[0][k]) == 0, (year, k)
+        else:
+            assert int(province[0][k]) == sum(a["progress"][k] for a in t["agencies"].values()), (year, k)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -120,3 +137,37 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under tests/run, which installs every tool the tests use: {reason}"
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("chromium is not installed: tests/run installs Debian's chromium package")
+
+
+def headless(*args, tmp):
+    # Flags from this machine's notes: no sandbox as root, and no background networking,
+    # which the closed network would refuse.
+    return run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp}", *args], timeout=120)
+
+
+class Dom(html.parser.HTMLParser):
+    """Elements of the rendered DOM: (tag, attributes, ids of the enclosing elements)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.elements = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.elements.append((tag, a, [x for x in self.stack if x]))
+        if tag not in ("br", "meta", "link", "img", "input", "hr", "col"):
+            self.stack.append(a.get("id"))
+
+    def handle_endtag(self, tag):
+        if self.stack:
+            self.stack.pop()

@@ -7,10 +7,12 @@ run into the same folder must write nothing twice."""
 import json
 import os
 import re
+import struct
+import zlib
 
 import duckdb
 import pytest
-from conftest import assert_metrics_equal_truth, run
+from conftest import Dom, assert_metrics_equal_truth, headless, run
 
 DOSSIERS = 3000
 
@@ -34,6 +36,15 @@ def test_metrics_equal_the_generators_ground_truth(demo):
     truth = json.loads((out / "ground-truth.json").read_text())
     assert truth["dossiers"] == DOSSIERS
     assert_metrics_equal_truth(out, truth)
+    # The feed crosses the reorganization of 1 July 2025: 2024 has only the old units;
+    # in 2025 districts hand their open dossiers to the new wards and communes, which
+    # receive from July on; departments merged in March hand theirs over too.
+    assert truth["years"] == [2024, 2025] and truth["handed_over"] > 0
+    y2024, y2025 = truth["by_year"]["2024"]["agencies"], truth["by_year"]["2025"]["agencies"]
+    assert not any(c.startswith("000.40.") for c in y2024)
+    assert sum(a["progress"]["transferred_out"] for c, a in y2025.items() if c.startswith("000.20.")) > 0
+    assert sum(a["progress"]["transferred_in"] for c, a in y2025.items() if c.startswith("000.40.")) > 0
+    assert y2025["000.20.10.H55"]["name"] == "UBND thành phố Mỹ Tho"
     # Every malformed message, and nothing else, went to the dead-letter topic.
     assert f"{truth['malformed']:,} dead-lettered" in first.stderr
     assert truth["malformed"] > 0 and truth["repeats"] > 0
@@ -45,6 +56,12 @@ def test_the_demo_says_where_everything_is(demo):
         assert part in first.stdout, part
     assert (out / "report" / "index.html").stat().st_size > 10_000
     assert "Province:" in first.stdout
+    # The query it prints picks one view: each of today's units once a year, by name.
+    query = re.search(r'duckdb -c "(.*)"', first.stdout).group(1)
+    rows = duckdb.connect().execute(query).fetchall()
+    keys = [(r[0], r[1]) for r in rows]
+    assert len(keys) == len(set(keys)) and {r[0] for r in rows} == {"2024", "2025"}, rows
+    assert any(name == "UBND phường Mỹ Tho" for _, name in keys)
 
 
 STAGES = re.compile(
@@ -98,3 +115,101 @@ def test_generate_is_deterministic_for_a_seed(sohoa, tmp_path):
     assert len(lines) > 600
     good = [json.loads(l) for l in lines if l.endswith("}")]
     assert all(m["service"] == "DongBoHoSoMC" for m in good)
+
+
+def png_pixels(path):
+    """An 8-bit RGB or RGBA PNG (what Chromium writes) as rows of (r, g, b) tuples."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks, header = 8, [], None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            chunks.append(body)
+        pos += 12 + n
+    width, height, depth, color = header[:4]
+    assert depth == 8 and color in (2, 6), header
+    bpp = 3 if color == 2 else 4
+    raw, stride = zlib.decompress(b"".join(chunks)), width * bpp
+    rows, prev = [], bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append([tuple(line[x * bpp:x * bpp + 3]) for x in range(width)])
+        prev = line
+    return rows
+
+
+def test_the_report_shows_the_break_in_a_real_browser(demo, tmp_path):
+    """The demo's report, rendered by headless Chromium: the trend marks 1 July 2025, the
+    year-on-year table puts 2024 next to 2025 for today's units, and a screenshot of the
+    trend shows the dashed line of the break where the chart says it is."""
+    out, _, _ = demo
+    page = out / "report" / "index.html"
+    dump = headless("--dump-dom", page.as_uri(), tmp=tmp_path / "profile")
+    assert dump.returncode == 0, dump.stderr
+    dom = Dom()
+    dom.feed(dump.stdout)
+    breaks = {a["data-date"] for t, a, inside in dom.elements
+              if t == "g" and a.get("class") == "break" and "trend-monthly" in inside}
+    assert breaks == {"2025-03-01", "2025-07-01"}, breaks
+    assert "view-note" in {a.get("id") for _, a, _ in dom.elements}
+    years = {a["data-year"] for t, a, inside in dom.elements
+             if t == "td" and "data-year" in a and "years-compared" in inside}
+    assert years == {"2024", "2025"}
+    units = [a["data-code"] for t, a, inside in dom.elements
+             if t == "tr" and "data-code" in a and "years-compared" in inside]
+    # Today's units only: the new wards and communes, the merged province's departments,
+    # and the province last; no district, no old Tiền Giang department.
+    assert units[-1] == "" and len(units) > 20
+    assert not any(u.startswith("000.20.") or u.endswith(".H55") for u in units), units
+    assert any(u.startswith("000.40.") for u in units)
+    # The trend alone, one SVG unit a pixel, screenshotted: the dashed line of 1 July runs
+    # down the plot at its x, and half a month away there is no such line.
+    html = page.read_text(encoding="utf-8")
+    svg = re.search(r'<figure id="trend-monthly".*?(<svg.*?</svg>)', html, re.S).group(1)
+    width, height = (float(v) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg).groups())
+    july = re.search(r'<g class="break" data-date="2025-07-01"><line x1="([\d.]+)" x2="[\d.]+" y1="([\d.]+)" '
+                     r'y2="([\d.]+)"', svg)
+    x, top, bottom = (float(v) for v in july.groups())
+    alone = tmp_path / "trend.html"
+    sized = svg.replace("<svg ", f'<svg width="{width}" height="{height}" ', 1)
+    page_text = ('<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{margin:0;background:#fff}'
+                 "svg{display:block}</style></head><body>" + sized + "</body></html>")
+    alone.write_text(page_text, encoding="utf-8")
+    shot = tmp_path / "trend.png"
+    r = headless(f"--screenshot={shot}", f"--window-size={int(width)},{int(height) + 100}", alone.as_uri(),
+                 tmp=tmp_path / "profile2")
+    assert r.returncode == 0, r.stderr
+    pixels = png_pixels(shot)
+
+    def dark(at):
+        # Share of the plot's height (below the break's labels) where a pixel within one of
+        # x is as dark as the break's ink: the 1.5-unit line is antialiased over two
+        # columns, and the bars, the grid and the coloured lines are all lighter.
+        ys = range(int(top) + 30, int(bottom) - 4)
+        cols = (round(at) - 1, round(at), round(at) + 1)
+        return sum(1 for y in ys if any(max(pixels[y][col]) < 140 for col in cols)) / len(ys)
+
+    # The middle of July: the month's point on the on-time line.
+    middle = float(re.search(r'<circle class="pt pt-ontime" data-month="2025-07" cx="([\d.]+)"', svg).group(1))
+    assert middle > x + 20
+    # A dash of 5 and a gap of 4: a little over half the height is ink.
+    line = dark(x)
+    assert 0.4 < line < 0.7, line
+    assert dark(middle) < 0.05

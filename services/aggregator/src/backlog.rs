@@ -6,7 +6,8 @@
 //! in. Instead, the grouping keeps only flows per period (received, ended by class, and
 //! when an open dossier turns overdue), and this walk derives the rest:
 //!
-//! - open at a period's end = carried over + received − ended;
+//! - open at a period's end = carried over + received + handed over to the group −
+//!   ended − handed over away;
 //! - carried over into a period = open at the end of the one before;
 //! - overdue at a period's end = overdue at the end of the one before + turned overdue in
 //!   it − ended in it after being overdue; in time = open − overdue.
@@ -48,9 +49,9 @@ pub fn carry(
     loop {
         let mut c = flows.get(&start).copied().unwrap_or_default();
         c.carried_over = open;
-        debug_assert!(open + c.judged_received() >= c.ended(), "{start}: {c:?}");
+        debug_assert!(open + c.inflow() >= c.outflow(), "{start}: {c:?}");
         debug_assert!(overdue + c.overdue_in >= c.overdue_out, "{start}: {c:?}");
-        open = (open + c.judged_received()).saturating_sub(c.ended());
+        open = (open + c.inflow()).saturating_sub(c.outflow());
         overdue = (overdue + c.overdue_in).saturating_sub(c.overdue_out);
         debug_assert!(overdue <= open, "{start}: {c:?}");
         c.in_progress_overdue = overdue.min(open);

@@ -2,11 +2,15 @@
 //! period, agency and procedure (`metrics/`), a scorecard and a report.
 //!
 //! One module per stage: `read` (events from storage), `fold` (one fact per dossier),
-//! `rules` (the 766 on-time rules), `calendar` and `catalog` (working days, statutory
-//! times), `metrics` (grouping and rollups), `backlog` (dossiers carried from period to
-//! period), `scorecard`, `quality` (data-quality checks and the `quality/` tables),
-//! `output` (Parquet and CSV) and `report` (HTML and the terminal summary).
+//! `rules` (the 766 on-time rules), `calendar`, `catalog` and `agencies` (working days,
+//! statutory times, the agency reference) and `reference` (loading them as configured),
+//! `placement` (which agency each count belongs to, as it was and restated), `metrics`
+//! (grouping and rollups), `backlog` (dossiers carried from period to period),
+//! `scorecard`, `quality` (data-quality checks and the `quality/` tables), `output`
+//! (Parquet and CSV), `summary` (what a run produced) and `report` (HTML and the terminal
+//! summary).
 
+pub mod agencies;
 pub mod backlog;
 pub mod calendar;
 pub mod catalog;
@@ -15,11 +19,17 @@ pub mod incremental;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod placement;
 pub mod quality;
 pub mod read;
+mod reference;
 pub mod report;
 pub mod rules;
 pub mod scorecard;
+mod summary;
+
+pub use reference::{agency_reference, province_name, reference_data};
+pub use summary::Summary;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,11 +41,12 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sohoa_runtime::config::AggregateConfig;
 
-use calendar::{Calendar, CalendarError, OfficeHours};
+use agencies::{Agencies, AgencyError};
+use calendar::{Calendar, CalendarError};
 use catalog::{Catalog, CatalogError};
 use fold::{Folder, Part, Shard, NO_SYM};
 use metrics::{Base, Grouper};
-use model::{CalendarNotes, FieldRow, MetricRow, Period, Scorecard};
+use model::{MetricRow, Period, View};
 use read::DateRange;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +59,14 @@ pub enum AggregateError {
     Calendar { path: String, cause: CalendarError },
     #[error("aggregate.catalogue {path:?}: {cause}")]
     Catalogue { path: String, cause: CatalogError },
+    #[error("aggregate.agencies {path:?}: {cause}")]
+    Agencies {
+        path: String,
+        cause: Box<AgencyError>,
+    },
+    /// `aggregate.province` names no province of the reference.
+    #[error(transparent)]
+    Province(Box<AgencyError>),
     #[error("{key}: cannot read {path}: {cause}")]
     ReadFile {
         key: &'static str,
@@ -94,6 +113,8 @@ impl AggregateError {
             AggregateError::OfficeHours(_)
                 | AggregateError::Calendar { .. }
                 | AggregateError::Catalogue { .. }
+                | AggregateError::Agencies { .. }
+                | AggregateError::Province(_)
                 | AggregateError::ReadFile { .. }
         )
     }
@@ -114,31 +135,6 @@ pub struct Options {
     pub periods: Vec<Period>,
     /// Aggregate rows pseudonymized under different keys instead of refusing to.
     pub allow_mixed_keys: bool,
-}
-
-/// What a run produced, for the command line and the report.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub files_read: usize,
-    pub bytes_read: u64,
-    pub events_read: u64,
-    pub dossiers: usize,
-    pub metric_rows: Vec<MetricRow>,
-    /// The field rollups, within each agency and across agencies.
-    pub field_rows: Vec<FieldRow>,
-    pub scorecards: Vec<Scorecard>,
-    pub written: Vec<String>,
-    pub elapsed_ms: u64,
-    /// Event time of the newest event folded in (UTC µs): how fresh the metrics are.
-    pub newest_event_us: Option<i64>,
-    /// The data-quality tables (`quality/`): a run over all dossiers, or a merge of shards,
-    /// has them; one shard's run only writes its counts for the merge.
-    pub quality: Option<quality::QualityReport>,
-    /// The fingerprints of the pseudonym keys of the rows read (see
-    /// `Pseudonymizer::fingerprint`): one, unless mixing keys was allowed.
-    pub key_fingerprints: Vec<String>,
-    /// Provisional years of the holiday table, and dossiers set aside for missing ones.
-    pub calendar: CalendarNotes,
 }
 
 /// Refuse, before any work, a root whose rows were pseudonymized under different keys,
@@ -166,78 +162,6 @@ fn check_keys(
     Ok(())
 }
 
-impl Summary {
-    /// The run's results in Prometheus' text format, for node-exporter's textfile
-    /// collector: a batch job has no endpoint to scrape.
-    pub fn prometheus_text(&self, finished_unix_s: i64) -> String {
-        let gauges = [
-            (
-                "sohoa_aggregate_last_success_timestamp_seconds",
-                "Unix time the last successful aggregation finished.",
-                finished_unix_s as f64,
-            ),
-            (
-                "sohoa_aggregate_duration_seconds",
-                "How long the last successful aggregation took.",
-                self.elapsed_ms as f64 / 1000.0,
-            ),
-            (
-                "sohoa_aggregate_events_read",
-                "Events the last successful aggregation read.",
-                self.events_read as f64,
-            ),
-            (
-                "sohoa_aggregate_dossiers",
-                "Dossiers the last successful aggregation judged.",
-                self.dossiers as f64,
-            ),
-            (
-                "sohoa_aggregate_newest_event_timestamp_seconds",
-                "Event time of the newest event the metrics include: their freshness.",
-                self.newest_event_us.map_or(0.0, |u| u as f64 / 1e6),
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in gauges {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-            ));
-        }
-        out
-    }
-}
-
-/// The calendar and the catalogue the configuration names (or the embedded ones).
-pub fn reference_data(cfg: &AggregateConfig) -> Result<(Calendar, Catalog), AggregateError> {
-    let hours = OfficeHours::parse(&cfg.office_hours).map_err(AggregateError::OfficeHours)?;
-    let read = |key, path: &str| {
-        std::fs::read_to_string(path).map_err(|cause| AggregateError::ReadFile {
-            key,
-            path: path.to_string(),
-            cause,
-        })
-    };
-    let cal = if cfg.calendar.is_empty() {
-        Calendar::embedded(hours)
-    } else {
-        Calendar::from_toml(&read("aggregate.calendar", &cfg.calendar)?, hours)
-    }
-    .map_err(|cause| AggregateError::Calendar {
-        path: cfg.calendar.clone(),
-        cause,
-    })?;
-    let catalog = if cfg.catalogue.is_empty() {
-        Catalog::embedded()
-    } else {
-        Catalog::from_toml(&read("aggregate.catalogue", &cfg.catalogue)?)
-    }
-    .map_err(|cause| AggregateError::Catalogue {
-        path: cfg.catalogue.clone(),
-        cause,
-    })?;
-    Ok((cal, catalog))
-}
-
 /// Run the aggregator over `store`: fold, judge, group, and write `dossiers/` and
 /// `metrics/` (or, for one shard of several, its dossiers and its counts).
 pub fn run(
@@ -248,6 +172,7 @@ pub fn run(
 ) -> Result<Summary, AggregateError> {
     let started = Instant::now();
     let (cal, catalog) = reference_data(cfg)?;
+    let agencies = agency_reference(cfg)?;
     let mut summary = Summary::default();
     summary.calendar.provisional = cal.provisional_years().clone();
     // The base counts, and the quality counts when there are any.
@@ -300,6 +225,7 @@ pub fn run(
             let ctx = Context {
                 cal: &cal,
                 catalog: &catalog,
+                agencies: &agencies,
                 opts,
                 store: &store,
                 rt,
@@ -323,7 +249,12 @@ pub fn run(
             (base, Some(quality_counts))
         }
     };
-    write_metrics(cfg, &*store, rt, opts, base, quality_counts, &mut summary)?;
+    let inputs = MetricInputs {
+        base,
+        quality: quality_counts,
+        agencies: &agencies,
+    };
+    write_metrics(cfg, &*store, rt, opts, inputs, &mut summary)?;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }
@@ -341,6 +272,7 @@ fn fold_threads() -> usize {
 struct Context<'a> {
     cal: &'a Calendar,
     catalog: &'a Catalog,
+    agencies: &'a Agencies,
     opts: &'a Options,
     store: &'a Arc<dyn ObjectStore>,
     rt: &'a tokio::runtime::Handle,
@@ -359,7 +291,7 @@ fn judge_and_write_dossiers(
     let mut judged: Vec<Judgement> = std::thread::scope(|scope| {
         let handles: Vec<_> = folders
             .iter()
-            .map(|f| scope.spawn(|| judge_part(f, ctx.cal, ctx.catalog, opts)))
+            .map(|f| scope.spawn(|| judge_part(f, ctx, opts)))
             .collect();
         handles
             .into_iter()
@@ -384,10 +316,11 @@ fn judge_and_write_dossiers(
     let mut rows: Vec<output::DossierOut> = Vec::with_capacity(dossiers);
     for (part, folder) in judged.iter().zip(folders) {
         base.merge(part.base.clone());
-        rows.extend(part.rows.iter().map(|(code, j)| output::DossierOut {
+        rows.extend(part.rows.iter().map(|(code, j, place)| output::DossierOut {
             code,
             fact: &folder.facts[*code],
             judged: j,
+            place,
             syms: &folder.syms,
         }));
     }
@@ -398,13 +331,18 @@ fn judge_and_write_dossiers(
         elapsed_ms = ctx.started.elapsed().as_millis() as u64,
         "dossiers judged and grouped"
     );
-    let data = output::dossiers_parquet(&rows, opts.as_of)?;
+    let data = output::dossiers_parquet(&rows, opts.as_of, ctx.agencies)?;
     let path = output::dossiers_path(opts.shard.index, opts.shard.count);
     rt.block_on(output::put(&**store, &path, data))?;
+    let handovers = output::handovers_parquet(&rows, ctx.agencies)?;
+    let handovers_path = output::handovers_path(opts.shard.index, opts.shard.count);
+    rt.block_on(output::put(&**store, &handovers_path, handovers))?;
     // A run with another shard count leaves parts this one does not replace.
     let layout = format!("-of-{:05}.parquet", opts.shard.count);
     rt.block_on(remove_other_layouts(&**store, "dossiers", &layout))?;
+    rt.block_on(remove_other_layouts(&**store, "handovers", &layout))?;
     summary.written.push(path);
+    summary.written.push(handovers_path);
     tracing::info!(
         elapsed_ms = ctx.started.elapsed().as_millis() as u64,
         "dossiers written"
@@ -412,18 +350,43 @@ fn judge_and_write_dossiers(
     Ok((base, quality_counts))
 }
 
-/// Write `metrics/` (rollups, scorecard, periods) and, with quality counts, `quality/`.
+/// What `metrics/` is built from.
+struct MetricInputs<'a> {
+    base: Base,
+    /// The quality counts, when the run has them.
+    quality: Option<quality::PartQuality>,
+    agencies: &'a Agencies,
+}
+
+/// Write `metrics/` (rollups, scorecard, periods, agencies) and, with quality counts,
+/// `quality/`.
 fn write_metrics(
     cfg: &AggregateConfig,
     store: &dyn ObjectStore,
     rt: &tokio::runtime::Handle,
     opts: &Options,
-    base: Base,
-    quality_counts: Option<quality::PartQuality>,
+    inputs: MetricInputs<'_>,
     summary: &mut Summary,
 ) -> Result<(), AggregateError> {
-    let rollups = base.with_rollups(rules::local_date(opts.as_of));
-    let cards = scorecard::scorecards(&rollups.rows, &cfg.scorecard);
+    let MetricInputs {
+        base,
+        quality: quality_counts,
+        agencies,
+    } = inputs;
+    let rollups = base.with_rollups(rules::local_date(opts.as_of), agencies);
+    let unknown = base.unknown_agencies(agencies);
+    // Rankings compare today's units: the scorecard is the restated view's. The quality
+    // table stands next to the feed's own codes, so it takes the as-was view's.
+    let of_view = |v: View| -> Vec<MetricRow> {
+        rollups
+            .rows
+            .iter()
+            .filter(|r| r.view == v)
+            .cloned()
+            .collect()
+    };
+    let cards = scorecard::scorecards(&of_view(View::Restated), &cfg.scorecard);
+    let as_was_cards = scorecard::scorecards(&of_view(View::AsWas), &cfg.scorecard);
     let writes = [
         (
             "metrics/metrics.csv",
@@ -449,6 +412,14 @@ fn write_metrics(
             "metrics/periods.parquet",
             output::periods_parquet(&rollups.periods)?,
         ),
+        (
+            "metrics/agencies.parquet",
+            output::agencies_parquet(agencies, &unknown)?,
+        ),
+        (
+            "metrics/agencies.csv",
+            bytes::Bytes::from(output::agencies_csv(agencies, &unknown)),
+        ),
     ];
     for (path, data) in writes {
         rt.block_on(output::put(store, path, data))?;
@@ -456,34 +427,47 @@ fn write_metrics(
     }
     if let Some(counts) = quality_counts {
         let (markers, unreadable) = rt.block_on(quality::read_markers(store, opts.range))?;
-        let report = quality::build(&counts, &opts.periods, &cards, markers, unreadable);
+        let report = quality::build(&counts, &opts.periods, &as_was_cards, markers, unreadable);
         for (path, data) in quality::files(&report)? {
             rt.block_on(output::put(store, path, data))?;
             summary.written.push(path.to_string());
         }
         summary.quality = Some(report);
     }
+    if !unknown.is_empty() {
+        tracing::warn!(
+            codes = unknown.len(),
+            first = %unknown[0],
+            "agency codes the reference lacks: counted under their own codes and in quality/ (unknown_agency); add them to the agency reference"
+        );
+    }
     summary.metric_rows = rollups.rows;
     summary.field_rows = rollups.fields;
     summary.scorecards = cards;
+    summary.province = province_name(agencies);
+    summary.agency_names = agencies
+        .entries()
+        .iter()
+        .filter_map(|e| agencies.id(&e.code))
+        .map(|id| (agencies.code(id).to_string(), agencies.name(id).to_string()))
+        .collect();
+    summary.breaks = agencies.breaks();
+    summary.unknown_agencies = unknown;
     Ok(())
 }
 
-/// One fold part's dossiers, judged, and its counts.
+/// One fold part's dossiers, judged and placed, and its counts.
 struct Judgement<'a> {
-    rows: Vec<(&'a str, rules::Judged)>,
+    rows: Vec<(&'a str, rules::Judged, placement::Placement)>,
     base: Base,
     quality: quality::PartQuality,
     /// Dossiers set aside for a year the holiday table lacks, by year.
     missing_years: std::collections::BTreeMap<i32, u64>,
 }
 
-fn judge_part<'a>(
-    folder: &'a Folder,
-    cal: &Calendar,
-    catalog: &Catalog,
-    opts: &Options,
-) -> Judgement<'a> {
+fn judge_part<'a>(folder: &'a Folder, ctx: &Context<'_>, opts: &Options) -> Judgement<'a> {
+    let (cal, catalog) = (ctx.cal, ctx.catalog);
+    let mut placer = placement::Placer::new(ctx.agencies, &folder.syms);
     let mut grouper = Grouper::new(&opts.periods);
     let mut names = Base::default();
     let mut rows = Vec::with_capacity(folder.facts.len());
@@ -496,14 +480,14 @@ fn judge_part<'a>(
             *missing_years.entry(year).or_default() += 1;
         }
         let codes = metrics::Codes {
-            agency: fact.agency,
             field: fact.field,
             procedure: fact.procedure,
         };
-        grouper.add(codes, &j);
+        let place = placer.place(code, fact, &j);
+        grouper.add(codes, &j, &place);
         issues.add(
             fact,
-            &quality::dossier_issues(fact, &folder.syms, catalog, &j),
+            &quality::dossier_issues(fact, &folder.syms, catalog, &j, &place),
         );
         if let (Some(c), Some(n)) = (sym(fact.procedure), sym(fact.procedure_name)) {
             names.add_name(c.to_owned(), n.to_owned());
@@ -511,9 +495,9 @@ fn judge_part<'a>(
         if let (Some(c), Some(n)) = (sym(fact.field), sym(fact.field_name)) {
             names.add_field_name(c.to_owned(), n.to_owned());
         }
-        rows.push((&**code, j));
+        rows.push((&**code, j, place));
     }
-    let mut base = grouper.base(&folder.syms);
+    let mut base = grouper.base(&folder.syms, ctx.agencies);
     base.names = names.names;
     base.field_names = names.field_names;
     let mut quality = quality::PartQuality::default();
@@ -676,6 +660,7 @@ async fn read_shards(store: &dyn ObjectStore, n: u32) -> Result<Base, AggregateE
             Err(e) => return Err(e.into()),
         };
         let mut cols: Vec<&str> = vec![
+            "view",
             "period",
             "period_start",
             "agency_code",
@@ -694,14 +679,17 @@ async fn read_shards(store: &dyn ObjectStore, n: u32) -> Result<Base, AggregateE
 }
 
 fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
-    let period = b.column(0).as_string::<i32>();
-    let start = b.column(1).as_primitive::<Date32Type>();
-    let agency = b.column(2).as_string::<i32>();
-    let field = b.column(3).as_string::<i32>();
-    let field_name = b.column(4).as_string::<i32>();
-    let procedure = b.column(5).as_string::<i32>();
-    let name = b.column(6).as_string::<i32>();
+    let view = b.column(0).as_string::<i32>();
+    let period = b.column(1).as_string::<i32>();
+    let start = b.column(2).as_primitive::<Date32Type>();
+    let agency = b.column(3).as_string::<i32>();
+    let field = b.column(4).as_string::<i32>();
+    let field_name = b.column(5).as_string::<i32>();
+    let procedure = b.column(6).as_string::<i32>();
+    let name = b.column(7).as_string::<i32>();
     for i in 0..b.num_rows() {
+        let v = View::parse(view.value(i))
+            .ok_or_else(|| format!("unknown view {:?}", view.value(i)))?;
         let p = Period::ALL
             .into_iter()
             .find(|p| p.as_str() == period.value(i))
@@ -714,11 +702,11 @@ fn merge_batch(base: &mut Base, b: &RecordBatch) -> Result<(), String> {
             output::set_count(
                 &mut c,
                 col,
-                b.column(7 + k).as_primitive::<UInt64Type>().value(i),
+                b.column(8 + k).as_primitive::<UInt64Type>().value(i),
             );
         }
         base.rows
-            .entry((p, d, opt(agency), opt(field), opt(procedure)))
+            .entry((v, p, d, opt(agency), opt(field), opt(procedure)))
             .or_default()
             .add(&c);
         if let (Some(code), Some(n)) = (opt(procedure), opt(name)) {

@@ -62,14 +62,41 @@ impl Period {
     }
 }
 
+/// The two views of every table: the agencies as they were, or restated to the current
+/// units that succeeded them (see [`crate::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum View {
+    AsWas,
+    #[default]
+    Restated,
+}
+
+impl View {
+    pub const ALL: [View; 2] = [View::AsWas, View::Restated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::AsWas => "as_was",
+            View::Restated => "restated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<View> {
+        View::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// Counts of one group of dossiers in one period. Every field adds up across groups and
 /// across shards, so rollups and shard merges are sums; rates are computed last.
 ///
 /// Two populations: the received-based counts (indicators 3.3, 3.6, 4.1–4.3) are over
 /// every counted dossier received in the period; the progress counts are over the
 /// dossiers the rules judge, received in the period or carried over into it, and hold the
-/// report form's identity: `carried_over` + received (the channel split) = resolved
-/// (`early` + `on_time` + `late`) + `withdrawn` + `stopped_or_refused` + in progress.
+/// report form's identity: `carried_over` + received (the channel split) +
+/// `transferred_in` = resolved (`early` + `on_time` + `late`) + `withdrawn` +
+/// `stopped_or_refused` + `transferred_out` + in progress. Receipts belong to the
+/// agency that received the dossier, ends and open dossiers to the one holding it then,
+/// and a handover is an outflow from one and an inflow into the other.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Dossiers received in the period.
@@ -85,6 +112,9 @@ pub struct Counts {
     pub received_online: u64,
     pub received_postal: u64,
     pub received_other: u64,
+    /// Judged dossiers handed over to this agency in the period, and away from it.
+    pub transferred_in: u64,
+    pub transferred_out: u64,
     /// Judged dossiers resolved in the period (processed, returned, or one unanswered
     /// supplement request), by class.
     pub early: u64,
@@ -127,6 +157,8 @@ impl Counts {
         received_online: 0,
         received_postal: 0,
         received_other: 0,
+        transferred_in: 0,
+        transferred_out: 0,
         early: 0,
         on_time: 0,
         late: 0,
@@ -154,6 +186,8 @@ impl Counts {
             received_online,
             received_postal,
             received_other,
+            transferred_in,
+            transferred_out,
             early,
             on_time,
             late,
@@ -177,6 +211,8 @@ impl Counts {
         self.received_online += received_online;
         self.received_postal += received_postal;
         self.received_other += received_other;
+        self.transferred_in += transferred_in;
+        self.transferred_out += transferred_out;
         self.early += early;
         self.on_time += on_time;
         self.late += late;
@@ -202,6 +238,16 @@ impl Counts {
     /// Judged dossiers whose clock ended in the period, however.
     pub fn ended(&self) -> u64 {
         self.early + self.on_time + self.late + self.withdrawn + self.stopped_or_refused
+    }
+
+    /// Judged dossiers that came to the group in the period: received, or handed over to it.
+    pub fn inflow(&self) -> u64 {
+        self.judged_received() + self.transferred_in
+    }
+
+    /// Judged dossiers that left the group in the period: ended, or handed over away.
+    pub fn outflow(&self) -> u64 {
+        self.ended() + self.transferred_out
     }
 
     /// Judged dossiers open at the period's end.
@@ -250,12 +296,20 @@ pub fn rate(num: u64, den: u64) -> Option<f64> {
 }
 
 /// One row of `metrics/`: a period × agency × procedure, or a rollup (agency-level rows
-/// have no procedure; the province-level row has neither).
+/// have no procedure; a province-level row has neither), in one view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRow {
     pub period: Period,
     pub period_start: NaiveDate,
+    pub view: View,
+    /// The agency's province (for a province row, the province itself); `None` when the
+    /// agency reference places it in none.
+    pub province_code: Option<String>,
+    pub province_name: Option<String>,
     pub agency_code: Option<String>,
+    /// The agency's name from the reference: as it was on the period's last day, or the
+    /// current unit's.
+    pub agency_name: Option<String>,
     pub procedure_code: Option<String>,
     /// The procedure's name from the events (or the catalogue), for readers.
     pub procedure_name: Option<String>,
@@ -304,6 +358,7 @@ pub struct Scorecard {
     pub period: Period,
     pub period_start: NaiveDate,
     pub agency_code: Option<String>,
+    pub agency_name: Option<String>,
     pub indicators: Vec<IndicatorScore>,
     pub total: f64,
     /// The points this feed can support (indicators it cannot measure are left out).

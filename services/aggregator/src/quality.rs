@@ -1,6 +1,6 @@
 //! Data quality: how late changes reach us, what the feed leaves out, what contradicts
-//! itself, what arrives twice or not at all. The complaints of the provincial reviews
-//! (`shared/domain.md`), measured per agency and period next to the 766 score.
+//! itself, what arrives twice or not at all. The complaints of the provinces' reviews of
+//! their one-stop shops, measured per agency and period next to the 766 score.
 //!
 //! Three sources, each cheap where the fold is hot:
 //! - **per event** (in the fold threads, [`FoldQuality`]): the sync delay into a fixed
@@ -8,7 +8,7 @@
 //!   for the repeat count, and rows per topic for the reconciliation;
 //! - **per dossier** (after the fold, [`dossier_issues`]): completeness and consistency
 //!   checks on the folded fact, which holds only a few extra bytes for them
-//!   (`peak_stage`, `peak_at`, `first_agency`, `qflags`, `snapshot_status`);
+//!   (`peak_stage`, `peak_at`, `snapshot_status`) besides the agencies it keeps anyway;
 //! - **per commit marker** (`_sohoa/commits/`): messages, dead letters by reason and the
 //!   rows the ingestor says it wrote.
 //!
@@ -34,11 +34,9 @@ use crate::fold::{Fact, FxHasher, FxMap, Interner, Sym, FLAG_E_RESULT, NO_SYM};
 use crate::metrics::MISSING_CODE;
 use crate::model::{rate, Period, Scorecard};
 use crate::output::{self, OutputError};
+use crate::placement::Placement;
 use crate::read::DateRange;
 use crate::rules::{Judged, NotJudged};
-
-/// `Fact::qflags`: snapshots of the dossier named two different agencies.
-pub const Q_TWO_AGENCIES: u8 = 1;
 
 /// A status's stage in a dossier's life: 1 registered, 2 received, 3 being processed
 /// (4 processing, 5 supplement and 6 payment requested go back and forth legitimately),
@@ -177,8 +175,11 @@ pub struct EventQ<'a> {
     pub kind: Sym,
     pub source: Sym,
     pub topic: Sym,
-    /// The agency on the event itself: progress events carry none.
+    /// The agency on the event itself: progress events carry none...
     pub agency: Sym,
+    /// ...and its code: part of what makes an event a repeat, since a successor's
+    /// software re-syncing a dossier it took over can repeat everything else.
+    pub agency_code: Option<&'a str>,
     pub status: i8,
     pub time: i64,
     /// `arrived_at`, else `ingested_at`.
@@ -259,6 +260,9 @@ impl FoldQuality {
         hasher.write_u32(e.kind);
         hasher.write_u8(e.status as u8);
         hasher.write_u64(e.time as u64);
+        if let Some(a) = e.agency_code {
+            hasher.write(a.as_bytes());
+        }
         let fp = (fmix(hasher.finish()) >> 8) | ((si as u64) << 56);
         self.fingerprints.push(fp);
 
@@ -404,10 +408,12 @@ pub const DOSSIER_COLUMNS: [&str; N_DOSSIER] = [
     "dossiers_with_issue",
     "due_date_reset",
     "calendar_missing",
+    "unknown_agency",
+    "handed_over",
 ];
 
 /// How many dossier columns there are.
-const N_DOSSIER: usize = 17;
+const N_DOSSIER: usize = 19;
 
 const I_DOSSIERS: usize = 0;
 const I_NO_SNAPSHOT: usize = 1;
@@ -425,9 +431,13 @@ const I_FINISH_BEFORE: usize = 12;
 const I_TWO_AGENCIES: usize = 13;
 const I_WITH_ISSUE: usize = 14;
 // Not data-quality issues, so after `dossiers_with_issue` and outside it: how the agencies
-// handled the dossiers, and what the holiday table could not judge.
+// handled the dossiers, what the holiday table could not judge, agencies the reference
+// lacks (a gap in the reference, not in the feed), and handovers (along a successor line
+// they are expected; any other is `two_agencies`).
 const I_DUE_RESET: usize = 15;
 const I_CALENDAR_MISSING: usize = 16;
+const I_UNKNOWN_AGENCY: usize = 17;
+const I_HANDED_OVER: usize = 18;
 
 /// Dossier counts, by [`DOSSIER_COLUMNS`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -469,8 +479,14 @@ fn needs_receipt(status: i8) -> bool {
 
 /// The checks one dossier fails, as a [`DossierCounts`] of zeros and ones. Dates and
 /// codes are the latest snapshot's; the regression looks at every event; `j` is the
-/// dossier as the rules judged it.
-pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) -> DossierCounts {
+/// dossier as the rules judged it, `place` where its agencies put it.
+pub fn dossier_issues(
+    f: &Fact,
+    syms: &Interner,
+    catalog: &Catalog,
+    j: &Judged,
+    place: &Placement,
+) -> DossierCounts {
     let mut c = [0u64; N_DOSSIER];
     c[I_DOSSIERS] = 1;
     // The latest event (of any kind) is at an earlier stage than one an earlier event had
@@ -504,7 +520,8 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) 
                 f.finished_at.is_some_and(|t| t < r) || f.returned_at.is_some_and(|t| t < r),
             );
         }
-        c[I_TWO_AGENCIES] = u64::from(f.qflags & Q_TWO_AGENCIES != 0);
+        // A handover along a known successor line is the reorganization at work.
+        c[I_TWO_AGENCIES] = u64::from(place.off_line);
     }
     c[I_WITH_ISSUE] = u64::from(c[I_NO_SNAPSHOT..I_WITH_ISSUE].contains(&1));
     c[I_DUE_RESET] = u64::from(j.due_resets > 0);
@@ -512,6 +529,8 @@ pub fn dossier_issues(f: &Fact, syms: &Interner, catalog: &Catalog, j: &Judged) 
         j.not_judged,
         Some(NotJudged::CalendarMissing { .. })
     ));
+    c[I_UNKNOWN_AGENCY] = u64::from(place.unknown);
+    c[I_HANDED_OVER] = u64::from(place.handed_over);
     DossierCounts(c)
 }
 

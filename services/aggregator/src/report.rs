@@ -27,6 +27,8 @@ use crate::quality::{QualityReport, QualityRow};
 mod calendar;
 mod fields;
 mod progress;
+mod trend;
+mod years;
 
 /// Everything the report shows.
 pub struct ReportInput<'a> {
@@ -49,7 +51,15 @@ pub struct ReportInput<'a> {
     pub calendar: &'a CalendarNotes,
     /// The field rollups, ranked by on-time and digitization rate.
     pub fields: &'a [FieldRow],
+    /// The days agencies of the reference ended and handed their dossiers over, with how
+    /// many ended then: the trend marks them.
+    pub breaks: &'a [(NaiveDate, usize)],
 }
+
+/// What the report's agencies are: the restated view, ranked as today's units.
+const VIEW_NOTE_HTML: &str = "<p class=\"view-note\" id=\"view-note\">Agencies are today's units: an agency that ended is restated into the unit that succeeded it, in the rankings, the scorecard and every table below (the restated view; <code>metrics/</code> also holds the agencies as they were, <code>view = as_was</code>).</p>\n";
+const VIEW_NOTE_TERMINAL: &str =
+    "Agencies as today's units (restated view; metrics/ also holds them as they were)\n";
 
 /// Rates at or above this (in percent, as printed) are green.
 const GOOD_AT: f64 = 95.0;
@@ -659,6 +669,7 @@ main { max-width: 1160px; margin: 0 auto; padding: 24px 28px 40px; }
 .subtitle { color: var(--muted); margin: 0; }
 h2 { font-size: 17px; margin: 0 0 2px; }
 .figure-note { color: var(--muted); font-size: 12px; margin: 0 0 8px; }
+.view-note { font-size: 13px; margin: 0 0 16px; padding: 8px 12px; border-left: 3px solid var(--accent); background: #f6f8fa; }
 .tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(142px, 1fr)); gap: 10px; margin: 0 0 22px; }
 .tile { border: 1px solid var(--line); border-left: 5px solid var(--line); border-radius: 6px; padding: 10px 12px; break-inside: avoid; }
 .tile .label { font-size: 12px; color: var(--muted); }
@@ -741,6 +752,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         esc(input.generated_at)
     );
     calendar::html(&mut o, input);
+    o.push_str(VIEW_NOTE_HTML);
     headline(&mut o, &p);
     progress::html(&mut o, input, p.key);
 
@@ -751,7 +763,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         &p,
         RankingSpec {
             id: "ranking-ontime",
-            heading: "On-time rate by agency",
+            heading: "On-time rate by agency · today's units",
             measure: "on-time rate",
             noun: "judged",
             rate: Counts::on_time_rate,
@@ -764,7 +776,7 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
         &p,
         RankingSpec {
             id: "ranking-digitization",
-            heading: "Digitization rate by agency",
+            heading: "Digitization rate by agency · today's units",
             measure: "digitization rate",
             noun: "received",
             rate: Counts::digitization_rate,
@@ -774,7 +786,8 @@ pub fn render_html_with_quality(input: &ReportInput, quality: Option<&QualityRep
     );
     o.push_str("</div>\n");
     fields::html(&mut o, input, p.key);
-    trend(&mut o, &p);
+    trend::html(&mut o, &p, input.breaks);
+    years::html(&mut o, input);
     worst(&mut o, &p, input.min_dossiers);
     scorecard_table(&mut o, &p);
     if let Some(q) = quality {
@@ -1115,236 +1128,6 @@ fn nice_ceil(x: f64) -> f64 {
     10.0 * e
 }
 
-fn trend(o: &mut String, p: &Prepared) {
-    let id = "trend-monthly";
-    put!(
-        o,
-        "<figure id=\"{id}\" class=\"chart chart-trend\">\n<h2>Monthly trend · province</h2>\n"
-    );
-    let months = &p.months;
-    if months.is_empty() {
-        no_data(o, "no monthly province figures for this period");
-        o.push_str("</figure>\n");
-        return;
-    }
-    const W: f64 = 900.0;
-    const H: f64 = 330.0;
-    const L: f64 = 52.0;
-    const R: f64 = 74.0;
-    const T: f64 = 44.0;
-    const B: f64 = 38.0;
-    let pw = W - L - R;
-    let ph = H - T - B;
-    let n = months.len();
-    let slot = pw / n as f64;
-    let x_of = |i: usize| L + slot * (i as f64 + 0.5);
-    let y_of = |r: f64| T + ph * (1.0 - clamp01(r));
-    let max_received = months
-        .iter()
-        .filter_map(|(_, c)| c.map(|c| c.received))
-        .max()
-        .unwrap_or(0);
-    let vmax = nice_ceil(max_received as f64);
-
-    let first = Period::Month.label(months[0].0);
-    let last = Period::Month.label(months[n - 1].0);
-    let last_ontime = months
-        .iter()
-        .rev()
-        .find_map(|(_, c)| c.and_then(|c| c.on_time_rate()));
-    let last_digit = months
-        .iter()
-        .rev()
-        .find_map(|(_, c)| c.and_then(|c| c.digitization_rate()));
-    put!(
-        o,
-        "<svg class=\"chart-svg\" role=\"img\" aria-labelledby=\"{id}-title {id}-desc\" viewBox=\"0 0 {} {}\">\n\
-         <title id=\"{id}-title\">Province on-time and digitization rates by month, {} to {}</title>\n\
-         <desc id=\"{id}-desc\">Lines: on-time rate and digitization rate (left axis, percent). Bars: dossiers received (right axis). Latest month: on-time {}, digitization {}.</desc>\n",
-        c(W),
-        c(H),
-        first,
-        last,
-        pct(last_ontime),
-        pct(last_digit)
-    );
-    // Legend.
-    put!(
-        o,
-        "<g class=\"legend\" font-size=\"12\" fill=\"{COLOR_INK}\">\
-         <line x1=\"{0}\" x2=\"{1}\" y1=\"16\" y2=\"16\" stroke=\"{COLOR_ONTIME}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"20\">On-time rate</text>\
-         <line x1=\"{3}\" x2=\"{4}\" y1=\"16\" y2=\"16\" stroke=\"{COLOR_DIGIT}\" stroke-width=\"3\" stroke-dasharray=\"7 3\"/><text x=\"{5}\" y=\"20\">Digitization rate</text>\
-         <rect x=\"{6}\" y=\"10\" width=\"14\" height=\"12\" fill=\"{COLOR_VOLUME}\"/><text x=\"{7}\" y=\"20\">Dossiers received (right axis)</text>\
-         </g>\n",
-        c(L),
-        c(L + 24.0),
-        c(L + 30.0),
-        c(L + 130.0),
-        c(L + 154.0),
-        c(L + 160.0),
-        c(L + 282.0),
-        c(L + 302.0)
-    );
-    // Axes.
-    o.push_str("<g class=\"axis\" aria-hidden=\"true\">\n");
-    for t in [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] {
-        let y = y_of(t);
-        put!(
-            o,
-            "<line x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\" stroke=\"{COLOR_GRID}\"/>\
-             <text x=\"{3}\" y=\"{4}\" font-size=\"11\" text-anchor=\"end\" fill=\"{COLOR_MUTED}\">{5}%</text>\
-             <text x=\"{6}\" y=\"{4}\" font-size=\"11\" fill=\"{COLOR_MUTED}\">{7}</text>\n",
-            c(L),
-            c(W - R),
-            c(y),
-            c(L - 6.0),
-            c(y + 4.0),
-            (t * 100.0).round(),
-            c(W - R + 6.0),
-            num((vmax * t).round() as u64)
-        );
-    }
-    let every = n.div_ceil(12).max(1);
-    for (i, (m, _)) in months.iter().enumerate() {
-        if i % every != 0 && i != n - 1 {
-            continue;
-        }
-        put!(
-            o,
-            "<text class=\"month-label\" x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" fill=\"{COLOR_MUTED}\">{}</text>\n",
-            c(x_of(i)),
-            c(T + ph + 16.0),
-            Period::Month.label(*m)
-        );
-    }
-    put!(
-        o,
-        "<line x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\" stroke=\"{COLOR_MUTED}\"/>\n\
-         <text x=\"{3}\" y=\"{4}\" font-size=\"11\" text-anchor=\"middle\" fill=\"{COLOR_MUTED}\">Month</text>\n</g>\n",
-        c(L),
-        c(W - R),
-        c(T + ph),
-        c(L + pw / 2.0),
-        c(H - 4.0)
-    );
-    // Volume bars.
-    let bar_w = (slot * 0.6).min(40.0);
-    o.push_str("<g class=\"volume\">\n");
-    for (i, (m, cts)) in months.iter().enumerate() {
-        let Some(cts) = cts else { continue };
-        let hgt = ph * clamp01(cts.received as f64 / vmax);
-        put!(
-            o,
-            "<rect class=\"vol\" data-month=\"{}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{COLOR_VOLUME}\"><title>{}: {} received</title></rect>\n",
-            Period::Month.label(*m),
-            c(x_of(i) - bar_w / 2.0),
-            c(T + ph - hgt),
-            c(bar_w),
-            c(hgt),
-            Period::Month.label(*m),
-            num(cts.received)
-        );
-    }
-    o.push_str("</g>\n");
-    // Lines.
-    type Rate = fn(&Counts) -> Option<f64>;
-    let series: [(&str, &str, &str, &str, Rate); 2] = [
-        ("ontime", "On-time", COLOR_ONTIME, "", Counts::on_time_rate),
-        (
-            "digitization",
-            "Digitization",
-            COLOR_DIGIT,
-            " stroke-dasharray=\"7 3\"",
-            Counts::digitization_rate,
-        ),
-    ];
-    let mut last_points: Vec<(f64, f64, f64, &str)> = Vec::new();
-    for (key, name, color, dash, rate) in series {
-        let pts_: Vec<(usize, Option<f64>)> = months
-            .iter()
-            .enumerate()
-            .map(|(i, (_, cts))| (i, cts.and_then(|c| rate(&c)).filter(|r| r.is_finite())))
-            .collect();
-        let mut d = String::new();
-        let mut pen = false;
-        for (i, r) in &pts_ {
-            match r {
-                Some(r) => {
-                    put!(
-                        d,
-                        "{}{} {} ",
-                        if pen { "L" } else { "M" },
-                        c(x_of(*i)),
-                        c(y_of(*r))
-                    );
-                    pen = true;
-                }
-                None => pen = false,
-            }
-        }
-        put!(o, "<g class=\"series series-{key}\">\n");
-        if !d.is_empty() {
-            put!(
-                o,
-                "<path class=\"line line-{key}\" d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2.5\" stroke-linejoin=\"round\"{dash}/>\n",
-                d.trim_end()
-            );
-        }
-        for (i, r) in &pts_ {
-            let Some(r) = r else { continue };
-            let m = Period::Month.label(months[*i].0);
-            put!(
-                o,
-                "<circle class=\"pt pt-{key}\" data-month=\"{m}\" cx=\"{}\" cy=\"{}\" r=\"3.5\" fill=\"#fff\" stroke=\"{color}\" stroke-width=\"2\"><title>{m}: {} {}</title></circle>\n",
-                c(x_of(*i)),
-                c(y_of(*r)),
-                name.to_lowercase(),
-                pct(Some(*r))
-            );
-        }
-        o.push_str("</g>\n");
-        if let Some((i, Some(r))) = pts_.iter().rev().find(|(_, r)| r.is_some()) {
-            last_points.push((x_of(*i), y_of(*r), *r, color));
-        }
-    }
-    // Label the latest value of each line, keeping the two labels apart.
-    if let [a, b] = last_points.as_slice() {
-        let (upper, lower) = if a.1 <= b.1 { (a, b) } else { (b, a) };
-        let mut yu = upper.1 - 8.0;
-        let mut yl = lower.1 + 16.0;
-        if yl - yu < 14.0 {
-            yu -= 7.0;
-            yl += 7.0;
-        }
-        for (pnt, y) in [(upper, yu), (lower, yl)] {
-            put!(
-                o,
-                "<text class=\"last-value\" x=\"{}\" y=\"{}\" font-size=\"12\" font-weight=\"700\" text-anchor=\"middle\" fill=\"{}\">{}</text>\n",
-                c(pnt.0),
-                c(y.clamp(12.0, H - B - 2.0)),
-                pnt.3,
-                pct(Some(pnt.2))
-            );
-        }
-    } else {
-        for pnt in &last_points {
-            put!(
-                o,
-                "<text class=\"last-value\" x=\"{}\" y=\"{}\" font-size=\"12\" font-weight=\"700\" text-anchor=\"middle\" fill=\"{}\">{}</text>\n",
-                c(pnt.0),
-                c((pnt.1 - 8.0).max(12.0)),
-                pnt.3,
-                pct(Some(pnt.2))
-            );
-        }
-    }
-    o.push_str("</svg>\n");
-    put!(
-        o,
-        "<figcaption>Months with data from {first} to {last}; a gap in a line is a month with nothing to measure.</figcaption>\n</figure>\n"
-    );
-}
-
 fn worst(o: &mut String, p: &Prepared, min_dossiers: u64) {
     let id = "worst-procedures";
     put!(
@@ -1681,6 +1464,7 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
         o.push_str("No agency figures for this period.\n");
         return o;
     }
+    o.push_str(VIEW_NOTE_TERMINAL);
     let mut lines: Vec<&AgencyLine> = p.agencies.iter().collect();
     lines.sort_by(|a, b| by_score(a, b));
 
@@ -2073,7 +1857,7 @@ pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::IndicatorScore;
+    use crate::model::{IndicatorScore, View};
 
     fn d(y: i32, m: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, 1).unwrap()
@@ -2115,7 +1899,11 @@ mod tests {
         MetricRow {
             period,
             period_start: start,
+            view: View::Restated,
+            province_code: None,
+            province_name: None,
             agency_code: agency.map(str::to_string),
+            agency_name: None,
             procedure_code: proc_.map(|(code, _)| code.to_string()),
             procedure_name: proc_.map(|(_, name)| name.to_string()),
             counts: c,
@@ -2148,6 +1936,7 @@ mod tests {
             period: Period::Year,
             period_start: d(2026, 1),
             agency_code: agency.map(str::to_string),
+            agency_name: None,
             total: points.iter().sum(),
             max_total,
             indicators,
@@ -2264,6 +2053,7 @@ mod tests {
             min_dossiers: 5,
             calendar: &crate::model::NO_CALENDAR_NOTES,
             fields: &[],
+            breaks: &[],
         }
     }
 
@@ -2549,7 +2339,8 @@ mod tests {
         assert!(lines[2]
             .trim_start()
             .starts_with("e-result 48.5% · online payment 39.4%"));
-        let table = &lines[3..];
+        assert!(lines[3].starts_with("Agencies as today's units (restated view"));
+        let table = &lines[4..];
         assert_eq!(table.len(), 2 + 3, "{text}");
         assert!(table[0].contains("Agency") && table[0].contains("Score"));
         let w = width(table[0]);

@@ -65,6 +65,7 @@ pub fn score(row: &MetricRow, cfg: &ScorecardConfig) -> Scorecard {
         period: row.period,
         period_start: row.period_start,
         agency_code: row.agency_code.clone(),
+        agency_name: row.agency_name.clone(),
         indicators,
         total,
         max_total,

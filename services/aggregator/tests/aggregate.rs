@@ -81,13 +81,19 @@ fn options(as_of: &str) -> Options {
     }
 }
 
+/// Aggregate `root`, with the agency reference `root.agencies.toml` where a test wrote one.
 fn aggregate(root: &Path, opts: &Options) -> sohoa_aggregator::Summary {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).unwrap());
-    sohoa_aggregator::run(&config().aggregate, store, rt.handle(), opts).unwrap()
+    let mut cfg = config().aggregate;
+    let agencies = root.with_extension("agencies.toml");
+    if agencies.exists() {
+        cfg.agencies = agencies.to_string_lossy().into_owned();
+    }
+    sohoa_aggregator::run(&cfg, store, rt.handle(), opts).unwrap()
 }
 
 fn read_table(path: &Path) -> Vec<RecordBatch> {
@@ -105,20 +111,29 @@ fn metrics_csv(root: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
     csv_rows(&root.join("metrics/metrics.csv"))
 }
 
-/// A CSV table without quoted fields, row by row: column → value.
+/// A CSV table, row by row: column → value.
 fn csv_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|l| {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|rec| {
             header
                 .iter()
-                .zip(l.split(','))
-                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .cloned()
+                .zip(rec.unwrap().iter().map(String::from))
                 .collect()
         })
         .collect()
+}
+
+/// The view a row of `agency` is read in: an agency as the feed names it, as it was; the
+/// province ("") restated, where the samples' two old provinces are one.
+fn view_of(agency: &str) -> &'static str {
+    if agency.is_empty() {
+        "restated"
+    } else {
+        "as_was"
+    }
 }
 
 fn row<'a>(
@@ -130,6 +145,7 @@ fn row<'a>(
     rows.iter()
         .find(|r| {
             r["period_label"] == label
+                && r["view"] == view_of(agency)
                 && r["agency_code"] == agency
                 && r["procedure_code"] == procedure
                 && r["field_code"].is_empty()
@@ -216,6 +232,7 @@ fn the_three_samples_give_the_classes_and_counts_of_the_readme() {
             .iter()
             .find(|r| {
                 r["period_label"] == label
+                    && r["view"] == "restated"
                     && r["agency_code"].is_empty()
                     && r["field_code"].is_empty()
             })
@@ -245,12 +262,13 @@ fn the_three_samples_give_the_classes_and_counts_of_the_readme() {
     for r in &progress {
         let n = |c: &str| r[c].parse::<u64>().unwrap();
         assert_eq!(
-            n("carried_over") + n("received"),
+            n("carried_over") + n("received") + n("transferred_in"),
             n("resolved_early")
                 + n("resolved_on_time")
                 + n("resolved_late")
                 + n("withdrawn")
                 + n("stopped_or_refused")
+                + n("transferred_out")
                 + n("in_progress_in_time")
                 + n("in_progress_overdue"),
             "{r:?}"
@@ -269,6 +287,7 @@ fn the_three_samples_give_the_classes_and_counts_of_the_readme() {
         rows.iter()
             .find(|r| {
                 r["period_label"] == label
+                    && r["view"] == view_of(agency)
                     && r["agency_code"] == agency
                     && r["field_code"] == code
                     && r["procedure_code"].is_empty()
@@ -291,10 +310,66 @@ fn the_three_samples_give_the_classes_and_counts_of_the_readme() {
     );
     assert_eq!(
         rows.iter()
-            .filter(|r| r["period_label"] == "2023" && !r["field_code"].is_empty())
+            .filter(|r| r["period_label"] == "2023"
+                && r["view"] == "restated"
+                && !r["field_code"].is_empty())
             .count(),
         // Three fields across agencies, three within their one agency each.
         6
+    );
+    // 000.00.30.H55 is not in the agency reference: counted under its own code, under the
+    // configured province, and in quality/, never dropped.
+    assert_eq!(s.unknown_agencies, ["000.00.30.H55"]);
+    let unknown = row(&rows, "2023", "000.00.30.H55", "");
+    assert_eq!(
+        [
+            &unknown["received"],
+            &unknown["province_code"],
+            &unknown["agency_name"]
+        ],
+        ["1", "000.00.00.H20", ""]
+    );
+    let quality = csv_rows(&dir.path().join("quality/quality.csv"));
+    let q = quality
+        .iter()
+        .find(|r| r["period_label"] == "2023" && r["agency_code"] == "000.00.30.H55")
+        .unwrap();
+    assert_eq!(
+        (q["dossiers"].as_str(), q["unknown_agency"].as_str()),
+        ("1", "1")
+    );
+    let listed = csv_rows(&dir.path().join("metrics/agencies.csv"));
+    let l = listed
+        .iter()
+        .find(|r| r["code"] == "000.00.30.H55")
+        .unwrap();
+    assert_eq!(
+        [&l["in_reference"], &l["province_code"], &l["current_code"]],
+        ["false", "000.00.00.H20", "000.00.30.H55"]
+    );
+    // A known one is named, as it was and restated to the unit that succeeded it.
+    let known = row(&rows, "2023", "000.00.12.H55", "");
+    assert_eq!(
+        [&known["agency_name"], &known["province_name"]],
+        ["Sở Xây dựng tỉnh Tiền Giang", "Tỉnh Tiền Giang"]
+    );
+    let restated = rows
+        .iter()
+        .find(|r| {
+            r["period_label"] == "2023"
+                && r["view"] == "restated"
+                && r["agency_code"] == "000.00.12.H20"
+                && r["procedure_code"].is_empty()
+                && r["field_code"].is_empty()
+        })
+        .unwrap();
+    assert_eq!(
+        [
+            &restated["received"],
+            &restated["agency_name"],
+            &restated["province_name"]
+        ],
+        ["2", "Sở Xây dựng tỉnh Đồng Tháp", "Tỉnh Đồng Tháp"]
     );
     // The scorecard gives the province points for what it can measure.
     let cards = std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap();
@@ -358,7 +433,7 @@ fn synthetic(n: usize) -> Vec<String> {
     };
     let fmt = |t: chrono::NaiveDateTime| t.format("%Y%m%d%H%M%S").to_string();
     (0..n)
-        .map(|i| {
+        .flat_map(|i| {
             let received = chrono::NaiveDate::from_ymd_opt(2024, 1, 2).unwrap().and_hms_opt(7, 30, 0).unwrap()
                 + chrono::Duration::hours(rnd(24 * 330) as i64);
             let due = received + chrono::Duration::days(1 + rnd(10) as i64);
@@ -394,19 +469,104 @@ fn synthetic(n: usize) -> Vec<String> {
                     r["TrangThaiHoSo"] = json!(10);
                 }
             }
-            json!({"service": "DongBoHoSoMC", "data": [r]}).to_string()
+            let full = json!({"service": "DongBoHoSoMC", "data": [r.clone()]}).to_string();
+            // A third of the districts' dossiers: the district's snapshot at receipt, then
+            // its successor's with all that happened since (see `REORGANIZED`); and a third
+            // of the department's, taken over by an agency that does not succeed it.
+            let successor = match r["DonViXuLy"].as_str() {
+                Some("000.20.31.H55") => ["000.40.01.H55", "000.40.02.H55"][i % 2],
+                Some("000.21.32.H55") => "000.40.01.H55",
+                // Not a successor: a handover the restated view keeps too.
+                Some("000.00.12.H55") => "000.00.30.H55",
+                _ => return vec![full],
+            };
+            if i % 3 != 0 {
+                return vec![full];
+            }
+            let mut first = json!({
+                "MaHoSo": r["MaHoSo"],
+                "MaTTHC": r["MaTTHC"],
+                "TenTTHC": r["TenTTHC"],
+                "DonViXuLy": r["DonViXuLy"],
+                "KenhThucHien": r["KenhThucHien"],
+                "NgayTiepNhan": r["NgayTiepNhan"],
+                "TrangThaiHoSo": 4,
+            });
+            if let Some(due) = r.get("NgayHenTra") {
+                first["NgayHenTra"] = due.clone();
+            }
+            let mut last = r;
+            last["DonViXuLy"] = json!(successor);
+            vec![
+                json!({"service": "DongBoHoSoMC", "data": [first]}).to_string(),
+                json!({"service": "DongBoHoSoMC", "data": [last]}).to_string(),
+            ]
         })
         .collect()
 }
 
+/// The agency reference of the synthetic feed: two districts ended on 30 June 2024, one
+/// shared between two wards, one merged into the first ward; 000.00.30.H55 is missing.
+const REORGANIZED: &str = r#"
+[[agencies]]
+code = "P"
+name = "Province"
+level = "province"
+
+[[agencies]]
+code = "000.00.12.H55"
+name = "Department"
+level = "department"
+
+[[agencies]]
+code = "000.20.31.H55"
+name = "District one"
+level = "district"
+valid_to = 2024-06-30
+successors = [{ code = "000.40.01.H55", share = 0.5 }, { code = "000.40.02.H55", share = 0.5 }]
+
+[[agencies]]
+code = "000.21.32.H55"
+name = "District two"
+level = "district"
+valid_to = 2024-06-30
+successors = ["000.40.01.H55"]
+
+[[agencies]]
+code = "000.40.01.H55"
+name = "Ward one"
+level = "ward"
+valid_from = 2024-07-01
+
+[[agencies]]
+code = "000.40.02.H55"
+name = "Ward two"
+level = "ward"
+valid_from = 2024-07-01
+"#;
+
 #[test]
 fn shards_merged_equal_one_run() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().with_extension("agencies.toml"), REORGANIZED).unwrap();
     write_events(dir.path(), "feed", &synthetic(600));
     let whole = aggregate(dir.path(), &options("2024-12-31 12:00"));
     assert_eq!(whole.dossiers, 600);
     let one = std::fs::read_to_string(dir.path().join("metrics/metrics.csv")).unwrap();
     let one_progress = std::fs::read_to_string(dir.path().join("metrics/progress.csv")).unwrap();
+    // Both views, with handovers in them.
+    let progress = csv_rows(&dir.path().join("metrics/progress.csv"));
+    for view in ["as_was", "restated"] {
+        let handed: u64 = progress
+            .iter()
+            .filter(|r| {
+                r["view"] == view && r["period"] == "year" && r["procedure_code"].is_empty()
+            })
+            .filter(|r| !r["agency_code"].is_empty() && r["field_code"].is_empty())
+            .map(|r| r["transferred_in"].parse::<u64>().unwrap())
+            .sum();
+        assert!(handed > 0, "{view}");
+    }
     let one_cards = std::fs::read_to_string(dir.path().join("metrics/scorecard.csv")).unwrap();
     let quality_files = ["quality.csv", "sync_delay.csv", "sources.csv", "ingest.csv"];
     let one_quality: Vec<String> = quality_files
@@ -535,4 +695,42 @@ fn only_the_date_partitions_asked_for_are_read() {
     };
     let s = aggregate(dir.path(), &o);
     assert_eq!((s.files_read, s.dossiers), (2, 2));
+}
+
+#[test]
+fn a_bad_agency_reference_is_a_configuration_error_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path(), "samples", &[SAMPLES.to_string()]);
+    let path = dir.path().with_extension("bad.toml");
+    let entry = "[[agencies]]\ncode = \"X\"\nname = \"X\"\nlevel = \"ward\"\n";
+    std::fs::write(&path, format!("{entry}\n{entry}")).unwrap();
+    let mut cfg = config().aggregate;
+    cfg.agencies = path.to_string_lossy().into_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let err = sohoa_aggregator::run(
+        &cfg,
+        store.clone(),
+        rt.handle(),
+        &options("2023-12-31 23:59"),
+    )
+    .unwrap_err();
+    assert!(err.is_config());
+    assert_eq!(
+        err.to_string(),
+        format!("aggregate.agencies {:?}: agency reference: code \"X\" appears twice with the same validity, at agencies[0] and agencies[1]; give a new version of a code its own valid_from", cfg.agencies)
+    );
+    // A province the reference does not have.
+    let mut cfg = config().aggregate;
+    cfg.province = "000.00.12.H55".into();
+    let err =
+        sohoa_aggregator::run(&cfg, store, rt.handle(), &options("2023-12-31 23:59")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "aggregate.province: \"000.00.12.H55\" is not a province-level entry of the agency reference"
+    );
 }

@@ -83,10 +83,17 @@ fn event(
 }
 
 /// The life of dossier `i` (received, processing, processed, returned; some stay open),
-/// starting on day `i % 20` of March 2024, under one of three agencies.
+/// starting on day `i % 20` of March 2024, under one of three agencies. Half the
+/// district's dossiers are taken over by a ward from their third event on (along the
+/// successor line), and a tenth of the department's by an agency the reference lacks.
 fn life(i: usize) -> Vec<DossierEvent<'static>> {
     let code = format!("H55-{i:04}");
     let agency = ["000.00.12.H55", "000.00.30.H55", "000.20.31.H55"][i % 3];
+    let later = match i % 3 {
+        2 if i.is_multiple_of(2) => ["000.40.01.H55", "000.40.02.H55"][i % 4 / 2],
+        0 if i.is_multiple_of(10) => "000.00.30.H55",
+        _ => agency,
+    };
     let start = vn("2024-03-01 08:00") + (i % 20) as i64 * DAY + (i % 7) as i64 * HOUR;
     let steps: &[i8] = match i % 4 {
         0 => &[2, 4],
@@ -102,7 +109,8 @@ fn life(i: usize) -> Vec<DossierEvent<'static>> {
             } else {
                 EventKind::Snapshot
             };
-            event(&code, agency, s, start + k as i64 * (DAY + 3 * HOUR), kind)
+            let holder = if k >= 2 { later } else { agency };
+            event(&code, holder, s, start + k as i64 * (DAY + 3 * HOUR), kind)
         })
         .collect()
 }
@@ -217,14 +225,59 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn config() -> sohoa_runtime::config::AggregateConfig {
-    sohoa_runtime::Config::load_with_env(None, Vec::<(String, String)>::new())
+/// The test's agency reference: the district 000.20.31.H55 ended on 10 March 2024, its
+/// dossiers shared between two new wards; 000.00.30.H55 is missing, so it is counted as
+/// unknown.
+const AGENCIES: &str = r#"
+[[agencies]]
+code = "P"
+name = "Province"
+level = "province"
+
+[[agencies]]
+code = "000.00.12.H55"
+name = "Department"
+level = "department"
+
+[[agencies]]
+code = "000.20.31.H55"
+name = "District"
+level = "district"
+valid_to = 2024-03-10
+successors = [{ code = "000.40.01.H55", share = 0.5 }, { code = "000.40.02.H55", share = 0.5 }]
+
+[[agencies]]
+code = "000.40.01.H55"
+name = "Ward one"
+level = "ward"
+valid_from = 2024-03-11
+
+[[agencies]]
+code = "000.40.02.H55"
+name = "Ward two"
+level = "ward"
+valid_from = 2024-03-11
+"#;
+
+/// The configuration, with the test's agency reference (written next to the storage root).
+fn config(root: &Path) -> sohoa_runtime::config::AggregateConfig {
+    let path = root.with_extension("agencies.toml");
+    std::fs::write(&path, AGENCIES).unwrap();
+    let mut cfg = sohoa_runtime::Config::load_with_env(None, Vec::<(String, String)>::new())
         .unwrap()
-        .aggregate
+        .aggregate;
+    cfg.agencies = path.to_string_lossy().into_owned();
+    cfg
 }
 
 fn run_incremental(root: &Path, as_of: &str, inc: &Incremental) -> Result<Summary, AggregateError> {
-    incremental::run(&config(), store(root), rt().handle(), &options(as_of), inc)
+    incremental::run(
+        &config(root),
+        store(root),
+        rt().handle(),
+        &options(as_of),
+        inc,
+    )
 }
 
 const CSV: [&str; 7] = [
@@ -236,8 +289,10 @@ const CSV: [&str; 7] = [
     "quality/sources.csv",
     "quality/ingest.csv",
 ];
-const PARQUET: [&str; 5] = [
+const PARQUET: [&str; 7] = [
     "dossiers/part-00000-of-00001.parquet",
+    "handovers/part-00000-of-00001.parquet",
+    "metrics/agencies.parquet",
     "metrics/metrics.parquet",
     "metrics/progress.parquet",
     "metrics/periods.parquet",
@@ -265,7 +320,7 @@ fn check_step(root: &Path, as_of: &str) -> Summary {
     let s = run_incremental(root, as_of, &Incremental::default()).unwrap();
     let inc = outputs(root);
     let full =
-        sohoa_aggregator::run(&config(), store(root), rt().handle(), &options(as_of)).unwrap();
+        sohoa_aggregator::run(&config(root), store(root), rt().handle(), &options(as_of)).unwrap();
     assert_eq!(s.dossiers, full.dossiers);
     let recomputed = outputs(root);
     for ((path, a), (_, b)) in inc.0.iter().zip(&recomputed.0) {
@@ -374,6 +429,21 @@ fn incremental_runs_equal_full_recomputes_through_late_events_compaction_and_a_c
     p0 = flush(root, 0, p0, &[late]);
     let s = check_step(root, "2024-04-02 12:00");
     assert_eq!((s.files_read, s.events_read), (1, 1));
+    // Both views hold handovers: along the successor line only as it was, to an agency
+    // that does not succeed the first in both.
+    let mut progress = csv::Reader::from_path(root.join("metrics/progress.csv")).unwrap();
+    let header = progress.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = progress.records().map(Result::unwrap).collect();
+    for (view, least) in [("as_was", 5), ("restated", 1)] {
+        let handed: u64 = rows
+            .iter()
+            .filter(|r| r[col("view")] == *view && &r[col("period")] == "year")
+            .filter(|r| r[col("agency_code")].is_empty() && r[col("field_code")].is_empty())
+            .map(|r| r[col("transferred_in")].parse::<u64>().unwrap())
+            .sum();
+        assert!(handed >= least, "{view}: {handed}");
+    }
 
     // Step 4: the date is compacted, together with a file written after the last run (so
     // the compacted file holds events folded and events not folded), and the marker is
@@ -491,7 +561,7 @@ fn options_the_state_cannot_honour_are_refused_by_name() {
     let mut opts = options("2024-03-25 12:00");
     opts.range.from = chrono::NaiveDate::from_ymd_opt(2024, 3, 1);
     let err = incremental::run(
-        &config(),
+        &config(dir.path()),
         store(dir.path()),
         rt().handle(),
         &opts,
@@ -506,7 +576,7 @@ fn options_the_state_cannot_honour_are_refused_by_name() {
     let mut opts = options("2024-03-25 12:00");
     opts.shard = Shard { index: 0, count: 2 };
     let err = incremental::run(
-        &config(),
+        &config(dir.path()),
         store(dir.path()),
         rt().handle(),
         &opts,

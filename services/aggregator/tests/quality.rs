@@ -427,6 +427,10 @@ fn consistency_regressions_date_order_and_two_agencies() {
         // counted under the latest (E).
         snap("D6", "D", 2, t1),
         snap("D6", "E", 4, t2),
+        // D7: received by a district of the agency reference, then held by a ward that
+        // succeeds it: a handover along the successor line, not an issue.
+        snap("D7", "000.20.10.H55", 2, t1),
+        snap("D7", "000.40.10.H20", 4, t2),
     ];
     write(
         dir.path(),
@@ -458,6 +462,20 @@ fn consistency_regressions_date_order_and_two_agencies() {
         get(year(&rows, "E"), &cols),
         ["1", "0", "0", "0", "1", "0", "0", "0", "0", "1", "0"]
     );
+    let cols = [
+        "dossiers",
+        "two_agencies",
+        "handed_over",
+        "unknown_agency",
+        "dossiers_with_issue",
+    ];
+    assert_eq!(
+        get(year(&rows, "000.40.10.H20"), &cols),
+        ["1", "0", "1", "0", "0"]
+    );
+    // D and E are not in the reference: counted, and kept under their own codes.
+    assert_eq!(get(year(&rows, "E"), &cols), ["1", "1", "1", "1", "1"]);
+    assert_eq!(year(&rows, "D")["unknown_agency"], "5");
 }
 
 #[test]
@@ -481,6 +499,10 @@ fn duplicates_per_source_are_repeats_of_the_same_event() {
         // Z, from another system, sent twice.
         canon(snap("Z", "A", 2, t)),
         canon(snap("Z", "A", 2, t)),
+        // W, re-synced by the software of the agency that took it over, nothing else
+        // changed: two events, not a repeat.
+        snap("W", "A", 4, t),
+        snap("W", "B", 4, t),
     ];
     write(
         dir.path(),
@@ -490,7 +512,7 @@ fn duplicates_per_source_are_repeats_of_the_same_event() {
         true,
     );
     let s = aggregate(dir.path(), &options(DateRange::default()));
-    assert_eq!(s.events_read, 8);
+    assert_eq!(s.events_read, 10);
     let rows = read_csv(dir.path(), "sources");
     let got: Vec<Vec<&str>> = rows
         .iter()
@@ -503,10 +525,7 @@ fn duplicates_per_source_are_repeats_of_the_same_event() {
         .collect();
     assert_eq!(
         got,
-        [
-            ["canon", "2", "1", "0.5"],
-            ["dvcqg", "6", "2", "0.3333333333333333"]
-        ]
+        [["canon", "2", "1", "0.5"], ["dvcqg", "8", "2", "0.25"]]
     );
     // The repeats change no dossier count.
     let q = read_csv(dir.path(), "quality");
@@ -725,16 +744,19 @@ fn the_report_and_the_terminal_show_the_quality_block() {
     let s = aggregate(dir.path(), &options(DateRange::default()));
     let q = s.quality.as_ref().unwrap();
     let names = BTreeMap::new();
+    let restated = sohoa_aggregator::model::View::Restated;
+    let (rows, fields) = (s.rows_of(restated), s.fields_of(restated));
     let input = sohoa_aggregator::report::ReportInput {
         title: "Test",
         generated_at: "now",
         as_of: "then",
-        rows: &s.metric_rows,
+        rows: &rows,
         scorecards: &s.scorecards,
         agency_names: &names,
         min_dossiers: 1,
         calendar: &s.calendar,
-        fields: &s.field_rows,
+        fields: &fields,
+        breaks: &s.breaks,
     };
     let html = sohoa_aggregator::report::render_html_with_quality(&input, Some(q));
     assert!(html.contains("<h2>Data quality · 2023</h2>"));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use sohoa_aggregator::fold::Shard;
-use sohoa_aggregator::model::Period;
+use sohoa_aggregator::model::{Period, View};
 use sohoa_aggregator::read::DateRange;
 use sohoa_aggregator::report::{self, ReportInput};
 use sohoa_aggregator::Options;
@@ -292,17 +292,20 @@ fn run_once(
             opts.shard.index, opts.shard.count, opts.shard.count
         );
     } else {
-        let names = Default::default();
+        // The report ranks today's units: the restated view, named from the reference.
+        let rows = summary.rows_of(View::Restated);
+        let fields = summary.fields_of(View::Restated);
         let input = ReportInput {
-            title: &cfg.aggregate.province,
+            title: &summary.province,
             generated_at: &format_local(now),
             as_of: &format_local(opts.as_of),
-            rows: &summary.metric_rows,
+            rows: &rows,
             scorecards: &summary.scorecards,
-            agency_names: &names,
+            agency_names: &summary.agency_names,
             min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
             calendar: &summary.calendar,
-            fields: &summary.field_rows,
+            fields: &fields,
+            breaks: &summary.breaks,
         };
         if !args.no_report {
             let html = report::render_html_with_quality(&input, summary.quality.as_ref());

@@ -40,6 +40,13 @@ pub struct DemoArgs {
     /// Seed of the generator: the same seed gives the same feed.
     #[arg(long, default_value_t = 766)]
     seed: u64,
+    /// The first year of the feed. The demo region reorganizes on 1 July 2025: a feed from
+    /// 2024 shows the old units, the break, and 2024 restated to today's units next to 2025.
+    #[arg(long, default_value_t = 2024)]
+    year: i32,
+    /// How many years the feed covers, from `--year` on.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=5))]
+    years: u32,
     /// Where events/, dossiers/, metrics/ and the report go.
     #[arg(long, default_value = "sohoa-demo")]
     out: PathBuf,
@@ -54,6 +61,21 @@ struct RunRecord {
     dossiers: usize,
     seed: u64,
     partitions: i32,
+    /// The years of the feed (a record without them is of one 2025 feed).
+    #[serde(default = "RunRecord::first_year")]
+    year: i32,
+    #[serde(default = "RunRecord::one")]
+    years: u32,
+}
+
+impl RunRecord {
+    fn first_year() -> i32 {
+        2025
+    }
+
+    fn one() -> u32 {
+        1
+    }
 }
 
 /// A progress line on stderr: redrawn in place on a terminal, a few lines otherwise.
@@ -229,6 +251,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         dossiers: args.dossiers,
         seed: args.seed,
         partitions: args.partitions,
+        year: args.year,
+        years: args.years,
     };
     if let Ok(text) = std::fs::read_to_string(&record_path) {
         let before: RunRecord = serde_json::from_str(&text)
@@ -256,7 +280,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         args.seed
     );
     let stage = Stage::start();
-    let feed = generate::generate(args.dossiers, args.seed, 2025)?;
+    let feed = generate::generate(args.dossiers, args.seed, args.year, args.years)?;
     stages.generate = stage.stop();
     std::fs::write(
         out.join("ground-truth.json"),
@@ -415,26 +439,24 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     agg_bar.finish(1);
     stages.aggregate = stage.stop();
     let stage = Stage::start();
-    let names = feed
-        .truth
-        .agencies
-        .iter()
-        .map(|(code, t)| (code.clone(), t.name.clone()))
-        .collect();
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     let as_of = chrono::DateTime::from_timestamp_micros(feed.as_of + 7 * 3_600_000_000)
         .map(|t| t.format("%Y-%m-%d %H:%M ICT").to_string())
         .unwrap_or_default();
+    // The report ranks today's units: the restated view, named from the reference.
+    let restated = sohoa_aggregator::model::View::Restated;
+    let (rows, fields) = (summary.rows_of(restated), summary.fields_of(restated));
     let input = ReportInput {
-        title: &cfg.aggregate.province,
+        title: &summary.province,
         generated_at: &generated,
         as_of: &as_of,
-        rows: &summary.metric_rows,
+        rows: &rows,
         scorecards: &summary.scorecards,
-        agency_names: &names,
+        agency_names: &summary.agency_names,
         min_dossiers: cfg.aggregate.worst_procedures_min_dossiers,
         calendar: &summary.calendar,
-        fields: &summary.field_rows,
+        fields: &fields,
+        breaks: &summary.breaks,
     };
     let report_path = out.join("report/index.html");
     std::fs::create_dir_all(out.join("report"))?;
@@ -449,11 +471,12 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     println!(
         "\nDone in {:.0} s. Everything is under {o}:\n\
          \x20 events/     {} events, Hive-partitioned by date (Parquet)\n\
-         \x20 dossiers/   {} dossiers, one row each\n\
-         \x20 metrics/    metrics.csv, metrics.parquet, progress.csv, progress.parquet, scorecard.csv\n\
+         \x20 dossiers/   {} dossiers, one row each; handovers/ their changes of agency\n\
+         \x20 metrics/    metrics.csv, metrics.parquet, progress.csv, progress.parquet, scorecard.csv, agencies.csv;\n\
+         \x20             every row as the agencies were and restated to today's units (view)\n\
          \x20 report      {}\n\
          \nQuery them:\n\
-         \x20 duckdb -c \"SELECT agency_code, received, round(on_time_rate, 3) AS on_time, round(digitization_rate, 3) AS digitized FROM '{o}/metrics/metrics.parquet' WHERE period = 'year' AND procedure_code IS NULL AND field_code IS NULL ORDER BY on_time\"\n\
+         \x20 duckdb -c \"SELECT period_label, agency_name, received, round(on_time_rate, 3) AS on_time, round(digitization_rate, 3) AS digitized FROM '{o}/metrics/metrics.parquet' WHERE view = 'restated' AND period = 'year' AND procedure_code IS NULL AND field_code IS NULL ORDER BY period_label, on_time\"\n\
          \x20 python -c \"import polars as pl; print(pl.read_parquet('{o}/dossiers/*.parquet').group_by('on_time_class').len())\"\n\
          \x20 python -c \"import pyarrow.dataset as ds; print(ds.dataset('{o}/events', partitioning='hive').count_rows())\"",
         started.elapsed().as_secs_f64(),

@@ -297,8 +297,14 @@ impl RejectsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
-    /// Shown as the report's title.
+    /// The code of the province (a province-level entry of the agency reference) whose
+    /// name titles the report, and under which agencies missing from the reference are
+    /// counted; empty: the reference's only province without successors.
     pub province: String,
+    /// The agency reference (codes, names, levels, provinces, validity dates and
+    /// successors) as TOML, CSV or Parquet, by the file's extension; empty uses the one
+    /// embedded from `config/agencies.toml` (the demo region).
+    pub agencies: String,
     /// The holiday table (days off and worked Saturdays per year); empty uses the one
     /// embedded from `config/calendar/vn-public-sector.toml`.
     pub calendar: String,

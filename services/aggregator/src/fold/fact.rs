@@ -1,6 +1,6 @@
 //! The folded fact of one dossier, and what it is made of.
 
-use super::Sym;
+use super::{Interner, Sym, NO_SYM};
 
 /// Orders events of one dossier: event time, then source order. The later sync of two
 /// events stamped with the same time wins.
@@ -9,6 +9,14 @@ pub struct EventKey {
     pub time: i64,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// One agency that snapshots of a dossier named: the earliest and the latest of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub agency: Sym,
+    pub first: EventKey,
+    pub last: EventKey,
 }
 
 /// A supplement request, as the latest snapshot lists it.
@@ -38,7 +46,7 @@ pub const CHANNEL_ONLINE: u8 = 2;
 pub const CHANNEL_POSTAL: u8 = 3;
 
 /// Everything the rules need about one dossier.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Fact {
     /// The latest snapshot's key; `None` while only progress events were seen.
     pub snapshot: Option<EventKey>,
@@ -46,7 +54,18 @@ pub struct Fact {
     pub last: EventKey,
     pub status: i8,
     pub source_system: Sym,
+    /// The agency of the latest snapshot that names one: who holds the dossier last.
     pub agency: Sym,
+    /// The agency of the earliest snapshot that names one: who received it; `NO_SYM`
+    /// until a snapshot names one...
+    pub receiving: Sym,
+    /// ...the keys of the earliest and the latest snapshots naming one...
+    pub named_first: EventKey,
+    pub named_last: EventKey,
+    /// ...and, once snapshots named more than one agency, each one's earliest and latest
+    /// snapshot, so the holder at any moment can be told (see [`Fact::holders`]). Empty
+    /// for the common dossier, which one agency holds throughout.
+    pub holders: Box<[Held]>,
     pub procedure: Sym,
     pub procedure_name: Sym,
     /// The field (`MaLinhVuc`) and its name (`TenLinhVuc`), as the latest snapshot gave them.
@@ -78,12 +97,45 @@ pub struct Fact {
     /// none) and the earliest event time it was shown at...
     pub peak_stage: u8,
     pub peak_at: i64,
-    /// ...the first agency a snapshot named (symbol + 1, 0 for none)...
-    pub first_agency: u32,
-    /// ...the latest snapshot's status (the dates below are that snapshot's)...
+    /// ...and the latest snapshot's status (the dates above are that snapshot's).
     pub snapshot_status: i8,
-    /// ...and whether a snapshot named another one (`quality::Q_*` bits).
-    pub qflags: u8,
+}
+
+impl Default for Fact {
+    /// Nothing seen yet; codes not given (`NO_SYM`), not the first interned one.
+    fn default() -> Fact {
+        Fact {
+            snapshot: None,
+            last: EventKey::default(),
+            status: 0,
+            source_system: NO_SYM,
+            agency: NO_SYM,
+            receiving: NO_SYM,
+            named_first: EventKey::default(),
+            named_last: EventKey::default(),
+            holders: Box::new([]),
+            procedure: NO_SYM,
+            procedure_name: NO_SYM,
+            field: NO_SYM,
+            field_name: NO_SYM,
+            channel: 0,
+            flags: 0,
+            received_at: None,
+            due_at: None,
+            first_due: None,
+            first_due_time: 0,
+            dues: Box::new([]),
+            finished_at: None,
+            returned_at: None,
+            refused_at: None,
+            supplements: Box::new([]),
+            first_seen: [None; 4],
+            events: 0,
+            peak_stage: 0,
+            peak_at: 0,
+            snapshot_status: 0,
+        }
+    }
 }
 
 impl Fact {
@@ -123,6 +175,81 @@ impl Fact {
         } else {
             &self.dues
         }
+    }
+
+    /// Note that a snapshot with key `key` named agency `agency`. Order-independent like
+    /// the rest of the fold: each agency keeps its earliest and latest snapshot, and the
+    /// receiving and holding agencies are those of the earliest and the latest overall.
+    /// Snapshots with equal keys (a feed without source offsets) are ordered by code, so
+    /// every order of arrival picks the same.
+    pub fn see_agency(&mut self, key: EventKey, agency: Sym, syms: &Interner) {
+        if self.receiving == NO_SYM {
+            (self.receiving, self.agency) = (agency, agency);
+            (self.named_first, self.named_last) = (key, key);
+            return;
+        }
+        let order = |k: EventKey, a: Sym| (k, syms.get(a));
+        if self.holders.is_empty() {
+            if agency == self.receiving {
+                self.named_first = self.named_first.min(key);
+                self.named_last = self.named_last.max(key);
+                return;
+            }
+            self.holders = Box::new([Held {
+                agency: self.receiving,
+                first: self.named_first,
+                last: self.named_last,
+            }]);
+        }
+        match self.holders.iter_mut().find(|h| h.agency == agency) {
+            Some(h) => {
+                h.first = h.first.min(key);
+                h.last = h.last.max(key);
+            }
+            None => {
+                let mut v = std::mem::take(&mut self.holders).into_vec();
+                v.push(Held {
+                    agency,
+                    first: key,
+                    last: key,
+                });
+                self.holders = v.into_boxed_slice();
+            }
+        }
+        let first = self
+            .holders
+            .iter()
+            .min_by(|a, b| order(a.first, a.agency).cmp(&order(b.first, b.agency)));
+        let last = self
+            .holders
+            .iter()
+            .max_by(|a, b| order(a.last, a.agency).cmp(&order(b.last, b.agency)));
+        if let (Some(f), Some(l)) = (first, last) {
+            (self.receiving, self.named_first) = (f.agency, f.first);
+            (self.agency, self.named_last) = (l.agency, l.last);
+        }
+    }
+
+    /// The agencies that held the dossier, in order, each from the key of the snapshot
+    /// that first showed it holding it: from each agency's earliest and latest snapshot,
+    /// the agency of the latest snapshot at or before a moment holds it then. Exact unless
+    /// a dossier went back and forth between two agencies more than once.
+    pub fn holders(&self, syms: &Interner) -> Vec<(EventKey, Sym)> {
+        if self.holders.is_empty() {
+            return if self.receiving == NO_SYM {
+                Vec::new()
+            } else {
+                vec![(self.named_first, self.receiving)]
+            };
+        }
+        let mut points: Vec<(EventKey, Sym)> = self
+            .holders
+            .iter()
+            .flat_map(|h| [(h.first, h.agency), (h.last, h.agency)])
+            .collect();
+        points.sort_by(|a, b| (a.0, syms.get(a.1)).cmp(&(b.0, syms.get(b.1))));
+        points.dedup_by(|b, a| a.1 == b.1);
+        points
     }
 
     /// Earliest time status `code` (7 to 10) was seen.
@@ -172,5 +299,80 @@ mod tests {
         one.see_due(1, 900);
         assert!(one.dues.is_empty());
         assert_eq!((one.first_due_time, one.due_values()), (1, &[900][..]));
+    }
+
+    /// Every order of `seen` (key time, agency), folded into one fact.
+    fn agencies_in_every_order(seen: &[(i64, &str)]) -> Vec<Fact> {
+        let mut syms = Interner::default();
+        let named: Vec<(EventKey, Sym)> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, (t, a))| {
+                let key = EventKey {
+                    time: *t,
+                    partition: 0,
+                    offset: i as i64,
+                };
+                (key, syms.intern(Some(a)))
+            })
+            .collect();
+        let mut orders: Vec<Vec<usize>> = vec![(0..named.len()).collect()];
+        orders.push((0..named.len()).rev().collect());
+        for k in 1..named.len() {
+            let mut o: Vec<usize> = (0..named.len()).collect();
+            o.rotate_left(k);
+            orders.push(o);
+        }
+        orders
+            .into_iter()
+            .map(|o| {
+                let mut f = Fact::default();
+                // Twice, as a replayed file would.
+                for &i in o.iter().chain(&o) {
+                    f.see_agency(named[i].0, named[i].1, &syms);
+                }
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn who_received_and_who_held_fold_the_same_in_any_order() {
+        // A district received it, a ward took it over, and (a data quirk) the district
+        // named it once more before the ward ended it.
+        let seen = [
+            (10, "D"),
+            (20, "D"),
+            (30, "W"),
+            (40, "D"),
+            (50, "W"),
+            (60, "W"),
+        ];
+        let facts = agencies_in_every_order(&seen);
+        let mut syms = Interner::default();
+        let (d, w) = (syms.intern(Some("D")), syms.intern(Some("W")));
+        for f in &facts {
+            assert_eq!((f.receiving, f.agency), (d, w));
+            assert_eq!((f.named_first.time, f.named_last.time), (10, 60));
+            let held: Vec<(i64, Sym)> =
+                f.holders(&syms).iter().map(|(k, a)| (k.time, *a)).collect();
+            // D from 10, W from 30 (its first), D again at 40 (its last), W again from 60:
+            // W's snapshot at 50 lies between its first and its last, so the return is
+            // dated by the last, the limit of keeping two keys per agency.
+            assert_eq!(held, [(10, d), (30, w), (40, d), (60, w)]);
+        }
+        // One agency throughout: nothing allocated, one holder.
+        let facts = agencies_in_every_order(&[(5, "D"), (1, "D"), (9, "D")]);
+        for f in &facts {
+            assert!(f.holders.is_empty());
+            assert_eq!(
+                f.holders(&syms)
+                    .iter()
+                    .map(|(k, a)| (k.time, *a))
+                    .collect::<Vec<_>>(),
+                [(1, d)]
+            );
+        }
+        assert!(Fact::default().holders(&syms).is_empty());
     }
 }

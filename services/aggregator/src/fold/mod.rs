@@ -304,18 +304,15 @@ impl Folder {
                 source: src,
                 topic: topic_sym,
                 agency: ag,
+                agency_code: (ag != NO_SYM).then(|| syms.get(ag)).flatten(),
                 status: st,
                 time: key.time,
                 arrival,
             });
             if is_snapshot && ag != NO_SYM {
-                // Every snapshot counts here, stale or not: the set of agencies a code was
-                // filed under does not depend on the order they arrive in.
-                if fact.first_agency == 0 {
-                    fact.first_agency = ag + 1;
-                } else if fact.first_agency != ag + 1 {
-                    fact.qflags |= quality::Q_TWO_AGENCIES;
-                }
+                // Every snapshot counts here, stale or not: who received the dossier and who
+                // held it when do not depend on the order snapshots arrive in.
+                fact.see_agency(key, ag, syms);
             }
             let snapshot_due = ts(due, i);
             if let (true, Some(d)) = (is_snapshot, snapshot_due) {
@@ -329,7 +326,6 @@ impl Folder {
             fact.snapshot = Some(key);
             fact.snapshot_status = st;
             fact.source_system = src;
-            fact.agency = ag;
             fact.procedure = procedure.sym(i, fact.procedure, syms);
             fact.procedure_name = procedure_name.sym(i, fact.procedure_name, syms);
             fact.field = field.sym(i, fact.field, syms);

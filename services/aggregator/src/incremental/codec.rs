@@ -2,10 +2,10 @@
 //! (zigzag for signed values), times as differences from the fact's last event time, so
 //! most are short.
 
-use crate::fold::{EventKey, Fact, Folder, Interner, Part, Supplement};
+use crate::fold::{EventKey, Fact, Folder, Held, Interner, Part, Supplement, NO_SYM};
 use crate::quality::{SourceSet, SourceSets};
 
-const FACTS_MAGIC: &[u8] = b"sohoa-facts-4\n";
+const FACTS_MAGIC: &[u8] = b"sohoa-facts-5\n";
 const FPS_MAGIC: &[u8] = b"sohoa-fingerprints-1\n";
 
 #[derive(Default)]
@@ -27,6 +27,12 @@ impl W {
     fn s(&mut self, s: &str) {
         self.u(s.len() as u64);
         self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn key(&mut self, k: &EventKey, base: i64) {
+        self.i(k.time.wrapping_sub(base));
+        self.i(i64::from(k.partition));
+        self.i(k.offset);
     }
 }
 
@@ -68,6 +74,14 @@ impl<'a> R<'a> {
         std::str::from_utf8(bytes).map_err(|e| e.to_string())
     }
 
+    fn key(&mut self, base: i64) -> Result<EventKey, String> {
+        Ok(EventKey {
+            time: base.wrapping_add(self.i()?),
+            partition: self.i()? as i32,
+            offset: self.i()?,
+        })
+    }
+
     fn magic(&mut self, m: &[u8]) -> Result<(), String> {
         if self.d.get(..m.len()) != Some(m) {
             return Err("not a state object of this version".into());
@@ -93,6 +107,10 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
             status,
             source_system,
             agency,
+            receiving,
+            named_first,
+            named_last,
+            holders,
             procedure,
             procedure_name,
             field,
@@ -112,9 +130,7 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
             events,
             peak_stage,
             peak_at,
-            first_agency,
             snapshot_status,
-            qflags,
         } = f;
         let base = last.time;
         w.s(code);
@@ -157,7 +173,7 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
         ] {
             w.u(u64::from(s.wrapping_add(1)));
         }
-        w.0.extend_from_slice(&[*channel, *flags, *qflags, *peak_stage]);
+        w.0.extend_from_slice(&[*channel, *flags, *peak_stage]);
         w.u(supplements.len() as u64);
         for s in supplements.iter() {
             w.i(s.requested_at.wrapping_sub(base));
@@ -186,7 +202,19 @@ pub(super) fn encode_facts(folder: &Folder) -> Vec<u8> {
         }
         w.u(u64::from(*events));
         w.i(peak_at.wrapping_sub(base));
-        w.u(u64::from(*first_agency));
+        // Who received and who held the dossier: the keys of the snapshots that named them.
+        w.u(u64::from(receiving.wrapping_add(1)));
+        if *receiving != NO_SYM {
+            for k in [named_first, named_last] {
+                w.key(k, base);
+            }
+        }
+        w.u(holders.len() as u64);
+        for h in holders.iter() {
+            w.u(u64::from(h.agency.wrapping_add(1)));
+            w.key(&h.first, base);
+            w.key(&h.last, base);
+        }
     }
     w.0
 }
@@ -233,7 +261,7 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
         let (source_system, agency, procedure, procedure_name) =
             (sym(r.u()?), sym(r.u()?), sym(r.u()?), sym(r.u()?));
         let (field, field_name) = (sym(r.u()?), sym(r.u()?));
-        let (channel, flags, qflags, peak_stage) = (r.byte()?, r.byte()?, r.byte()?, r.byte()?);
+        let (channel, flags, peak_stage) = (r.byte()?, r.byte()?, r.byte()?);
         let ns = r.u()? as usize;
         let mut supplements = Vec::with_capacity(ns.min(64));
         for _ in 0..ns {
@@ -274,13 +302,31 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
         }
         let events = r.u()? as u32;
         let peak_at = base.wrapping_add(r.i()?);
-        let first_agency = r.u()? as u32;
+        let receiving = sym(r.u()?);
+        let (named_first, named_last) = if receiving != NO_SYM {
+            (r.key(base)?, r.key(base)?)
+        } else {
+            Default::default()
+        };
+        let n_held = r.u()? as usize;
+        let mut holders = Vec::with_capacity(n_held.min(64));
+        for _ in 0..n_held {
+            holders.push(Held {
+                agency: sym(r.u()?),
+                first: r.key(base)?,
+                last: r.key(base)?,
+            });
+        }
         let fact = Fact {
             snapshot,
             last,
             status,
             source_system,
             agency,
+            receiving,
+            named_first,
+            named_last,
+            holders: holders.into_boxed_slice(),
             procedure,
             procedure_name,
             field,
@@ -300,9 +346,7 @@ pub(super) fn decode_facts(data: &[u8], part: Part) -> Result<Folder, String> {
             events,
             peak_stage,
             peak_at,
-            first_agency,
             snapshot_status,
-            qflags,
         };
         folder.facts.insert(code, fact);
     }
@@ -397,9 +441,39 @@ mod tests {
                 events: 4,
                 peak_stage: 4,
                 peak_at: 1_700_000_100_000_000,
-                first_agency: a + 1,
+                receiving: p,
+                named_first: EventKey {
+                    time: 1_699_000_000_000_000,
+                    partition: 3,
+                    offset: 2,
+                },
+                named_last: EventKey {
+                    time: 1_700_000_000_000_000,
+                    partition: 3,
+                    offset: 17,
+                },
+                holders: vec![
+                    Held {
+                        agency: p,
+                        first: EventKey {
+                            time: 1_699_000_000_000_000,
+                            partition: 3,
+                            offset: 2,
+                        },
+                        last: EventKey::default(),
+                    },
+                    Held {
+                        agency: a,
+                        first: EventKey::default(),
+                        last: EventKey {
+                            time: 1_700_000_000_000_000,
+                            partition: 3,
+                            offset: 17,
+                        },
+                    },
+                ]
+                .into_boxed_slice(),
                 snapshot_status: 4,
-                qflags: 1,
                 channel: 2,
                 flags: 0x81,
                 ..Fact::default()

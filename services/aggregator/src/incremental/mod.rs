@@ -351,7 +351,7 @@ impl Loaded {
 
 /// The state's format: a state of another version (its facts lack what this one keeps)
 /// is rebuilt from `events/` by folding everything again.
-const STATE_VERSION: u32 = 4;
+const STATE_VERSION: u32 = 5;
 
 fn corrupt(path: &str, reason: impl ToString) -> AggregateError {
     StateError::Corrupt {
@@ -522,6 +522,7 @@ pub fn run(
     check(opts)?;
     let started = Instant::now();
     let (cal, catalog) = crate::reference_data(cfg)?;
+    let agencies = crate::agency_reference(cfg)?;
     let mut summary = Summary::default();
     crate::check_keys(&*store, rt, opts, &mut summary)?;
     summary.calendar.provisional = cal.provisional_years().clone();
@@ -666,6 +667,7 @@ pub fn run(
     let ctx = crate::Context {
         cal: &cal,
         catalog: &catalog,
+        agencies: &agencies,
         opts,
         store: &store,
         rt,
@@ -673,15 +675,12 @@ pub fn run(
     };
     let (base, quality_counts) =
         crate::judge_and_write_dossiers(&ctx, &folders, quality_counts, &mut summary)?;
-    crate::write_metrics(
-        cfg,
-        &*store,
-        rt,
-        opts,
+    let inputs = crate::MetricInputs {
         base,
-        Some(quality_counts),
-        &mut summary,
-    )?;
+        quality: Some(quality_counts),
+        agencies: &agencies,
+    };
+    crate::write_metrics(cfg, &*store, rt, opts, inputs, &mut summary)?;
 
     // The new state: objects first, then the manifest naming them (the commit point).
     // Parts no new event reached keep their objects.

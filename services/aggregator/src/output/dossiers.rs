@@ -8,8 +8,10 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 
 use super::{batch, days, utc, writer_props, OutputError, ROW_GROUP_ROWS};
+use crate::agencies::Agencies;
 use crate::fold::{Fact, Interner, CHANNEL_IN_PERSON, CHANNEL_ONLINE, CHANNEL_POSTAL};
 use crate::fold::{FLAG_NATIONAL_WAREHOUSE, NO_SYM};
+use crate::placement::Placement;
 use crate::rules::{local_date, DueSource, Judged};
 
 const STATUS_NAMES: [&str; 11] = [
@@ -31,35 +33,48 @@ pub struct DossierOut<'a> {
     pub code: &'a str,
     pub fact: &'a Fact,
     pub judged: &'a Judged,
+    pub place: &'a Placement,
     /// The interner of the fold part the fact comes from.
     pub syms: &'a Interner,
 }
 
 /// Encode the `dossiers` table, a row group at a time, so the Arrow copy of the table
 /// never exists whole.
-pub fn dossiers_parquet(rows: &[DossierOut<'_>], as_of: i64) -> Result<Bytes, OutputError> {
+pub fn dossiers_parquet(
+    rows: &[DossierOut<'_>],
+    as_of: i64,
+    agencies: &Agencies,
+) -> Result<Bytes, OutputError> {
     let err = |e: parquet::errors::ParquetError| OutputError::Encode {
         table: "dossiers",
         reason: e.to_string(),
     };
     let mut buf = Vec::new();
     let mut chunks = rows.chunks(ROW_GROUP_ROWS);
-    let first = dossiers_batch(chunks.next().unwrap_or(&[]), as_of)?;
+    let first = dossiers_batch(chunks.next().unwrap_or(&[]), as_of, agencies)?;
     let mut writer =
         ArrowWriter::try_new(&mut buf, first.schema(), Some(writer_props()?)).map_err(err)?;
     writer.write(&first).map_err(err)?;
     for chunk in chunks {
-        writer.write(&dossiers_batch(chunk, as_of)?).map_err(err)?;
+        writer
+            .write(&dossiers_batch(chunk, as_of, agencies)?)
+            .map_err(err)?;
     }
     writer.close().map_err(err)?;
     Ok(Bytes::from(buf))
 }
 
-fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, OutputError> {
+fn dossiers_batch(
+    rows: &[DossierOut<'_>],
+    as_of: i64,
+    agencies: &Agencies,
+) -> Result<RecordBatch, OutputError> {
     let n = rows.len();
     let mut code = StringBuilder::with_capacity(n, n * 24);
     let mut system = StringBuilder::new();
-    let mut agency = StringBuilder::new();
+    let (mut agency, mut receiving) = (StringBuilder::new(), StringBuilder::new());
+    let (mut restated, mut restated_receiving) = (StringBuilder::new(), StringBuilder::new());
+    let mut handovers = Int32Builder::with_capacity(n);
     let mut procedure = StringBuilder::new();
     let mut procedure_name = StringBuilder::new();
     let mut field = StringBuilder::new();
@@ -96,7 +111,12 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
         let (f, j) = (r.fact, r.judged);
         code.append_value(r.code);
         system.append_option(sym(f.source_system));
-        agency.append_option(sym(f.agency));
+        let (was, now) = (&r.place.as_was, r.place.restated());
+        agency.append_option(was.holder().code(r.syms, agencies));
+        receiving.append_option(was.receiving.code(r.syms, agencies));
+        restated.append_option(now.holder().code(r.syms, agencies));
+        restated_receiving.append_option(now.receiving.code(r.syms, agencies));
+        handovers.append_value(was.handovers.len() as i32);
         procedure.append_option(sym(f.procedure));
         procedure_name.append_option(sym(f.procedure_name));
         field.append_option(sym(f.field));
@@ -158,6 +178,14 @@ fn dossiers_batch(rows: &[DossierOut<'_>], as_of: i64) -> Result<RecordBatch, Ou
             ("dossier_code", a(&mut code), false),
             ("source_system", a(&mut system), true),
             ("agency_code", a(&mut agency), true),
+            ("receiving_agency_code", a(&mut receiving), true),
+            ("restated_agency_code", a(&mut restated), true),
+            (
+                "restated_receiving_agency_code",
+                a(&mut restated_receiving),
+                true,
+            ),
+            ("handovers", a(&mut handovers), false),
             ("procedure_code", a(&mut procedure), true),
             ("procedure_name", a(&mut procedure_name), true),
             ("field_code", a(&mut field), true),

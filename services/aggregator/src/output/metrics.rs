@@ -10,14 +10,18 @@ use chrono::NaiveDate;
 
 use super::{batch, csv_field, days, encode, strings, OutputError};
 use crate::metrics::{Base, Rollups};
-use crate::model::{Counts, FieldRow, MetricRow, Period, Scorecard};
+use crate::model::{Counts, FieldRow, MetricRow, Period, Scorecard, View};
 
 /// The CSV header of `metrics/metrics.csv`; the Parquet table has the same columns.
 pub const METRIC_COLUMNS: &[&str] = &[
     "period",
     "period_start",
     "period_label",
+    "view",
+    "province_code",
+    "province_name",
     "agency_code",
+    "agency_name",
     "procedure_code",
     "procedure_name",
     "field_code",
@@ -81,7 +85,7 @@ pub struct TableRow<'a> {
 pub fn table_rows(r: &Rollups) -> Vec<TableRow<'_>> {
     let mut out = Vec::with_capacity(r.rows.len() + r.fields.len());
     let mut fields = r.fields.iter().peekable();
-    let key = |m: &MetricRow| (m.period, m.period_start);
+    let key = |m: &MetricRow| (m.view, m.period, m.period_start);
     for row in &r.rows {
         while let Some(f) = fields.next_if(|f| key(&f.row) < key(row)) {
             out.push(TableRow {
@@ -116,7 +120,11 @@ fn key_of(r: &TableRow, col: &str) -> Option<Option<String>> {
         "period" => Some(m.period.as_str().to_string()),
         "period_start" => Some(m.period_start.format("%Y-%m-%d").to_string()),
         "period_label" => Some(m.period.label(m.period_start)),
+        "view" => Some(m.view.as_str().to_string()),
+        "province_code" => m.province_code.clone(),
+        "province_name" => m.province_name.clone(),
         "agency_code" => m.agency_code.clone(),
+        "agency_name" => m.agency_name.clone(),
         "procedure_code" => m.procedure_code.clone(),
         "procedure_name" => m.procedure_name.clone(),
         "field_code" => r.field.map(|f| f.field_code.clone()),
@@ -174,7 +182,7 @@ pub(crate) fn table_parquet(spec: &Spec, rows: &[TableRow]) -> Result<Bytes, Out
             {
                 let values: Vec<Option<String>> =
                     rows.iter().map(|r| key_of(r, name).flatten()).collect();
-                let required = matches!(name, "period" | "period_label");
+                let required = matches!(name, "period" | "period_label" | "view");
                 (strings(values.iter().map(|v| v.as_deref())), !required)
             }
             name if (spec.rate)(&Counts::default(), name).is_some() => {
@@ -201,7 +209,11 @@ pub(crate) fn table_parquet(spec: &Spec, rows: &[TableRow]) -> Result<Bytes, Out
 static EMPTY: MetricRow = MetricRow {
     period: Period::Day,
     period_start: NaiveDate::MIN,
+    view: View::Restated,
+    province_code: None,
+    province_name: None,
     agency_code: None,
+    agency_name: None,
     procedure_code: None,
     procedure_name: None,
     counts: Counts::ZERO,
@@ -226,10 +238,11 @@ pub fn metrics_parquet(r: &Rollups) -> Result<Bytes, OutputError> {
     table_parquet(&METRICS, &table_rows(r))
 }
 
-/// `metrics/scorecard.csv`: one row per agency (or the province) and period, with each
-/// indicator's rate and points.
+/// `metrics/scorecard.csv`: one row per agency (or province) and period, with each
+/// indicator's rate and points. Scorecards rank today's units, so they are the restated
+/// view's, and the `view` column says so.
 pub fn scorecard_csv(cards: &[Scorecard]) -> String {
-    let mut out = String::from("period,period_start,period_label,agency_code");
+    let mut out = String::from("period,period_start,period_label,view,agency_code,agency_name");
     if let Some(first) = cards.first() {
         for i in &first.indicators {
             let _ = write!(out, ",rate_{0},points_{0},max_{0}", i.id.replace('.', "_"));
@@ -239,12 +252,15 @@ pub fn scorecard_csv(cards: &[Scorecard]) -> String {
     for c in cards {
         let _ = write!(
             out,
-            "{},{},{},",
+            "{},{},{},{},",
             c.period.as_str(),
             c.period_start.format("%Y-%m-%d"),
-            c.period.label(c.period_start)
+            c.period.label(c.period_start),
+            View::Restated.as_str()
         );
         csv_field(&mut out, c.agency_code.as_deref().unwrap_or(""));
+        out.push(',');
+        csv_field(&mut out, c.agency_name.as_deref().unwrap_or(""));
         for i in &c.indicators {
             out.push(',');
             if let Some(r) = i.rate {
@@ -285,33 +301,38 @@ pub fn base_parquet(base: &Base) -> Result<Bytes, OutputError> {
     let rows = &base.rows;
     let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
         (
-            "period",
+            "view",
             strings(rows.keys().map(|k| Some(k.0.as_str()))),
+            false,
+        ),
+        (
+            "period",
+            strings(rows.keys().map(|k| Some(k.1.as_str()))),
             false,
         ),
         (
             "period_start",
             {
                 let mut b = Date32Builder::new();
-                rows.keys().for_each(|k| b.append_value(days(k.1)));
+                rows.keys().for_each(|k| b.append_value(days(k.2)));
                 Arc::new(b.finish())
             },
             false,
         ),
         (
             "agency_code",
-            strings(rows.keys().map(|k| k.2.as_deref())),
+            strings(rows.keys().map(|k| k.3.as_deref())),
             true,
         ),
         (
             "field_code",
-            strings(rows.keys().map(|k| k.3.as_deref())),
+            strings(rows.keys().map(|k| k.4.as_deref())),
             true,
         ),
         (
             "field_name",
             strings(rows.keys().map(|k| {
-                k.3.as_ref()
+                k.4.as_ref()
                     .and_then(|c| base.field_names.get(c))
                     .map(String::as_str)
             })),
@@ -319,13 +340,13 @@ pub fn base_parquet(base: &Base) -> Result<Bytes, OutputError> {
         ),
         (
             "procedure_code",
-            strings(rows.keys().map(|k| k.4.as_deref())),
+            strings(rows.keys().map(|k| k.5.as_deref())),
             true,
         ),
         (
             "procedure_name",
             strings(rows.keys().map(|k| {
-                k.4.as_ref()
+                k.5.as_ref()
                     .and_then(|c| base.names.get(c))
                     .map(String::as_str)
             })),
@@ -343,13 +364,15 @@ pub fn base_parquet(base: &Base) -> Result<Bytes, OutputError> {
 
 /// The stored (not derived) counts of [`Counts`], in a fixed order: a shard's flows. The
 /// backlog (carried over, in progress) follows from them after the merge.
-pub const BASE_COUNTS: [&str; 19] = [
+pub const BASE_COUNTS: [&str; 21] = [
     "received",
     "online_received",
     "received_in_person",
     "received_online",
     "received_postal",
     "received_other",
+    "transferred_in",
+    "transferred_out",
     "early",
     "on_time",
     "late",
@@ -377,6 +400,8 @@ pub(crate) fn counts_field(c: &Counts, name: &str) -> Option<u64> {
         "received_online" => c.received_online,
         "received_postal" => c.received_postal,
         "received_other" => c.received_other,
+        "transferred_in" => c.transferred_in,
+        "transferred_out" => c.transferred_out,
         "early" => c.early,
         "on_time" => c.on_time,
         "late" => c.late,
@@ -405,6 +430,8 @@ pub fn set_count(c: &mut Counts, name: &str, v: u64) {
         "received_online" => &mut c.received_online,
         "received_postal" => &mut c.received_postal,
         "received_other" => &mut c.received_other,
+        "transferred_in" => &mut c.transferred_in,
+        "transferred_out" => &mut c.transferred_out,
         "early" => &mut c.early,
         "on_time" => &mut c.on_time,
         "late" => &mut c.late,

@@ -1,6 +1,8 @@
-//! The aggregator's tables: `dossiers/` and `metrics/` in Parquet (and CSV for metrics
-//! and scorecards), written whole and atomically (one `put` per file).
+//! The aggregator's tables: `dossiers/`, `handovers/` and `metrics/` in Parquet (and CSV
+//! for metrics, scorecards and agencies), written whole and atomically (one `put` per
+//! file).
 
+mod agencies;
 mod dossiers;
 mod metrics;
 mod progress;
@@ -17,6 +19,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+pub use agencies::{
+    agencies_csv, agencies_parquet, handovers_parquet, handovers_path, AGENCY_COLUMNS,
+};
 pub use dossiers::{dossiers_parquet, DossierOut};
 pub use metrics::{
     base_parquet, metrics_csv, metrics_parquet, periods_parquet, scorecard_csv, set_count,

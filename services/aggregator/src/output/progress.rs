@@ -1,6 +1,7 @@
-//! `metrics/progress.*`: the province's report form, per period × agency × procedure and
-//! every rollup. Carried over and received on one side, resolved, withdrawn, stopped or
-//! refused and still in progress on the other; the two sides are equal on every row.
+//! `metrics/progress.*`: the province's report form, per view × period × agency ×
+//! procedure and every rollup. Carried over, received and handed over to the agency on
+//! one side; resolved, withdrawn, stopped or refused, handed over away and still in
+//! progress on the other; the two sides are equal on every row.
 
 use bytes::Bytes;
 
@@ -14,7 +15,11 @@ pub const PROGRESS_COLUMNS: &[&str] = &[
     "period",
     "period_start",
     "period_label",
+    "view",
+    "province_code",
+    "province_name",
     "agency_code",
+    "agency_name",
     "procedure_code",
     "field_code",
     "field_name",
@@ -24,11 +29,13 @@ pub const PROGRESS_COLUMNS: &[&str] = &[
     "received_online",
     "received_postal",
     "received_other",
+    "transferred_in",
     "resolved_early",
     "resolved_on_time",
     "resolved_late",
     "withdrawn",
     "stopped_or_refused",
+    "transferred_out",
     "in_progress_in_time",
     "in_progress_overdue",
     "on_time_rate",
@@ -46,6 +53,8 @@ fn count(c: &Counts, name: &str) -> Option<u64> {
         | "received_online"
         | "received_postal"
         | "received_other"
+        | "transferred_in"
+        | "transferred_out"
         | "withdrawn"
         | "stopped_or_refused"
         | "in_progress_in_time"
@@ -59,8 +68,8 @@ const PROGRESS: Spec = Spec {
     columns: PROGRESS_COLUMNS,
     count,
     rate: |c, name| (name == "on_time_rate").then(|| c.on_time_rate()),
-    // A row with nothing carried over and nothing received has nothing at all.
-    keep: |c| c.carried_over + c.judged_received() > 0,
+    // A row with nothing carried over, received or handed over to it has nothing at all.
+    keep: |c| c.carried_over + c.inflow() > 0,
 };
 
 /// `metrics/progress.csv`.

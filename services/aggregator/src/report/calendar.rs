@@ -72,7 +72,7 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
-    use crate::model::{Counts, MetricRow, Period};
+    use crate::model::{Counts, MetricRow, Period, View};
 
     static NAMES: BTreeMap<String, String> = BTreeMap::new();
 
@@ -87,6 +87,7 @@ mod tests {
             min_dossiers: 1,
             calendar: notes,
             fields: &[],
+            breaks: &[],
         }
     }
 
@@ -94,7 +95,11 @@ mod tests {
         MetricRow {
             period: Period::Year,
             period_start: NaiveDate::from_ymd_opt(y, 1, 1).unwrap(),
+            view: View::Restated,
+            province_code: None,
+            province_name: None,
             agency_code: None,
+            agency_name: None,
             procedure_code: None,
             procedure_name: None,
             counts: Counts {

@@ -141,7 +141,7 @@ pub(super) fn terminal(o: &mut String, input: &ReportInput, key: Option<(Period,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MetricRow;
+    use crate::model::{MetricRow, View};
 
     fn field(code: &str, name: Option<&str>, agency: Option<&str>, c: Counts) -> FieldRow {
         FieldRow {
@@ -150,7 +150,11 @@ mod tests {
             row: MetricRow {
                 period: Period::Year,
                 period_start: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+                view: View::Restated,
+                province_code: None,
+                province_name: None,
                 agency_code: agency.map(str::to_string),
+                agency_name: None,
                 procedure_code: None,
                 procedure_name: None,
                 counts: c,

@@ -1,8 +1,9 @@
 //! The progress table the way a province's report form lays it out ("báo cáo tình hình
 //! giải quyết hồ sơ"): per agency, carried over from the last period, newly received (of
-//! which online), resolved early, on time and late, withdrawn, stopped or refused, and
-//! still in progress, in time or overdue; the province last. Both sides of each row are
-//! equal: carried over + new = everything to the right of them.
+//! which online), handed over to it, resolved early, on time and late, withdrawn, stopped
+//! or refused, handed over away, and still in progress, in time or overdue; the province
+//! last. Both sides of each row are equal: carried over + new + handed over to it =
+//! everything to the right of them.
 
 use std::fmt::Write as _;
 
@@ -46,7 +47,10 @@ fn lines(input: &ReportInput, key: (Period, NaiveDate)) -> Vec<Line> {
     {
         out.push(Line {
             code: None,
-            label: "Province".to_string(),
+            label: r
+                .province_name
+                .clone()
+                .unwrap_or_else(|| "Province".to_string()),
             counts: r.counts,
         });
     }
@@ -54,20 +58,22 @@ fn lines(input: &ReportInput, key: (Period, NaiveDate)) -> Vec<Line> {
 }
 
 fn has_progress(c: &Counts) -> bool {
-    c.carried_over + c.judged_received() > 0
+    c.carried_over + c.inflow() > 0
 }
 
 /// The numbers of a line, in the table's order.
-fn cells(c: &Counts) -> [u64; 10] {
+fn cells(c: &Counts) -> [u64; 12] {
     [
         c.carried_over,
         c.judged_received(),
         c.received_online,
+        c.transferred_in,
         c.early,
         c.on_time,
         c.late,
         c.withdrawn,
         c.stopped_or_refused,
+        c.transferred_out,
         c.in_progress_in_time,
         c.in_progress_overdue,
     ]
@@ -79,7 +85,7 @@ pub(super) fn html(o: &mut String, input: &ReportInput, key: Option<(Period, Nai
     let lines = lines(input, key);
     let _ = write!(
         o,
-        "<figure id=\"progress\">\n<h2>Progress report · {}</h2>\n<p class=\"figure-note\">As a province's report form counts them: dossiers carried over from the last period plus those newly received are to process; each is resolved (early, on time or late), withdrawn, stopped or refused, or still in progress at the period's end. On time = (early + on time + in progress in time) ÷ (resolved + in progress).</p>\n",
+        "<figure id=\"progress\">\n<h2>Progress report · {}</h2>\n<p class=\"figure-note\">As a province's report form counts them: dossiers carried over from the last period, those newly received and those handed over to the agency are to process; each is resolved (early, on time or late), withdrawn, stopped or refused, handed over to another agency, or still in progress at the period's end. Receipts stay with the agency that received the dossier; what ends or stays open counts under the agency holding it then. On time = (early + on time + in progress in time) ÷ (resolved + in progress).</p>\n",
         esc(&key.0.label(key.1))
     );
     if lines.is_empty() {
@@ -90,7 +96,7 @@ pub(super) fn html(o: &mut String, input: &ReportInput, key: Option<(Period, Nai
     }
     o.push_str(
         "<div class=\"table-wrap\"><table class=\"scorecard\">\n<thead>\
-         <tr><th scope=\"col\" rowspan=\"2\" class=\"name\">Agency</th><th scope=\"col\" rowspan=\"2\">Carried over</th><th scope=\"colgroup\" colspan=\"2\">New</th><th scope=\"colgroup\" colspan=\"3\">Resolved</th><th scope=\"col\" rowspan=\"2\">Withdrawn</th><th scope=\"col\" rowspan=\"2\">Stopped or refused</th><th scope=\"colgroup\" colspan=\"2\">In progress</th><th scope=\"col\" rowspan=\"2\">On time</th></tr>\n\
+         <tr><th scope=\"col\" rowspan=\"2\" class=\"name\">Agency</th><th scope=\"col\" rowspan=\"2\">Carried over</th><th scope=\"colgroup\" colspan=\"2\">New</th><th scope=\"col\" rowspan=\"2\">Handed over to it</th><th scope=\"colgroup\" colspan=\"3\">Resolved</th><th scope=\"col\" rowspan=\"2\">Withdrawn</th><th scope=\"col\" rowspan=\"2\">Stopped or refused</th><th scope=\"col\" rowspan=\"2\">Handed over away</th><th scope=\"colgroup\" colspan=\"2\">In progress</th><th scope=\"col\" rowspan=\"2\">On time</th></tr>\n\
          <tr><th scope=\"col\">Received</th><th scope=\"col\">of which online</th><th scope=\"col\">Early</th><th scope=\"col\">On time</th><th scope=\"col\">Late</th><th scope=\"col\">In time</th><th scope=\"col\">Overdue</th></tr>\n\
          </thead>\n<tbody>\n",
     );
@@ -127,15 +133,17 @@ pub(super) fn terminal(o: &mut String, input: &ReportInput, key: Option<(Period,
     if lines.is_empty() {
         return;
     }
-    const HEADS: [&str; 11] = [
+    const HEADS: [&str; 13] = [
         "Carried",
         "New",
         "Online",
+        "In",
         "Early",
         "On time",
         "Late",
         "Withdrawn",
         "Stopped",
+        "Out",
         "In time",
         "Overdue",
         "Rate",
@@ -167,7 +175,7 @@ pub(super) fn terminal(o: &mut String, input: &ReportInput, key: Option<(Period,
         .collect();
     let _ = writeln!(
         o,
-        "\nProgress · {} (carried over + new = resolved + withdrawn + stopped + in progress)",
+        "\nProgress · {} (carried over + new + handed in = resolved + withdrawn + stopped + handed out + in progress)",
         key.0.label(key.1)
     );
     let mut header = pad_right("Agency", name_w);
@@ -194,12 +202,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::model::View;
 
     fn row(agency: Option<&str>, c: Counts) -> MetricRow {
         MetricRow {
             period: Period::Month,
             period_start: NaiveDate::from_ymd_opt(2023, 3, 1).unwrap(),
+            view: View::Restated,
+            province_code: None,
+            province_name: None,
             agency_code: agency.map(str::to_string),
+            agency_name: None,
             procedure_code: None,
             procedure_name: None,
             counts: c,
@@ -212,10 +225,12 @@ mod tests {
             carried_over: 3,
             received_online: 2,
             received_in_person: 1,
+            transferred_in: 2,
             early: 1,
             on_time: 1,
             withdrawn: 1,
-            in_progress_overdue: 3,
+            transferred_out: 1,
+            in_progress_overdue: 4,
             ..Counts::default()
         };
         let rows = [row(Some("A"), a), row(None, a)];
@@ -230,15 +245,17 @@ mod tests {
             min_dossiers: 1,
             calendar: &crate::model::NO_CALENDAR_NOTES,
             fields: &[],
+            breaks: &[],
         };
         let key = Some((Period::Month, NaiveDate::from_ymd_opt(2023, 3, 1).unwrap()));
         let mut h = String::new();
         html(&mut h, &input, key);
         assert!(h.contains("Progress report · 2023-03"));
-        // Carried 3, received 3 (2 online), early 1, on time 1, late 0, withdrawn 1,
-        // stopped 0, in time 0, overdue 3; on time 2 of 5.
+        // Carried 3, received 3 (2 online), handed over to it 2, early 1, on time 1, late
+        // 0, withdrawn 1, stopped 0, handed over away 1, in time 0, overdue 4; on time 2
+        // of 6.
         assert!(
-            h.contains("<th scope=\"row\">Sở Xây dựng</th><td>3</td><td>3</td><td>2</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td><td>3</td><td class=\"band-bad\">40.0%</td>"),
+            h.contains("<th scope=\"row\">Sở Xây dựng</th><td>3</td><td>3</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>1</td><td>0</td><td>4</td><td class=\"band-bad\">33.3%</td>"),
             "{h}"
         );
         assert!(h.contains("<tr class=\"province\" data-code=\"\"><th scope=\"row\">Province</th>"));
@@ -251,7 +268,7 @@ mod tests {
             "{t}"
         );
         assert!(lines[4].starts_with("Sở Xây dựng"), "{t}");
-        assert!(lines[4].ends_with("40.0%"), "{t}");
+        assert!(lines[4].ends_with("33.3%"), "{t}");
         assert!(lines[5].starts_with("Province"), "{t}");
     }
 }

@@ -3,16 +3,26 @@
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::{field_of, fmt, Agency, Dossier, HOUR};
+use super::life::Dossier;
+use super::plan::{field_of, Agency};
+use super::{fmt, HOUR};
 
 /// A JSON string literal.
 fn js(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
-/// The `DongBoHoSoMC` message of a dossier as it stood at `at`, after `status`. Written
-/// out directly: building `serde_json::Value`s cost most of the generator's time.
-pub(super) fn snapshot(d: &Dossier, a: &Agency, at: i64, status: u8, updating: bool) -> String {
+/// The `DongBoHoSoMC` message of a dossier as it stood at `at`, after `status`, sent by
+/// the software of agency `holder` (the habits are `a`'s, the agency that received it).
+/// Written out directly: building `serde_json::Value`s cost most of the generator's time.
+pub(super) fn snapshot(
+    d: &Dossier,
+    a: &Agency,
+    holder: &str,
+    at: i64,
+    status: u8,
+    updating: bool,
+) -> String {
     use std::fmt::Write as _;
     let text = |s: &str| {
         js(&if a.messy {
@@ -45,7 +55,7 @@ pub(super) fn snapshot(d: &Dossier, a: &Agency, at: i64, status: u8, updating: b
         js(&d.procedure.code),
         text(&d.procedure.name),
         field,
-        js(&a.code),
+        js(holder),
         d.channel,
         d.applicant_id,
         fmt(d.received - HOUR),
