@@ -29,7 +29,7 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: CompactArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let storage = sohoa_runtime::Storage::open(&cfg.storage)?;
+    let storage = sohoa_ingestor::open_storage(&cfg, rt.handle())?;
     let format = FileFormat::new(
         &sohoa_schemas::events_schema(),
         cfg.flush.row_group_rows,

@@ -271,7 +271,7 @@ pub fn run(
     metrics: Arc<Metrics>,
     job: &Backfill,
 ) -> Result<Totals, IngestError> {
-    let storage = Storage::open(&cfg.storage)?;
+    let storage = crate::open_storage(cfg, rt)?;
     let pseudo = pseudonymizer(cfg)?;
     let raw_store = match cfg.rejects.raw_storage() {
         Some(raw) => Some(Storage::open(&raw)?.store),

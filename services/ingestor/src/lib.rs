@@ -64,6 +64,20 @@ pub enum IngestError {
     Backfill(#[from] backfill::BackfillError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Probe(#[from] sohoa_storage::ProbeError),
+}
+
+/// Opens the storage root and checks that it fences writers: every commit is a put that
+/// must fail when its object exists, and a store that ignores that would let two replicas
+/// commit the same offsets without a sound.
+pub fn open_storage(cfg: &Config, rt: &tokio::runtime::Handle) -> Result<Storage, IngestError> {
+    let storage = Storage::open(&cfg.storage)?;
+    rt.block_on(sohoa_storage::check_conditional_put(
+        storage.store.as_ref(),
+        &object_store::path::Path::from("_sohoa/probes"),
+    ))?;
+    Ok(storage)
 }
 
 /// The pseudonymizer the configuration asks for.
@@ -194,7 +208,7 @@ pub fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Totals, IngestError> {
-    let storage = Storage::open(&cfg.storage)?;
+    let storage = open_storage(cfg, rt)?;
     let pseudo = pseudonymizer(cfg)?;
     let checkpointer = Checkpointer::new(storage.store.clone());
     let fatal = Arc::new(AtomicBool::new(false));

@@ -33,6 +33,23 @@ pub struct Storage {
     pub root: String,
     /// The local folder, when the root is local.
     pub local: Option<std::path::PathBuf>,
+    /// The root as a URL ending in `/`, and a store that takes that URL's paths: what a
+    /// Delta table under the root needs, since its log names files by URL.
+    pub by_url: (Arc<dyn ObjectStore>, url::Url),
+}
+
+impl Storage {
+    /// The URL of `dir` under the root, and the store its URL paths are read from.
+    pub fn url_of(&self, dir: &str) -> Result<(Arc<dyn ObjectStore>, url::Url), StorageError> {
+        let (store, base) = &self.by_url;
+        let url = base
+            .join(&format!("{}/", dir.trim_matches('/')))
+            .map_err(|e| StorageError::Url {
+                root: self.root.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok((store.clone(), url))
+    }
 }
 
 impl Storage {
@@ -60,15 +77,21 @@ impl Storage {
                 source,
             })?;
             let prefix = url.path().trim_matches('/');
+            let bucket: Arc<dyn ObjectStore> = Arc::new(store);
             let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(store)
+                bucket.clone()
             } else {
-                Arc::new(PrefixStore::new(store, prefix))
+                Arc::new(PrefixStore::new(bucket.clone(), prefix))
             };
+            let mut base = url.clone();
+            if !base.path().ends_with('/') {
+                base.set_path(&format!("{}/", base.path()));
+            }
             return Ok(Storage {
                 store,
                 root,
                 local: None,
+                by_url: (bucket, base),
             });
         }
         let path = std::path::PathBuf::from(root.trim_start_matches("file://"));
@@ -86,10 +109,16 @@ impl Storage {
                 source,
             })?
             .with_fsync(cfg.fsync);
+        let base = url::Url::from_directory_path(&abs).map_err(|()| StorageError::Url {
+            root: root.clone(),
+            reason: format!("{} is not an absolute path", abs.display()),
+        })?;
+        let by_path: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new().with_fsync(cfg.fsync));
         Ok(Storage {
             store: Arc::new(store),
             root,
             local: Some(abs),
+            by_url: (by_path, base),
         })
     }
 }

@@ -1,0 +1,9 @@
+//! Storage of the ingested events: the `events/` Delta Lake table, and the checks a writer
+//! makes of the store before it commits anything.
+
+pub mod events;
+pub mod probe;
+pub mod table;
+
+pub use probe::{check_conditional_put, ProbeError};
+pub use table::{Commit, DataFile, LiveFile, Operation, Outcome, StatsPlan, Table, TableError};
