@@ -97,6 +97,37 @@ pub struct Marker {
     /// (`rejects.raw_root`), if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_rejects: Option<String>,
+    /// Offsets of the range the broker no longer held when they were to be consumed
+    /// (retention deleted them first): lost upstream, not by the ingestor, and recorded so
+    /// the loss is visible where the range's counts are. Absent when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<OffsetGap>,
+}
+
+/// Offsets `from..=to` of a partition that were expected next and that the broker had
+/// already deleted when they were to be consumed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OffsetGap {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl OffsetGap {
+    /// The gap when a partition expected at `expected` resumed at `first` while the broker
+    /// held offsets from `log_start` on: `expected..` up to whichever comes first. `None`
+    /// when `expected` was still held, and the offsets skipped are holes of the log.
+    pub fn deleted(expected: i64, first: i64, log_start: i64) -> Option<OffsetGap> {
+        (first > expected && log_start > expected).then(|| OffsetGap {
+            from: expected,
+            to: log_start.min(first) - 1,
+        })
+    }
+
+    /// Offsets skipped. An offset is not always a message (transaction markers take one),
+    /// so this is an upper bound on the messages lost.
+    pub fn offsets(&self) -> u64 {
+        (self.to - self.from + 1).max(0) as u64
+    }
 }
 
 impl Marker {
@@ -465,6 +496,7 @@ mod tests {
             key_fingerprint: None,
             rejects: None,
             raw_rejects: None,
+            gaps: Vec::new(),
         }
     }
 
@@ -578,6 +610,44 @@ mod tests {
         let e = cp.commit(&paths, &marker(0, 7, vec![])).await.unwrap_err();
         assert!(matches!(e, CheckpointError::Fenced { start: 0, .. }), "{e}");
         assert_eq!(cp.recover(&paths).await.unwrap().next_offset, Some(10));
+    }
+
+    #[test]
+    fn a_gap_is_what_lies_below_the_log_start_and_never_an_ordinary_hole() {
+        // Storage expected 10; the broker holds 50 on, and 50 came.
+        assert_eq!(
+            OffsetGap::deleted(10, 50, 50),
+            Some(OffsetGap { from: 10, to: 49 })
+        );
+        assert_eq!(OffsetGap::deleted(10, 50, 50).unwrap().offsets(), 40);
+        // 50 and 51 were transaction markers: only what was deleted is the gap.
+        assert_eq!(
+            OffsetGap::deleted(10, 52, 50),
+            Some(OffsetGap { from: 10, to: 49 })
+        );
+        // Retention moved on after the fetch that delivered 50.
+        assert_eq!(
+            OffsetGap::deleted(10, 50, 70),
+            Some(OffsetGap { from: 10, to: 49 })
+        );
+        // 10 is still held: 10 and 11 were markers or compacted away.
+        assert_eq!(OffsetGap::deleted(10, 12, 0), None);
+        assert_eq!(OffsetGap::deleted(10, 12, 10), None);
+        // No jump, no gap.
+        assert_eq!(OffsetGap::deleted(10, 10, 50), None);
+    }
+
+    #[test]
+    fn gaps_are_left_out_of_markers_without_any_and_older_markers_still_parse() {
+        let mut m = marker(0, 9, vec![]);
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(!json.contains("gaps"), "{json}");
+        let back: Marker = serde_json::from_str(&json).unwrap();
+        assert!(back.gaps.is_empty());
+        m.gaps.push(OffsetGap { from: 0, to: 4 });
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(r#""gaps":[{"from":0,"to":4}]"#), "{json}");
+        assert_eq!(serde_json::from_str::<Marker>(&json).unwrap(), m);
     }
 
     #[test]

@@ -124,7 +124,12 @@ fn consumer_config(cfg: &Config) -> ClientConfig {
             "statistics.interval.ms",
             cfg.kafka.statistics_interval_ms.to_string(),
         )
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // When retention has deleted the offset storage resumes from, go on from the
+        // oldest offset the broker holds, not from the end: the pipeline records the
+        // offsets in between as a gap. librdkafka's default (`latest`) would skip every
+        // message still held, and the next commit would claim them done.
+        .set("auto.offset.reset", "earliest");
     // A fetch must hold at least one message of the largest size sources send.
     if !cfg.kafka.properties.contains_key("fetch.message.max.bytes") {
         c.set("fetch.message.max.bytes", "16777216");
@@ -382,6 +387,15 @@ mod tests {
         }
         assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
+    }
+
+    #[test]
+    fn a_deleted_offset_resumes_at_the_oldest_one_held() {
+        let cfg = Config::load_with_env(None, std::iter::empty()).expect("the embedded defaults");
+        assert_eq!(
+            consumer_config(&cfg).get("auto.offset.reset"),
+            Some("earliest")
+        );
     }
 
     #[test]

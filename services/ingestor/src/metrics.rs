@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::checkpoint::OffsetGap;
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -66,6 +67,11 @@ pub struct Metrics {
     /// Errors librdkafka reported, by client (consumer, dead_letters) and error code: every
     /// report, where the log folds repeats (`client_errors`).
     pub kafka_client_errors: IntCounterVec,
+    /// Gaps committed: ranges of offsets that Kafka's retention deleted before they were
+    /// ingested, by topic and partition.
+    pub offset_gaps: IntCounterVec,
+    /// Offsets in those gaps: the messages lost, at most.
+    pub offset_gap_messages: IntCounterVec,
     lag: Mutex<HashMap<(String, i32), PartitionLag>>,
     /// Started, and not yet stopping.
     ready: AtomicBool,
@@ -266,6 +272,18 @@ impl Metrics {
                  librdkafka error code (AllBrokersDown, BrokerTransportFailure, ...).",
                 &["client", "code"],
             ),
+            offset_gaps: counter_vec(
+                "sohoa_ingest_offset_gaps_total",
+                "Ranges of offsets Kafka deleted (retention) before they were ingested, by \
+                 topic and partition; each is recorded in the commit marker of the range \
+                 that follows it.",
+                &["topic", "partition"],
+            ),
+            offset_gap_messages: counter_vec(
+                "sohoa_ingest_offset_gap_messages_total",
+                "Offsets in those ranges, by topic and partition: the messages lost, at most.",
+                &["topic", "partition"],
+            ),
             registry,
             lag: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
@@ -320,6 +338,23 @@ impl Metrics {
             l.low_watermark = Some(low.max(0));
             self.publish_lag(topic, partition, l);
         }
+    }
+
+    /// Export a partition's gap counters at 0 from its assignment on: an alert on their
+    /// increase needs a sample before the first gap.
+    pub fn watch_gaps(&self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        self.offset_gaps.with_label_values(&[topic, &p]);
+        self.offset_gap_messages.with_label_values(&[topic, &p]);
+    }
+
+    /// A gap committed in a partition's marker.
+    pub fn count_gap(&self, topic: &str, partition: i32, gap: &OffsetGap) {
+        let p = partition.to_string();
+        self.offset_gaps.with_label_values(&[topic, &p]).inc();
+        self.offset_gap_messages
+            .with_label_values(&[topic, &p])
+            .inc_by(gap.offsets());
     }
 
     /// Forget a partition that is no longer assigned, so its gauges do not go stale.

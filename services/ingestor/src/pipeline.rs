@@ -24,7 +24,9 @@ use sohoa_schemas::normalize::vn_day;
 use sohoa_schemas::{DecodeOutput, Decoder, EventBatchBuilder, Lineage};
 
 use crate::backoff::Backoff;
-use crate::checkpoint::{CheckpointError, Checkpointer, CommittedFile, Marker, PartitionPaths};
+use crate::checkpoint::{
+    CheckpointError, Checkpointer, CommittedFile, Marker, OffsetGap, PartitionPaths,
+};
 use crate::dead_letter::{CommitRejects, DeadLetterError, DeadLetters};
 use crate::metrics::{now_ms, Metrics};
 use crate::write::{FileFormat, WriteError};
@@ -92,6 +94,10 @@ pub trait OffsetCommitter: Send {
     /// Another writer committed this partition's next range: re-read storage, resume after
     /// it, and announce that with [`Input::Rewound`]. `false` if the source cannot.
     fn rewind(&self, topic: &str, partition: i32) -> bool;
+    /// The oldest offset the source still holds for the partition, as of its latest read:
+    /// what tells offsets deleted by retention from offsets that never held a message.
+    /// `None` when unknown, or for sources that delete nothing.
+    fn log_start(&self, topic: &str, partition: i32) -> Option<i64>;
 }
 
 /// For sources with nothing to commit to (files).
@@ -101,6 +107,9 @@ impl OffsetCommitter for NoCommit {
     fn commit(&self, _: &[(Arc<str>, i32, i64)]) {}
     fn rewind(&self, _: &str, _: i32) -> bool {
         false
+    }
+    fn log_start(&self, _: &str, _: i32) -> Option<i64> {
+        None
     }
 }
 
@@ -185,6 +194,8 @@ struct Pending {
     committed: bool,
     /// Rejects committed with the range, for sinks that keep them so (backfills).
     rejects: Option<CommitRejects>,
+    /// Offsets of the range the source had deleted before they were consumed.
+    gaps: Vec<OffsetGap>,
 }
 
 /// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
@@ -224,6 +235,8 @@ struct PartState {
     failures: u32,
     /// Lost a commit race: records are dropped until the source says where it resumed.
     fenced: bool,
+    /// Offsets of the open range that the source had deleted before they were consumed.
+    gaps: Vec<OffsetGap>,
 }
 
 impl PartState {
@@ -249,6 +262,7 @@ impl PartState {
             retry_at: None,
             failures: 0,
             fenced: false,
+            gaps: Vec::new(),
         }
     }
 
@@ -606,6 +620,7 @@ impl Pipeline {
                     for (topic, partition, next) in parts {
                         self.metrics
                             .update_lag(&topic, partition, |l| l.durable_next = next);
+                        self.metrics.watch_gaps(&topic, partition);
                         self.metrics
                             .flush_backoff_seconds
                             .with_label_values(&[&*topic, &partition.to_string()])
@@ -727,6 +742,18 @@ impl Pipeline {
         if st.skips(r.offset) {
             self.totals.skipped_durable += 1;
             return Ok(());
+        }
+        // Past the offset expected next (from storage, or after the last record): the
+        // skipped offsets are in this range, which is where a gap is recorded. With nothing
+        // in storage yet (a first start) nothing is expected, and nothing can be missed.
+        if let Some(expected) = st.next_expected().filter(|&n| r.offset > n) {
+            st.gaps.extend(retention_gap(
+                &*self.committer,
+                &r.topic,
+                r.partition,
+                expected,
+                r.offset,
+            ));
         }
         let lineage = Lineage {
             topic: &r.topic,
@@ -1304,6 +1331,7 @@ impl Pipeline {
                 started: u.started,
                 committed: false,
                 rejects: u.rejects,
+                gaps: std::mem::take(&mut st.gaps),
             });
             st.oldest = None;
             st.oldest_ts_ms = None;
@@ -1367,6 +1395,7 @@ impl Pipeline {
             key_fingerprint: Some(self.cfg.key_fingerprint.clone()),
             rejects,
             raw_rejects: raw_rejects.as_ref().map(|(_, path, _)| path.to_string()),
+            gaps: p.gaps.clone(),
         };
         Some(FlushIo {
             paths,
@@ -1409,6 +1438,9 @@ impl Pipeline {
         m.events
             .with_label_values(&[t, "rejected"])
             .inc_by(p.rejected_records);
+        for gap in &p.gaps {
+            m.count_gap(t, st.partition, gap);
+        }
         m.files_written.inc_by(p.files.len() as u64);
         m.bytes_written.inc_by(p.bytes as u64);
         m.flush_seconds.observe(p.started.elapsed().as_secs_f64());
@@ -1436,6 +1468,34 @@ impl Pipeline {
         );
         self.release(p.bytes);
     }
+}
+
+/// The offsets skipped between `expected` and `first`, the record that came instead, if
+/// the source had deleted them. Offsets the source still holds but that hold no message
+/// (transaction markers, compacted records) are skipped too, and are no loss: only what
+/// lies below the source's oldest offset is. That offset is the source's latest knowledge,
+/// from the read that delivered `first` or a later one: no round trip per skip, and if
+/// retention moved on since, the gap still stops before `first`.
+fn retention_gap(
+    committer: &dyn OffsetCommitter,
+    topic: &str,
+    partition: i32,
+    expected: i64,
+    first: i64,
+) -> Option<OffsetGap> {
+    let log_start = committer.log_start(topic, partition);
+    let gap = OffsetGap::deleted(expected, first, log_start?)?;
+    tracing::error!(
+        topic,
+        partition,
+        from = gap.from,
+        to = gap.to,
+        offsets = gap.offsets(),
+        resumed_at = first,
+        "offsets deleted by kafka retention before they were ingested; resuming at the oldest \
+         offset the broker holds"
+    );
+    Some(gap)
 }
 
 /// Decode a batch on the worker threads, in order. `None` for the records not `wanted`.
@@ -1595,18 +1655,15 @@ mod tests {
         fn dropped(&mut self, _: &str, _: i32, _: u64, _: &'static str) {}
     }
 
-    /// The level is published once per batch; it must still count every buffered row, and
-    /// come back to nothing once the partitions are written out.
-    #[test]
-    fn the_level_counts_what_each_batch_leaves_buffered_and_returns_to_zero() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+    /// A pipeline on topic `t` (the national sync format), storing into `checkpointer`.
+    fn dvcqg_pipeline(
+        rt: &tokio::runtime::Runtime,
+        checkpointer: Checkpointer,
+        committer: Box<dyn OffsetCommitter>,
+        metrics: Arc<Metrics>,
+        shared: Shared,
+    ) -> Pipeline {
         let cfg = sohoa_runtime::Config::load(None).unwrap();
-        let shared = Shared::new(1).unwrap();
-        let metrics = Metrics::new();
         let mut decoders = Decoders::default();
         let pseudonymizer =
             Arc::new(sohoa_schemas::Pseudonymizer::new(b"test-key-0123456789").unwrap());
@@ -1618,17 +1675,43 @@ mod tests {
             Arc::from("t"),
             sohoa_schemas::build_decoder(DecoderKind::Dvcqg, ctx),
         );
-        let pipeline = Pipeline::new(
+        Pipeline::new(
             PipelineConfig::new(&cfg, "0123abcd".into()),
             decoders,
-            Checkpointer::new(Arc::new(object_store::memory::InMemory::new())),
+            checkpointer,
             rt.handle().clone(),
             Box::new(NoDeadLetters),
+            committer,
+            metrics,
+            shared,
+        )
+        .unwrap()
+    }
+
+    fn test_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    const PAYLOAD: &[u8] = include_bytes!("../../../tests/fixtures/dvcqg/samples-envelope.json");
+
+    /// The level is published once per batch; it must still count every buffered row, and
+    /// come back to nothing once the partitions are written out.
+    #[test]
+    fn the_level_counts_what_each_batch_leaves_buffered_and_returns_to_zero() {
+        let rt = test_runtime();
+        let shared = Shared::new(1).unwrap();
+        let metrics = Metrics::new();
+        let pipeline = dvcqg_pipeline(
+            &rt,
+            Checkpointer::new(Arc::new(object_store::memory::InMemory::new())),
             Box::new(NoCommit),
             metrics.clone(),
             shared.clone(),
-        )
-        .unwrap();
+        );
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let worker = std::thread::spawn(move || pipeline.run(rx));
         let t: Arc<str> = Arc::from("t");
@@ -1637,7 +1720,7 @@ mod tests {
             (t.clone(), 1, None),
         ]))
         .unwrap();
-        let payload = include_bytes!("../../../tests/fixtures/dvcqg/samples-envelope.json");
+        let payload = PAYLOAD;
         let mut batch = Vec::new();
         for offset in 0..40 {
             let mut r = record(offset / 2, payload);
@@ -1682,5 +1765,83 @@ mod tests {
         let totals = worker.join().unwrap().unwrap();
         assert_eq!(totals.messages, 40);
         assert_eq!(shared.level(), 0);
+    }
+
+    /// A source whose oldest offset held is fixed per partition.
+    struct LogStarts(Vec<(i32, i64)>);
+
+    impl OffsetCommitter for LogStarts {
+        fn commit(&self, _: &[(Arc<str>, i32, i64)]) {}
+        fn rewind(&self, _: &str, _: i32) -> bool {
+            false
+        }
+        fn log_start(&self, _: &str, partition: i32) -> Option<i64> {
+            self.0
+                .iter()
+                .find(|(p, _)| *p == partition)
+                .map(|(_, o)| *o)
+        }
+    }
+
+    /// Partition 0 expected 10 and got 50 with the broker holding 50 on (retention): a gap.
+    /// Partition 1 expected 10 and got 12 with 10 still held (a transaction marker): none.
+    /// Partition 2 had nothing in storage (a first start): none, wherever it starts. Each
+    /// partition's marker still starts where storage stopped.
+    #[test]
+    fn offsets_deleted_before_they_were_consumed_are_recorded_as_a_gap_in_the_next_marker() {
+        let rt = test_runtime();
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let checkpointer = Checkpointer::new(store);
+        let metrics = Metrics::new();
+        let shared = Shared::new(1).unwrap();
+        let pipeline = dvcqg_pipeline(
+            &rt,
+            checkpointer.clone(),
+            Box::new(LogStarts(vec![(0, 50), (1, 0), (2, 100)])),
+            metrics.clone(),
+            shared.clone(),
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let worker = std::thread::spawn(move || pipeline.run(rx));
+        let t: Arc<str> = Arc::from("t");
+        tx.send(Input::Assigned(vec![
+            (t.clone(), 0, Some(10)),
+            (t.clone(), 1, Some(10)),
+            (t.clone(), 2, None),
+        ]))
+        .unwrap();
+        let mut batch = Vec::new();
+        for (partition, offsets) in [(0, 50..55), (1, 12..15), (2, 100..103)] {
+            for offset in offsets {
+                let mut r = record(offset, PAYLOAD);
+                r.partition = partition;
+                batch.push(r);
+            }
+        }
+        // As the poll thread does, before the pipeline can see the batch.
+        let bytes = batch.iter().map(|r| r.payload().len()).sum();
+        shared.buffered.fetch_add(bytes, Ordering::SeqCst);
+        tx.send(Input::Records(batch)).unwrap();
+        tx.send(Input::Drain(Instant::now() + Duration::from_secs(10)))
+            .unwrap();
+        worker.join().unwrap().unwrap();
+
+        let markers = |p| {
+            rt.block_on(checkpointer.markers(&PartitionPaths::new("t", p)))
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.start, m.end, m.gaps))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(markers(0), [(10, 54, vec![OffsetGap { from: 10, to: 49 }])]);
+        assert_eq!(markers(1), [(10, 14, vec![])]);
+        assert_eq!(markers(2), [(100, 102, vec![])]);
+        let count = |c: &prometheus::IntCounterVec, p: &str| c.with_label_values(&["t", p]).get();
+        assert_eq!(count(&metrics.offset_gaps, "0"), 1);
+        assert_eq!(count(&metrics.offset_gap_messages, "0"), 40);
+        for p in ["1", "2"] {
+            assert_eq!(count(&metrics.offset_gaps, p), 0);
+            assert_eq!(count(&metrics.offset_gap_messages, p), 0);
+        }
     }
 }

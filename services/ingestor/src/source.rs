@@ -205,6 +205,23 @@ impl OffsetCommitter for KafkaCommitter {
         true
     }
 
+    fn log_start(&self, topic: &str, partition: i32) -> Option<i64> {
+        if let Some(low) = cached_log_start(&self.consumer, topic, partition) {
+            return Some(low);
+        }
+        // Brokers older than Kafka 1.0 do not send it with fetches: ask.
+        match self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        {
+            Ok((low, _)) => Some(low),
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "log start offset unknown: offsets skipped are not checked for a retention gap");
+                None
+            }
+        }
+    }
+
     fn commit(&self, offsets: &[(Arc<str>, i32, i64)]) {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, next) in offsets {
@@ -218,6 +235,30 @@ impl OffsetCommitter for KafkaCommitter {
             tracing::warn!(partitions = offsets.len(), error = %e, "offset commit failed");
         }
     }
+}
+
+/// The log start offset librdkafka took from the partition's latest fetch response. It
+/// reads it before the response's records, so it is current for any record already
+/// delivered, and reading it is no round trip. rust-rdkafka does not wrap this call.
+fn cached_log_start(
+    consumer: &BaseConsumer<IngestContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer`; librdkafka reads the
+    // NUL-terminated topic name and writes the two offsets under the partition's lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0).then_some(low)
 }
 
 /// Seek a partition that lost a commit race to just after the winner's newest range, then

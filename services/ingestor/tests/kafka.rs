@@ -10,6 +10,7 @@ use arrow::array::{Array, AsArray};
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use running::*;
 use sohoa_ingestor::Metrics;
@@ -566,4 +567,81 @@ fn a_writer_that_loses_the_commit_race_drops_its_copy_and_resumes_after_the_winn
         parquet_files(&dir.path().join("_sohoa/staging")),
         Vec::<std::path::PathBuf>::new()
     );
+}
+
+/// The mock cluster caps a partition's log at 5 MiB (`max_size` of
+/// `rd_kafka_mock_partition_t`, not configurable): an append that takes it over deletes the
+/// oldest message sets until it fits, as retention does. Should that delete every set
+/// before the new one, the mock reports the log start as its end, so one is always kept.
+const MOCK_LOG_BYTES: usize = 5 << 20;
+
+#[test]
+fn offsets_retention_deleted_are_recorded_as_a_gap_and_what_is_left_lands_once() {
+    let c = cluster(1);
+    let (msgs, _) = feed(560, 0);
+    produce_slice(&c.brokers, TOPIC, &msgs[..20], 0);
+    let dir = tempfile::tempdir().unwrap();
+    let first = Metrics::new();
+    let run = start(config(&c.brokers, dir.path(), &[]), first.clone());
+    assert!(
+        wait_for_rows(dir.path(), 20, Duration::from_secs(60)),
+        "offsets 0..=19 written"
+    );
+    run.stop();
+    assert_eq!(first.offset_gaps.with_label_values(&[TOPIC, "0"]).get(), 0);
+
+    // While no ingestor runs: 20..=39; 40, 100 kB short of the cap; 41..=60 (about 8 kB),
+    // still under it; then 61..=560 (about 200 kB), which take the log over: 0..=40 are
+    // deleted, and 41 is the oldest offset held. Storage resumes at 20.
+    produce_slice(&c.brokers, TOPIC, &msgs[20..40], 20);
+    let filler = "x".repeat(MOCK_LOG_BYTES - 100_000);
+    produce_slice(&c.brokers, TOPIC, &[filler], 560);
+    produce_slice(&c.brokers, TOPIC, &msgs[40..60], 40);
+    produce_slice(&c.brokers, TOPIC, &msgs[60..], 60);
+    let watermarks = ClientConfig::new()
+        .set("bootstrap.servers", &c.brokers)
+        .create::<BaseConsumer>()
+        .unwrap()
+        .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(watermarks, (41, 561), "retention deleted offsets 0..=40");
+
+    let metrics = Metrics::new();
+    let run = start(config(&c.brokers, dir.path(), &[]), metrics.clone());
+    // Every offset still held lands, once, after the ones written before.
+    assert!(
+        wait_for_rows(dir.path(), 540, Duration::from_secs(60)),
+        "the ingestor resumed at the oldest offset held, not at the end"
+    );
+    run.stop();
+    let seen = offsets_in_storage(dir.path());
+    assert!(seen.values().all(|&n| n == 1), "no duplicates");
+    let expected: Vec<(i32, i64)> = (0..20).chain(41..561).map(|o| (0, o)).collect();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected);
+
+    // The gap is in the marker of the range that follows it, which starts where storage
+    // stopped, so the committed ranges still join up.
+    let mut markers: Vec<sohoa_ingestor::checkpoint::Marker> =
+        walkdir(&dir.path().join("_sohoa/commits"))
+            .into_iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect();
+    markers.sort_by_key(|m| m.start);
+    let mut next = 0;
+    for m in &markers {
+        assert_eq!(m.start, next, "ranges join up");
+        next = m.end + 1;
+    }
+    assert_eq!(next, 561);
+    let gaps: Vec<_> = markers
+        .iter()
+        .flat_map(|m| m.gaps.iter().map(move |g| (m.start, g.from, g.to)))
+        .collect();
+    assert_eq!(gaps, [(20, 20, 40)]);
+    let count = |c: &prometheus::IntCounterVec| c.with_label_values(&[TOPIC, "0"]).get();
+    assert_eq!(count(&metrics.offset_gaps), 1);
+    assert_eq!(count(&metrics.offset_gap_messages), 21);
+    assert!(metrics.render().contains(
+        "sohoa_ingest_offset_gap_messages_total{partition=\"0\",topic=\"dvcqg.dossiers\"} 21"
+    ));
 }

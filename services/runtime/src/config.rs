@@ -544,7 +544,7 @@ impl Config {
         for key in self.kafka.properties.keys() {
             if matches!(
                 key.as_str(),
-                "enable.auto.commit" | "group.id" | "bootstrap.servers"
+                "enable.auto.commit" | "group.id" | "bootstrap.servers" | "auto.offset.reset"
             ) {
                 return invalid(
                     "kafka.properties",
@@ -610,6 +610,24 @@ mod tests {
             !format!("{c:?}").contains("hunter2"),
             "secrets stay out of Debug"
         );
+    }
+
+    #[test]
+    fn properties_sohoa_manages_are_refused_by_name() {
+        for (var, key) in [
+            ("SOHOA_KAFKA_PROP_AUTO_OFFSET_RESET", "auto.offset.reset"),
+            ("SOHOA_KAFKA_PROP_ENABLE_AUTO_COMMIT", "enable.auto.commit"),
+            ("SOHOA_KAFKA_PROP_GROUP_ID", "group.id"),
+        ] {
+            let e = Config::load_with_env(None, env(&[(var, "latest")]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("kafka.properties"), "{e}");
+            assert!(
+                e.contains(&format!("{key} is managed by sohoa")),
+                "{var}: {e}"
+            );
+        }
     }
 
     #[test]
