@@ -135,10 +135,26 @@ pub struct Options {
     pub periods: Vec<Period>,
     /// Aggregate rows pseudonymized under different keys instead of refusing to.
     pub allow_mixed_keys: bool,
+    /// The events table, read through its log. `None` for a root whose `events/` is a
+    /// plain folder of Parquet files (tests that write files by hand).
+    pub events: Option<sohoa_storage::Table>,
+}
+
+/// The event files of `range`: the table's, or the folder's.
+fn event_files(
+    store: &dyn ObjectStore,
+    rt: &tokio::runtime::Handle,
+    opts: &Options,
+    range: DateRange,
+) -> Result<Vec<read::EventFile>, AggregateError> {
+    Ok(match &opts.events {
+        Some(table) => read::table_event_files(table, range)?,
+        None => rt.block_on(read::event_files(store, range))?,
+    })
 }
 
 /// Refuse, before any work, a root whose rows were pseudonymized under different keys,
-/// unless told otherwise. The ingestors' commit markers name each range's key, and
+/// unless told otherwise. The events table's commits name each flush's key, and
 /// reading them is incremental (the digest of `quality/`), so this costs little.
 fn check_keys(
     store: &dyn ObjectStore,
@@ -183,7 +199,7 @@ pub fn run(
         }
         None => {
             check_keys(&*store, rt, opts, &mut summary)?;
-            let files = rt.block_on(read::event_files(&*store, opts.range))?;
+            let files = event_files(&*store, rt, opts, opts.range)?;
             let threads = fold_threads();
             let mut folders: Vec<Folder> = (0..threads as u32)
                 .map(|index| {

@@ -698,16 +698,58 @@ impl PartQuality {
 }
 
 // ---------------------------------------------------------------------------------------
-// Commit markers
+// The events table's commits
 // ---------------------------------------------------------------------------------------
 
-/// The fields of an ingestor commit marker this reads; the rest are ignored, and a field
-/// an older ingestor did not write reads as empty.
+/// What the commits of one topic say: each commit of a flush records, per source range,
+/// the messages, events and dead letters it read (`sohoa.ranges` in the commit's
+/// `commitInfo.operationParameters`), and the pseudonym key of its rows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TopicMarkers {
+    /// Source ranges committed.
+    pub markers: u64,
+    pub messages: u64,
+    pub events: u64,
+    /// Events of the committed ranges whose date is in the run's range.
+    pub rows_in_range: u64,
+    pub dead_lettered: u64,
+    /// Dead letters by reason; those a range does not break down are `(unknown)`.
+    pub by_reason: BTreeMap<String, u64>,
+    /// The pseudonym keys the topic's rows were made with, by fingerprint.
+    pub key_fingerprints: BTreeSet<String>,
+}
+
+/// Where the commits already read are summed up: commits are immutable, so a run reads
+/// only the log's commits after the last one it summed. Without this, every run would
+/// read every commit ever written (one a minute per replica).
+pub const MARKER_DIGEST: &str = "quality/_commits.json";
+
+/// The sums of the commits read so far.
+#[derive(Debug, Default, Clone, serde::Serialize, Deserialize)]
+struct CommitDigest {
+    /// The last commit version summed.
+    last: Option<u64>,
+    topics: BTreeMap<String, TopicDigest>,
+    unreadable: u64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize, Deserialize)]
+struct TopicDigest {
+    markers: u64,
+    messages: u64,
+    events: u64,
+    dead_lettered: u64,
+    by_reason: BTreeMap<String, u64>,
+    /// Events by date (`YYYY-MM-DD`).
+    events_by_date: BTreeMap<String, u64>,
+    key_fingerprints: BTreeSet<String>,
+}
+
+/// The fields of a source range in a commit this reads; a field an older ingestor did not
+/// write reads as empty.
 #[derive(Debug, Deserialize)]
-struct MarkerDoc {
+struct RangeDoc {
     topic: String,
-    #[serde(default)]
-    files: Vec<MarkerFile>,
     #[serde(default)]
     messages: u64,
     #[serde(default)]
@@ -717,185 +759,119 @@ struct MarkerDoc {
     #[serde(default)]
     dead_letters_by_reason: BTreeMap<String, u64>,
     #[serde(default)]
-    key_fingerprint: Option<String>,
+    events_by_date: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct MarkerFile {
-    #[serde(default)]
-    published: String,
-    #[serde(default)]
-    rows: u64,
-}
-
-/// What the markers of one topic say.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TopicMarkers {
-    pub markers: u64,
-    pub messages: u64,
-    pub events: u64,
-    /// Rows of the listed files whose date partition is in the run's range.
-    pub rows_in_range: u64,
-    pub dead_lettered: u64,
-    /// Dead letters by reason; those a marker does not break down are `(unknown)`.
-    pub by_reason: BTreeMap<String, u64>,
-    /// The pseudonym keys the topic's rows were made with, by fingerprint (markers older
-    /// than the fingerprint name none).
-    pub key_fingerprints: BTreeSet<String>,
-}
-
-/// Where the markers already read are summed up, per source partition: markers are
-/// immutable once written (created only if absent) and named by their first offset, so a
-/// run lists and reads only the markers after the last one it summed. Without this, every
-/// run would read every marker ever written (one a minute per partition).
-pub const MARKER_DIGEST: &str = "quality/_markers.json";
-
-/// The markers of one source partition read so far.
-#[derive(Debug, Default, Clone, serde::Serialize, Deserialize)]
-struct PartitionDigest {
-    /// The partition's marker directory, `_sohoa/commits/<topic>/p<partition>`.
-    dir: String,
-    /// The last marker summed (markers sort by start offset).
-    last: String,
-    topic: String,
-    markers: u64,
-    messages: u64,
-    events: u64,
-    dead_lettered: u64,
-    by_reason: BTreeMap<String, u64>,
-    /// Rows of the listed files by date partition (days since 1970-01-01; `None` when the
-    /// path names no date).
-    rows_by_day: BTreeMap<Option<i32>, u64>,
-    unreadable: u64,
-    #[serde(default)]
-    key_fingerprints: BTreeSet<String>,
-}
-
-impl PartitionDigest {
+impl CommitDigest {
+    /// Sum one commit file of the log.
     fn add(&mut self, path: &Path, data: &[u8]) {
-        let m: MarkerDoc = match serde_json::from_slice(data) {
-            Ok(m) => m,
-            Err(e) => {
-                // A marker the ingestor cannot have written: count it, say which, and go
-                // on; the quality numbers are not worth failing the 766 run over.
-                tracing::warn!(%path, error = %e, "unreadable commit marker");
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+                tracing::warn!(%path, "unreadable line in the events table's log");
                 self.unreadable += 1;
-                return;
+                continue;
+            };
+            let params = &action["commitInfo"]["operationParameters"];
+            let Some(ranges) = params["sohoa.ranges"].as_str() else {
+                continue;
+            };
+            let ranges: Vec<RangeDoc> = match serde_json::from_str(ranges) {
+                Ok(r) => r,
+                Err(e) => {
+                    // A commit the ingestor cannot have written: count it, say which, and
+                    // go on; the quality numbers are not worth failing the 766 run over.
+                    tracing::warn!(%path, error = %e, "unreadable source ranges in a commit");
+                    self.unreadable += 1;
+                    continue;
+                }
+            };
+            let key = params["sohoa.keyFingerprint"].as_str().map(str::to_owned);
+            for r in ranges {
+                let t = self.topics.entry(r.topic).or_default();
+                t.key_fingerprints.extend(key.clone());
+                t.markers += 1;
+                t.messages += r.messages;
+                t.events += r.events;
+                t.dead_lettered += r.dead_lettered;
+                let mut explained = 0;
+                for (reason, n) in r.dead_letters_by_reason {
+                    explained += n;
+                    *t.by_reason.entry(reason).or_default() += n;
+                }
+                if r.dead_lettered > explained {
+                    *t.by_reason.entry("(unknown)".into()).or_default() +=
+                        r.dead_lettered - explained;
+                }
+                for (date, n) in r.events_by_date {
+                    *t.events_by_date.entry(date).or_default() += n;
+                }
             }
-        };
-        self.topic = m.topic;
-        self.key_fingerprints.extend(m.key_fingerprint);
-        self.markers += 1;
-        self.messages += m.messages;
-        self.events += m.events;
-        self.dead_lettered += m.dead_lettered;
-        let mut explained = 0;
-        for (reason, n) in m.dead_letters_by_reason {
-            explained += n;
-            *self.by_reason.entry(reason).or_default() += n;
-        }
-        if m.dead_lettered > explained {
-            *self.by_reason.entry("(unknown)".into()).or_default() += m.dead_lettered - explained;
-        }
-        for f in m.files {
-            let day = f
-                .published
-                .split('/')
-                .find_map(|seg| seg.strip_prefix("date="))
-                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-                .map(day_number);
-            *self.rows_by_day.entry(day).or_default() += f.rows;
         }
     }
 }
 
-async fn list_dirs(
-    store: &dyn ObjectStore,
-    prefix: &Path,
-) -> Result<Vec<Path>, object_store::Error> {
-    Ok(store
-        .list_with_delimiter(Some(prefix))
-        .await?
-        .common_prefixes)
+/// The commit version of a log file's name, `<version:020>.json`.
+fn commit_version(p: &Path) -> Option<u64> {
+    p.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
-/// Every marker under `_sohoa/commits/`, by topic, and how many could not be read: the
-/// digest of the markers earlier runs read ([`MARKER_DIGEST`]) plus the new ones, whose
-/// sum is written back as the new digest.
+/// What the events table's commits say, by topic, and how many commits could not be read:
+/// the digest of the commits earlier runs read ([`MARKER_DIGEST`]) plus the new ones,
+/// whose sum is written back as the new digest.
 pub async fn read_markers(
     store: &dyn ObjectStore,
     range: DateRange,
 ) -> Result<(BTreeMap<String, TopicMarkers>, u64), object_store::Error> {
     let digest_path = Path::from(MARKER_DIGEST);
-    let mut digest: BTreeMap<String, PartitionDigest> = match store.get(&digest_path).await {
+    let mut digest: CommitDigest = match store.get(&digest_path).await {
         Ok(r) => {
             let data = r.bytes().await?;
-            match serde_json::from_slice::<Vec<PartitionDigest>>(&data) {
-                Ok(v) => v.into_iter().map(|d| (d.dir.clone(), d)).collect(),
-                Err(e) => {
-                    // Rebuilt from the markers themselves, at the cost of reading them all.
-                    tracing::warn!(error = %e, "unreadable {MARKER_DIGEST}: reading every marker");
-                    BTreeMap::new()
-                }
-            }
+            serde_json::from_slice(&data).unwrap_or_else(|e| {
+                // Rebuilt from the log itself, at the cost of reading all of it.
+                tracing::warn!(error = %e, "unreadable {MARKER_DIGEST}: reading the whole log");
+                CommitDigest::default()
+            })
         }
-        Err(object_store::Error::NotFound { .. }) => BTreeMap::new(),
+        Err(object_store::Error::NotFound { .. }) => CommitDigest::default(),
         Err(e) => return Err(e),
     };
-    let mut changed = false;
-    for topic in list_dirs(store, &Path::from("_sohoa/commits")).await? {
-        for dir in list_dirs(store, &topic).await? {
-            let d = digest
-                .entry(dir.to_string())
-                .or_insert_with(|| PartitionDigest {
-                    dir: dir.to_string(),
-                    ..PartitionDigest::default()
-                });
-            let after = (!d.last.is_empty()).then(|| Path::from(d.last.as_str()));
-            let listing = match &after {
-                Some(last) => store.list_with_offset(Some(&dir), last),
-                None => store.list(Some(&dir)),
-            };
-            let mut paths: Vec<Path> = listing
-                .map_ok(|m| m.location)
-                .try_filter(|p| futures::future::ready(p.extension() == Some("json")))
-                .try_collect()
-                .await?;
-            if paths.is_empty() {
-                continue;
-            }
-            paths.sort();
-            // Markers are small: fetch a few at a time, sum in offset order.
-            let docs: Vec<(Path, Bytes)> = futures::stream::iter(paths)
-                .map(|p| async move {
-                    let data = store.get(&p).await?.bytes().await?;
-                    Ok::<_, object_store::Error>((p, data))
-                })
-                .buffered(16)
-                .try_collect()
-                .await?;
-            for (path, data) in &docs {
-                d.add(path, data);
-                d.last = path.to_string();
-            }
-            changed = true;
+    let log = Path::from("events/_delta_log");
+    let after = digest
+        .last
+        .map(|v| Path::from(format!("events/_delta_log/{v:020}.json")));
+    let listing = match &after {
+        Some(last) => store.list_with_offset(Some(&log), last),
+        None => store.list(Some(&log)),
+    };
+    let mut paths: Vec<(u64, Path)> = listing
+        .map_ok(|m| m.location)
+        .try_filter_map(|p| futures::future::ready(Ok(commit_version(&p).map(|v| (v, p)))))
+        .try_collect()
+        .await?;
+    paths.retain(|(v, _)| digest.last.is_none_or(|last| *v > last));
+    paths.sort();
+    if !paths.is_empty() {
+        // Commits are small: fetch a few at a time, sum in version order.
+        let docs: Vec<(u64, Path, Bytes)> = futures::stream::iter(paths)
+            .map(|(v, p)| async move {
+                let data = store.get(&p).await?.bytes().await?;
+                Ok::<_, object_store::Error>((v, p, data))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for (v, path, data) in &docs {
+            digest.add(path, data);
+            digest.last = Some(*v);
         }
-    }
-    if changed {
-        let v: Vec<&PartitionDigest> = digest.values().collect();
-        let data = serde_json::to_vec(&v).expect("plain data always serializes");
+        let data = serde_json::to_vec(&digest).expect("plain data always serializes");
         store
             .put(&digest_path, object_store::PutPayload::from(data))
             .await?;
     }
     let mut out: BTreeMap<String, TopicMarkers> = BTreeMap::new();
-    let mut unreadable = 0;
-    for d in digest.values() {
-        unreadable += d.unreadable;
-        if d.markers == 0 {
-            continue;
-        }
-        let t = out.entry(d.topic.clone()).or_default();
+    for (topic, d) in &digest.topics {
+        let t = out.entry(topic.clone()).or_default();
         t.markers += d.markers;
         t.messages += d.messages;
         t.events += d.events;
@@ -905,17 +881,15 @@ pub async fn read_markers(
         }
         t.key_fingerprints
             .extend(d.key_fingerprints.iter().cloned());
-        for (day, rows) in &d.rows_by_day {
-            let in_range = match day {
-                None => true,
-                Some(n) => from_day_number(*n).is_ok_and(|d| range.contains(d)),
-            };
+        for (date, rows) in &d.events_by_date {
+            let in_range =
+                NaiveDate::parse_from_str(date, "%Y-%m-%d").map_or(true, |d| range.contains(d));
             if in_range {
                 t.rows_in_range += rows;
             }
         }
     }
-    Ok((out, unreadable))
+    Ok((out, digest.unreadable))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ pub enum ReadError {
     Store(#[from] object_store::Error),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
+    #[error(transparent)]
+    Table(#[from] sohoa_storage::TableError),
 }
 
 /// The event dates to read, both ends included; `None` is open-ended.
@@ -44,7 +46,35 @@ pub struct EventFile {
     pub size: u64,
 }
 
-/// The files of the date partitions in `range`. Partitions outside it are never listed.
+/// The files of the events table's newest snapshot (or, with `version`, of that version)
+/// whose date is in `range`: the files the table's log names, not what a folder listing
+/// finds (a flush that was never committed, or files a compaction replaced, are not
+/// events). Blocking.
+pub fn table_event_files(
+    table: &sohoa_storage::Table,
+    range: DateRange,
+) -> Result<Vec<EventFile>, ReadError> {
+    let snapshot = table.latest()?;
+    let mut out = Vec::new();
+    for f in table.files(&snapshot)? {
+        let Ok(date) = NaiveDate::parse_from_str(&f.date, "%Y-%m-%d") else {
+            continue;
+        };
+        if !range.contains(date) {
+            continue;
+        }
+        out.push(EventFile {
+            date,
+            path: Path::from(format!("events/{}", f.path)),
+            size: f.size,
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The files of the date partitions in `range`, by listing the folders of `events/`: for
+/// a root whose events are not a table. Partitions outside the range are never listed.
 pub async fn event_files(
     store: &dyn ObjectStore,
     range: DateRange,

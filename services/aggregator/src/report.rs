@@ -1710,7 +1710,7 @@ fn quality_section(o: &mut String, q: &QualityReport, key: Option<(Period, Naive
         o.push_str("</tbody>\n</table>\n</div>\n");
     }
     if !q.sources.is_empty() || !q.ingest.is_empty() {
-        o.push_str("<h3>Sources: repeats, dead letters and reconciliation (all periods read)</h3>\n<div class=\"table-wrap\">\n<table class=\"scorecard\">\n<thead><tr><th scope=\"col\" class=\"name\">Source</th><th scope=\"col\">Events or messages</th><th scope=\"col\">Repeats or dead letters</th><th scope=\"col\">Rate</th><th scope=\"col\">Rows: markers / storage</th></tr></thead>\n<tbody>\n");
+        o.push_str("<h3>Sources: repeats, dead letters and reconciliation (all periods read)</h3>\n<div class=\"table-wrap\">\n<table class=\"scorecard\">\n<thead><tr><th scope=\"col\" class=\"name\">Source</th><th scope=\"col\">Events or messages</th><th scope=\"col\">Repeats or dead letters</th><th scope=\"col\">Rate</th><th scope=\"col\">Rows: commits / storage</th></tr></thead>\n<tbody>\n");
         for s in &q.sources {
             put!(
                 o,
@@ -1756,7 +1756,7 @@ fn quality_section(o: &mut String, q: &QualityReport, key: Option<(Period, Naive
     if q.unreadable_markers > 0 {
         put!(
             o,
-            "<p class=\"no-data\">{} commit marker(s) could not be read and are left out.</p>\n",
+            "<p class=\"no-data\">{} commit(s) of the events table could not be read and are left out.</p>\n",
             q.unreadable_markers
         );
     }
@@ -1836,7 +1836,7 @@ pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
         .mismatches()
         .map(|r| {
             format!(
-                "{} (storage {} vs markers {})",
+                "{} (storage {} vs commits {})",
                 clean_terminal(&r.topic),
                 r.storage_rows,
                 r.marker_rows_in_range
@@ -1844,12 +1844,16 @@ pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
         })
         .collect();
     if mismatches.is_empty() {
-        o.push_str("Reconciliation: storage matches the commit markers\n");
+        o.push_str("Reconciliation: storage matches the events table's commits\n");
     } else {
         put!(o, "Reconciliation MISMATCH: {}\n", mismatches.join(" · "));
     }
     if q.unreadable_markers > 0 {
-        put!(o, "{} commit marker(s) unreadable\n", q.unreadable_markers);
+        put!(
+            o,
+            "{} commit(s) of the events table unreadable\n",
+            q.unreadable_markers
+        );
     }
     o
 }

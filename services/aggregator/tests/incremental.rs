@@ -211,6 +211,7 @@ fn options(as_of: &str) -> Options {
         merge_shards: None,
         periods: Period::ALL.to_vec(),
         allow_mixed_keys: false,
+        events: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The data-quality tables on crafted feeds whose counts are known exactly: events built
-//! with the shared batch builder, written as `events/` Parquet (and commit markers as the
+//! with the shared batch builder, written as `events/` Parquet (and commits of the events table as the
 //! ingestor writes them), aggregated, and `quality/` read back.
 
 use std::collections::BTreeMap;
@@ -141,6 +141,7 @@ fn options(range: DateRange) -> Options {
         merge_shards: None,
         periods: Period::ALL.to_vec(),
         allow_mixed_keys: false,
+        events: None,
     }
 }
 
@@ -542,39 +543,38 @@ fn duplicates_per_source_are_repeats_of_the_same_event() {
 fn dead_letters_by_reason_and_the_reconciliation_with_storage() {
     let dir = tempfile::tempdir().unwrap();
     let t = vn("2023-03-01 08:00");
-    let marker = |topic: &str, start: u64, body: serde_json::Value| {
-        let d = dir.path().join(format!("_sohoa/commits/{topic}/p00000"));
+    // Commits of the events table: their `commitInfo` records each source range.
+    let commit = |version: u64, line: String| {
+        let d = dir.path().join("events/_delta_log");
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(format!("{start:020}.json")), body.to_string()).unwrap();
+        std::fs::write(d.join(format!("{version:020}.json")), line).unwrap();
+    };
+    let ranges = |ranges: serde_json::Value| {
+        serde_json::json!({"commitInfo": {"operation": "STREAMING UPDATE", "operationParameters": {
+            "sohoa.ranges": ranges.to_string(), "sohoa.keyFingerprint": "0123abcd"}}})
+        .to_string()
     };
     // Offsets 0–9: five events written, three messages dead-lettered, by reason.
-    marker(
-        "t1",
-        0,
-        serde_json::json!({
-            "version": 1, "topic": "t1", "partition": 0, "start": 0, "end": 9,
-            "files": [{"staged": "s", "published": "events/date=2023-03-01/t1-p00000-o0-9.parquet", "rows": 5, "bytes": 1}],
-            "messages": 10, "events": 5, "dead_lettered": 3, "committed_at": "2023-03-01T01:00:00Z",
-            "dead_letters_by_reason": {"invalid_json": 2, "bad_date": 1}
-        }),
+    commit(
+        1,
+        ranges(serde_json::json!([{
+            "topic": "t1", "partition": 0, "start": 0, "end": 9,
+            "messages": 10, "events": 5, "dead_lettered": 3,
+            "dead_letters_by_reason": {"invalid_json": 2, "bad_date": 1},
+            "events_by_date": {"2023-03-01": 5}
+        }])),
     );
-    // An older marker without the breakdown, whose file is dated after the run's range.
-    marker(
-        "t1",
-        10,
-        serde_json::json!({
-            "version": 1, "topic": "t1", "partition": 0, "start": 10, "end": 13,
-            "files": [{"staged": "s", "published": "events/date=2023-04-01/t1-p00000-o10-13.parquet", "rows": 2, "bytes": 1}],
-            "messages": 4, "events": 2, "dead_lettered": 1, "committed_at": "2023-04-01T01:00:00Z"
-        }),
+    // A range without the breakdown, whose events are dated after the run's range.
+    commit(
+        2,
+        ranges(serde_json::json!([{
+            "topic": "t1", "partition": 0, "start": 10, "end": 13,
+            "messages": 4, "events": 2, "dead_lettered": 1,
+            "events_by_date": {"2023-04-01": 2}
+        }])),
     );
-    // Not a marker the ingestor could have written.
-    std::fs::write(
-        dir.path()
-            .join("_sohoa/commits/t1/p00000/00000000000000000099.json"),
-        "{",
-    )
-    .unwrap();
+    // Not a commit the ingestor could have written.
+    commit(3, "{".into());
     // Storage holds six rows of t1 in the range (one more than its markers say) and two
     // of t2, which has no markers at all.
     let mut rows: Vec<Row> = (0..6)
@@ -771,26 +771,27 @@ fn the_report_and_the_terminal_show_the_quality_block() {
          Province: 2 dossiers · 50.0% without issues · sync p50 57 min · p95 1.8 d · within 24 h 50.0%\n\
          Lowest quality: H 50.0% (766 22.7%)\n\
          Repeats 0 of 2 events · dead letters 0 of 0 messages\n\
-         Reconciliation MISMATCH: t (storage 2 vs markers 0)\n"
+         Reconciliation MISMATCH: t (storage 2 vs commits 0)\n"
     );
 }
 
 #[test]
-fn markers_are_read_once_and_summed_in_a_digest() {
+fn commits_are_read_once_and_summed_in_a_digest() {
     let dir = tempfile::tempdir().unwrap();
     let t = vn("2023-03-01 08:00");
-    let marker = |start: u64, messages: u64, dead: u64, date: &str, rows: u64| {
-        let d = dir.path().join("_sohoa/commits/t/p00000");
+    let marker = |version: u64, start: u64, messages: u64, dead: u64, date: &str, rows: u64| {
+        let d = dir.path().join("events/_delta_log");
         std::fs::create_dir_all(&d).unwrap();
-        let body = serde_json::json!({
-            "version": 1, "topic": "t", "partition": 0, "start": start, "end": start + messages - 1,
-            "files": [{"staged": "s", "published": format!("events/date={date}/t-p00000-o{start}.parquet"), "rows": rows, "bytes": 1}],
-            "messages": messages, "events": rows, "dead_lettered": dead, "committed_at": "2023-03-01T01:00:00Z",
-            "dead_letters_by_reason": {"syntax": dead}
-        });
-        std::fs::write(d.join(format!("{start:020}.json")), body.to_string()).unwrap();
+        let ranges = serde_json::json!([{
+            "topic": "t", "partition": 0, "start": start, "end": start + messages - 1,
+            "messages": messages, "events": rows, "dead_lettered": dead,
+            "dead_letters_by_reason": {"syntax": dead}, "events_by_date": {date: rows}
+        }]);
+        let body = serde_json::json!({"commitInfo": {"operationParameters": {
+            "sohoa.ranges": ranges.to_string()}}});
+        std::fs::write(d.join(format!("{version:020}.json")), body.to_string()).unwrap();
     };
-    marker(0, 3, 1, "2023-03-01", 2);
+    marker(1, 0, 3, 1, "2023-03-01", 2);
     write(
         dir.path(),
         "2023-03-01",
@@ -802,12 +803,12 @@ fn markers_are_read_once_and_summed_in_a_digest() {
         true,
     );
     aggregate(dir.path(), &options(DateRange::default()));
-    assert!(dir.path().join("quality/_markers.json").exists());
+    assert!(dir.path().join("quality/_commits.json").exists());
 
-    // A marker already summed is not read again (markers never change; this one is
+    // A commit already summed is not read again (commits never change; this one is
     // rewritten only to prove it), and a new one is added to the sum.
-    marker(0, 1000, 1000, "2023-03-01", 1000);
-    marker(3, 2, 0, "2023-03-02", 1);
+    marker(1, 0, 1000, 1000, "2023-03-01", 1000);
+    marker(2, 3, 2, 0, "2023-03-02", 1);
     write(
         dir.path(),
         "2023-03-02",

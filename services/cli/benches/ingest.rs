@@ -9,6 +9,9 @@
 //! - `SOHOA_BENCH_MESSAGES`: the topic size (default 1,000,000 national sync records of
 //!   about 1.5 KB);
 //! - `SOHOA_BENCH_PARTITIONS`: its partitions (default 512);
+//! - `SOHOA_BENCH_DATES`: the event dates the records spread over, one after another
+//!   (default 2, a day's live sync traffic). Late syncs and backfills spread a flush over
+//!   many dates, and a flush writes a file per date;
 //! - `SOHOA_BENCH_COMPRESSION`: the producer's `compression.type` (default `none`; with
 //!   `lz4`, the default topic fits in 48 partitions);
 //! - `SOHOA_BENCH_LINGER_MS`: the producer's `linger.ms` (default 3000). The mock cluster
@@ -35,10 +38,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use sohoa_ingestor::checkpoint::Marker;
 
 mod common;
-use common::record;
+use common::record_over;
 
 const TOPIC: &str = "bench.dossiers";
 /// The same records, a fifth as many: peak RSS with a smaller backlog, against the full
@@ -55,6 +57,15 @@ fn partitions() -> i32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(512)
+}
+
+/// Distinct event dates of the records: `SOHOA_BENCH_DATES`, default 2.
+fn dates() -> usize {
+    std::env::var("SOHOA_BENCH_DATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&d| d > 0)
+        .unwrap_or(2)
 }
 
 /// The producer's `compression.type`: `SOHOA_BENCH_COMPRESSION`, default `none`. The mock
@@ -83,29 +94,44 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// The messages, files and Parquet bytes the commit markers under `dir` account for: what
-/// storage holds.
-fn committed(dir: &std::path::Path) -> (u64, u64, u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0, 0);
+/// The messages the events table under the storage root `root` accounts for, from its
+/// log, and the size of each Parquet file its newest snapshot holds: what storage holds.
+fn committed(root: &std::path::Path, sizes: &mut Vec<u64>) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root.join("events/_delta_log")) else {
+        return 0;
     };
-    entries
+    let mut messages = 0u64;
+    let mut live: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut logs: Vec<_> = entries
         .flatten()
-        .fold((0, 0, 0), |(messages, files, bytes), e| {
-            let path = e.path();
-            let (m, f, b) = if path.is_dir() {
-                committed(&path)
-            } else {
-                let marker: Marker = serde_json::from_slice(&std::fs::read(&path).unwrap())
-                    .unwrap_or_else(|e| panic!("{}: not a commit marker: {e}", path.display()));
-                (
-                    marker.messages,
-                    marker.files.len() as u64,
-                    marker.files.iter().map(|f| f.bytes).sum(),
-                )
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    for path in logs {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Ok(a) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
             };
-            (messages + m, files + f, bytes + b)
-        })
+            if let (Some(p), Some(size)) = (a["add"]["path"].as_str(), a["add"]["size"].as_u64()) {
+                live.insert(p.to_owned(), size);
+            } else if let Some(p) = a["remove"]["path"].as_str() {
+                live.remove(p);
+            } else if let Some(r) = a["commitInfo"]["operationParameters"]["sohoa.ranges"].as_str()
+            {
+                let ranges: Vec<serde_json::Value> = serde_json::from_str(r).unwrap_or_default();
+                messages += ranges
+                    .iter()
+                    .filter_map(|r| r["messages"].as_u64())
+                    .sum::<u64>();
+            }
+        }
+    }
+    sizes.extend(live.into_values());
+    messages
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -197,8 +223,9 @@ fn produce(brokers: &str, topic: &str, n: usize, partitions: i32) -> usize {
         .create()
         .unwrap();
     let mut bytes = 0usize;
+    let dates = dates();
     for i in 0..n {
-        let payload = record(i);
+        let payload = record_over(i, dates);
         bytes += payload.len();
         let key = format!("{i}");
         let mut rec = BaseRecord::to(topic)
@@ -216,7 +243,7 @@ fn produce(brokers: &str, topic: &str, n: usize, partitions: i32) -> usize {
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     println!(
-        "topic {topic}: {n} messages, {:.0} MB, mean {} bytes, {partitions} partitions (produced in {:.1}s)",
+        "topic {topic}: {n} messages, {:.0} MB, mean {} bytes, {partitions} partitions, {dates} event dates (produced in {:.1}s)",
         bytes as f64 / 1e6,
         bytes / n,
         t.elapsed().as_secs_f64()
@@ -366,8 +393,9 @@ fn main() {
             stages.join(", ")
         );
         println!(
-            "    {} Parquet files, {:.0} messages per file, {:.0} MB in all",
+            "    {} Parquet files, median {:.0} KB, {:.0} messages per file, {:.0} MB in all",
             run.files,
+            run.median_file_bytes as f64 / 1024.0,
             n as f64 / run.files.max(1) as f64,
             run.parquet_bytes as f64 / 1e6
         );
@@ -432,6 +460,9 @@ struct Run {
     shards: u64,
     /// Parquet files written.
     files: u64,
+    /// The median size of those files: a cap on memory that flushes too often shows here
+    /// before it shows in the time.
+    median_file_bytes: u64,
     /// Bytes of those files.
     parquet_bytes: u64,
     /// The run's storage, deleted when the bench ends rather than before the next run: on
@@ -582,7 +613,9 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         );
     }
     let secs = t.elapsed().as_secs_f64();
-    let (durable, files, parquet_bytes) = committed(&dir.path().join("data/_sohoa/commits"));
+    let mut sizes = Vec::new();
+    let durable = committed(&dir.path().join("data"), &mut sizes);
+    sizes.sort_unstable();
     assert_eq!(
         durable, n as u64,
         "every message is committed in storage after the drain"
@@ -596,8 +629,9 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
         cpu_assigned,
         stages,
         shards: shards.max(1),
-        files,
-        parquet_bytes,
+        files: sizes.len() as u64,
+        median_file_bytes: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+        parquet_bytes: sizes.iter().sum(),
         _storage: dir,
     }
 }

@@ -174,6 +174,15 @@ fn format_local(us: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The root's events table, if its `events/` is one.
+pub fn events_table(
+    storage: &sohoa_runtime::Storage,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Option<sohoa_storage::Table>> {
+    let table = sohoa_storage::Table::events(storage)?;
+    Ok(rt.block_on(table.exists())?.then_some(table))
+}
+
 pub fn run(mut cfg: sohoa_runtime::Config, args: AggregateArgs) -> Result<()> {
     if let Some(root) = &args.root {
         cfg.storage.root = root.clone();
@@ -259,6 +268,7 @@ fn run_once(
         merge_shards: args.merge_shards,
         periods: args.periods.clone(),
         allow_mixed_keys: args.allow_mixed_keys,
+        events: events_table(storage, rt)?,
     };
     let summary = if args.incremental {
         sohoa_aggregator::incremental::run(

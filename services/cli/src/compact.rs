@@ -1,4 +1,7 @@
-//! `sohoa compact`: merge the small files of closed date partitions.
+//! `sohoa compact`: merge the small files of closed dates of the events table, then vacuum
+//! the files no snapshot within the retention needs.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sohoa_ingestor::compact::{self, CompactOptions};
@@ -9,8 +12,8 @@ pub struct CompactArgs {
     /// Storage root (overrides storage.root): a local path or s3://bucket/prefix.
     #[arg(long)]
     root: Option<String>,
-    /// Only partitions at least this many days old (Vietnam dates) are compacted: younger
-    /// ones still receive late syncs.
+    /// Only dates at least this many days old (Vietnam dates) are compacted: younger ones
+    /// still receive late syncs.
     #[arg(long, default_value_t = 2)]
     min_age_days: i64,
     /// Files smaller than this many MB are merged...
@@ -19,17 +22,19 @@ pub struct CompactArgs {
     /// ...into files of about this many MB.
     #[arg(long, default_value_t = 128)]
     target_mb: u64,
+    /// Files that compaction replaced (and files of flushes never committed) are deleted
+    /// once they are this many hours old: until then, readers of older snapshots and time
+    /// travel still read them.
+    #[arg(long, default_value_t = 168)]
+    retention_hours: u64,
 }
 
 pub fn run(mut cfg: sohoa_runtime::Config, args: CompactArgs) -> Result<()> {
     if let Some(root) = &args.root {
         cfg.storage.root = root.clone();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let storage = sohoa_ingestor::open_storage(&cfg, rt.handle())?;
+    let (rt, storage) = crate::writer_storage(&cfg)?;
+    let writer = sohoa_ingestor::events_writer(&storage, rt.handle())?;
     let format = FileFormat::new(
         &sohoa_schemas::events_schema(),
         cfg.flush.row_group_rows,
@@ -47,12 +52,20 @@ pub fn run(mut cfg: sohoa_runtime::Config, args: CompactArgs) -> Result<()> {
         target_bytes: args.target_mb << 20,
     };
     let reports = rt
-        .block_on(compact::compact(storage.store.clone(), &format, &opts))
+        .block_on(compact::compact(&writer, &format, &opts))
         .context("compaction failed")?;
     if reports.is_empty() {
-        eprintln!("nothing to compact: no closed partition has two small files");
+        eprintln!("nothing to compact: no closed date has two small files");
     } else {
         print!("{}", compact::render(&reports));
     }
+    let retention = Duration::from_secs(args.retention_hours * 3600);
+    let vacuumed = rt
+        .block_on(compact::vacuum(&writer, retention))
+        .context("vacuum failed")?;
+    eprintln!(
+        "vacuum: deleted {} file(s), {} bytes, older than {} h and in no snapshot since",
+        vacuumed.files, vacuumed.bytes, args.retention_hours
+    );
     Ok(())
 }

@@ -339,8 +339,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     // Flow control reads the group's progress from storage, not from counters: on a re-run
     // the ingestors skip what storage already holds and count nothing.
     let storage = sohoa_runtime::Storage::open(&icfg.storage)?;
-    let checkpointer = sohoa_ingestor::checkpoint::Checkpointer::new(storage.store.clone());
-    let progressed = Progressed::new(checkpointer, &brokers, args.partitions)?;
+    let writer = sohoa_ingestor::events_writer(&storage, rt.handle())?;
+    let progressed = Progressed::new(writer.clone(), &brokers, args.partitions)?;
     let produce_stage = Stage::start();
     let p = producer(&brokers)?;
     let mut produced_bar = Progress::new("producing", total);
@@ -434,6 +434,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         merge_shards: None,
         periods: sohoa_aggregator::model::Period::ALL.to_vec(),
         allow_mixed_keys: false,
+        events: Some(writer.table().clone()),
     };
     let summary = sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)?;
     agg_bar.finish(1);
@@ -470,7 +471,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     let o = out.display();
     println!(
         "\nDone in {:.0} s. Everything is under {o}:\n\
-         \x20 events/     {} events, Hive-partitioned by date (Parquet)\n\
+         \x20 events/     {} events, a Delta Lake table partitioned by date\n\
          \x20 dossiers/   {} dossiers, one row each; handovers/ their changes of agency\n\
          \x20 metrics/    metrics.csv, metrics.parquet, progress.csv, progress.parquet, scorecard.csv, agencies.csv;\n\
          \x20             every row as the agencies were and restated to today's units (view)\n\
@@ -478,7 +479,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
          \nQuery them:\n\
          \x20 duckdb -c \"SELECT period_label, agency_name, received, round(on_time_rate, 3) AS on_time, round(digitization_rate, 3) AS digitized FROM '{o}/metrics/metrics.parquet' WHERE view = 'restated' AND period = 'year' AND procedure_code IS NULL AND field_code IS NULL ORDER BY period_label, on_time\"\n\
          \x20 python -c \"import polars as pl; print(pl.read_parquet('{o}/dossiers/*.parquet').group_by('on_time_class').len())\"\n\
-         \x20 python -c \"import pyarrow.dataset as ds; print(ds.dataset('{o}/events', partitioning='hive').count_rows())\"",
+         \x20 python -c \"import deltalake; print(deltalake.DeltaTable('{o}/events').to_pyarrow_dataset().count_rows())\"",
         started.elapsed().as_secs_f64(),
         group(summary.events_read),
         group(summary.dossiers as u64),
@@ -489,22 +490,18 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the demo reads of the group's progress: storage, through the same checkpointer
-/// the ingestors recover with, and the topic's high watermarks.
+/// What the demo reads of the group's progress: the events table's offsets, which the
+/// ingestors start from, and the topic's high watermarks.
 struct Progressed {
-    checkpointer: sohoa_ingestor::checkpoint::Checkpointer,
+    writer: sohoa_storage::events::Writer,
     consumer: rdkafka::consumer::BaseConsumer,
     partitions: i32,
 }
 
 impl Progressed {
-    fn new(
-        checkpointer: sohoa_ingestor::checkpoint::Checkpointer,
-        brokers: &str,
-        partitions: i32,
-    ) -> Result<Self> {
+    fn new(writer: sohoa_storage::events::Writer, brokers: &str, partitions: i32) -> Result<Self> {
         Ok(Progressed {
-            checkpointer,
+            writer,
             consumer: ClientConfig::new()
                 .set("bootstrap.servers", brokers)
                 .create()
@@ -513,18 +510,15 @@ impl Progressed {
         })
     }
 
-    /// The next offset storage holds for each partition.
-    fn durable(&self, rt: &tokio::runtime::Runtime) -> Vec<i64> {
-        use sohoa_ingestor::checkpoint::PartitionPaths;
-        (0..self.partitions)
-            .map(|p| {
-                let paths = PartitionPaths::new(TOPIC, p);
-                rt.block_on(self.checkpointer.next_offset(&paths))
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
-            })
-            .collect()
+    /// The next offset the table holds for each partition.
+    fn durable(&self, _rt: &tokio::runtime::Runtime) -> Vec<i64> {
+        let ids: Vec<String> = (0..self.partitions)
+            .map(|p| sohoa_storage::events::kafka_app_id(TOPIC, p))
+            .collect();
+        match self.writer.offsets(&ids) {
+            Ok(o) => o.into_iter().map(|n| n.unwrap_or(0)).collect(),
+            Err(_) => vec![0; self.partitions as usize],
+        }
     }
 
     /// Messages storage holds, summed over the partitions.

@@ -32,16 +32,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an ingestor replica: consume the configured topics and write Parquet under
-    /// <root>/events/, exactly once. With --from-file, backfill from exported files.
+    /// Run an ingestor replica: consume the configured topics and commit them to the events
+    /// table, <root>/events/, exactly once. With --from-file, backfill from exported files.
     Ingest(ingest::IngestArgs),
     /// Fold <root>/events/ into one row per dossier (dossiers/), compute the 766 metrics by
     /// period, agency and procedure (metrics/), the scorecard, and the HTML report
     /// (report/index.html); print a summary table.
     Aggregate(aggregate::AggregateArgs),
-    /// Merge the small files of closed date partitions of <root>/events/ into larger
-    /// ones, exactly once (a crash at any point is settled by the next run).
+    /// Merge the small files of closed dates of the events table into larger ones (one
+    /// commit per merge), then vacuum the files no snapshot within the retention needs.
     Compact(compact::CompactArgs),
+    /// Convert a root an earlier release wrote (Parquet files and commit markers) into an
+    /// events table, in one commit, so that ingestion resumes where the markers stopped.
+    Adopt(adopt::AdoptArgs),
     /// The whole pipeline on this machine: an embedded Kafka cluster, a generated
     /// province, three ingestors, the aggregator and the report. Nothing to install.
     Demo(demo::DemoArgs),
@@ -84,6 +87,7 @@ struct DecodeArgs {
     files: Vec<PathBuf>,
 }
 
+mod adopt;
 mod aggregate;
 mod compact;
 mod demo;
@@ -161,6 +165,7 @@ fn run(cfg: sohoa_runtime::Config, command: Command) -> Result<ExitCode> {
         Command::Aggregate(args) => aggregate::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Compact(args) => compact::run(cfg, args).map(|()| ExitCode::SUCCESS),
+        Command::Adopt(args) => adopt::run(cfg, args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lag(args) => lag::run(&cfg, args),
         Command::PurgeRejects(args) => purge::run(&cfg, args).map(|()| ExitCode::SUCCESS),
@@ -254,4 +259,17 @@ fn decode(args: DecodeArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A runtime and the storage root for a command that writes the events table, the root
+/// probed for conditional puts.
+fn writer_storage(
+    cfg: &sohoa_runtime::Config,
+) -> Result<(tokio::runtime::Runtime, sohoa_runtime::Storage)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let storage = sohoa_ingestor::open_storage(cfg, rt.handle())?;
+    Ok((rt, storage))
 }

@@ -23,12 +23,13 @@ use sha2::{Digest, Sha256};
 use sohoa_runtime::{Config, Storage};
 use sohoa_schemas::{build_decoder, DecoderContext, DecoderKind};
 
-use crate::checkpoint::{Checkpointer, PartitionPaths};
+use crate::pipeline::Sources;
 use crate::pipeline::{
     self, Body, Decoders, Input, NoCommit, Pipeline, PipelineConfig, Record, Shared, Totals,
 };
 use crate::rejects::RejectsSink;
 use crate::{pseudonymizer, IngestError, Metrics};
+use sohoa_storage::events::Writer;
 
 /// How a file holds its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +278,7 @@ pub fn run(
         Some(raw) => Some(Storage::open(&raw)?.store),
         None => None,
     };
-    let checkpointer = Checkpointer::new(storage.store.clone());
+    let writer = crate::events_writer(&storage, rt)?;
     let inputs = inputs(&job.files, job.layout)?;
     let mut decoders = Decoders::default();
     for input in &inputs {
@@ -294,11 +295,15 @@ pub fn run(
     let shared = Shared::new(1)?;
     metrics.shards.set(1);
     let pipeline = Pipeline::new(
-        PipelineConfig::new(cfg, pseudo.fingerprint()),
+        PipelineConfig::new(cfg, pseudo.fingerprint(), Sources::Files),
         decoders,
-        checkpointer.clone(),
+        writer.clone(),
         rt.clone(),
-        Box::new(RejectsSink::new(pseudo.clone(), raw_store.clone())),
+        Box::new(RejectsSink::new(
+            pseudo.clone(),
+            storage.store.clone(),
+            raw_store.clone(),
+        )),
         Box::new(NoCommit),
         metrics,
         shared.clone(),
@@ -312,7 +317,14 @@ pub fn run(
         shared,
         cap: cfg.buffer.max_bytes,
     };
-    let fed = feed_all(&feeder, &inputs, &checkpointer, raw_store.as_deref(), rt);
+    let fed = feed_all(
+        &feeder,
+        &inputs,
+        &writer,
+        storage.store.as_ref(),
+        raw_store.as_deref(),
+        rt,
+    );
     // The last flushes get the drain deadline of a Kafka replica: storage that stays
     // down longer than that ends the run, saying how far each file got.
     let _ = feeder.tx.send(Input::Drain(
@@ -325,12 +337,13 @@ pub fn run(
     let (last_lines, skipped) = fed?;
     // Storage is the judge of what is loaded, not the pipeline's own account.
     let mut short = Vec::new();
-    for (input, last) in inputs.iter().zip(&last_lines) {
-        let paths = PartitionPaths::new(&input.topic, 0);
-        let next = rt
-            .block_on(checkpointer.next_offset(&paths))
-            .map_err(pipeline::PipelineError::from)?
-            .unwrap_or(0);
+    let ids: Vec<String> = inputs
+        .iter()
+        .map(|i| Sources::Files.app_id(&i.topic, 0))
+        .collect();
+    let committed = writer.offsets(&ids)?;
+    for ((input, last), next) in inputs.iter().zip(&last_lines).zip(committed) {
+        let next = next.unwrap_or(0);
         if let Some(last) = last.filter(|&l| next <= l) {
             short.push(Progress {
                 path: input.display(),
@@ -395,23 +408,28 @@ impl Feeder {
 fn feed_all(
     feeder: &Feeder,
     inputs: &[FileInput],
-    checkpointer: &Checkpointer,
+    writer: &Writer,
+    root: &dyn ObjectStore,
     raw_store: Option<&dyn ObjectStore>,
     rt: &tokio::runtime::Handle,
 ) -> Result<(Vec<Option<i64>>, u64), IngestError> {
     let mut last_lines = Vec::with_capacity(inputs.len());
     let mut skipped = 0;
     for input in inputs {
-        let paths = PartitionPaths::new(&input.topic, 0);
-        let recovered = rt
-            .block_on(checkpointer.recover(&paths))
-            .map_err(pipeline::PipelineError::from)?;
-        let next = recovered.next_offset;
+        let next = writer
+            .offsets(&[Sources::Files.app_id(&input.topic, 0)])?
+            .pop()
+            .flatten();
         if let Some(n) = next {
             tracing::info!(file = %input.display(), resume_line = n + 1, "resuming a file loaded before");
         }
+        let from = next.unwrap_or(0);
+        let redacted = crate::rejects::redacted_rejects_dir(&input.topic, 0);
+        rt.block_on(forget_uncommitted(root, &redacted, from))
+            .map_err(BackfillError::from)?;
         if let Some(raw) = raw_store {
-            rt.block_on(forget_uncommitted_raw(raw, &paths, next.unwrap_or(0)))
+            let dir = crate::rejects::raw_rejects_dir(&input.topic, 0);
+            rt.block_on(forget_uncommitted(raw, &dir, from))
                 .map_err(BackfillError::from)?;
         }
         let topic: Arc<str> = Arc::from(input.topic.as_str());
@@ -483,18 +501,15 @@ fn feed_file(
     Ok((last, skipped))
 }
 
-/// Raw rejects of ranges from `next` on were never committed (a single writer loads a
-/// file, and every committed range ends before `next`): a run killed between writing
-/// them and its commit left them. Deleted, so the raw store holds each line once.
-async fn forget_uncommitted_raw(
+/// Rejects of ranges from `next` on were never committed (a single writer loads a file,
+/// and every committed range ends before `next`): a run killed between writing them and
+/// its commit left them. Deleted, so each rejected line is kept once.
+async fn forget_uncommitted(
     raw: &dyn ObjectStore,
-    paths: &PartitionPaths,
+    dir: &object_store::path::Path,
     next: i64,
 ) -> Result<(), object_store::Error> {
-    let listed: Vec<_> = raw
-        .list(Some(&paths.raw_rejects_dir()))
-        .try_collect()
-        .await?;
+    let listed: Vec<_> = raw.list(Some(dir)).try_collect().await?;
     for meta in listed {
         let start = meta
             .location

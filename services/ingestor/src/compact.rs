@@ -1,40 +1,31 @@
-//! Compaction: merge the small files of closed date partitions into files near a target
-//! size, sorted and encoded like the ingestor's own, without breaking exactly-once.
+//! Compaction: merge the small files of closed dates into files near a target size,
+//! sorted and encoded like the ingestor's own, and vacuum what no snapshot still needs.
 //!
-//! The protocol, for one group of input files of a partition `date=D`:
-//!
-//! 1. **Stage** the merged file under `_sohoa/compact/staging/date=D/<id>.parquet`, where
-//!    `<id>` hashes the input names. Its row count must equal the inputs'.
-//! 2. **Commit**: create `_sohoa/compact/commits/date=D/<id>.json` listing the inputs and
-//!    the output (`PutMode::Create`). This is the commit point.
-//! 3. **Publish**: rename the staged file to `events/date=D/compacted-<id>.parquet`.
-//! 4. **Retire** the inputs: delete them, then the marker.
-//!
-//! Recovery, at the start of every compaction: a marker means the merge was committed, so
-//! its staged file is published (if not yet) and its remaining inputs are deleted; a staged
-//! file without a marker was never committed and is deleted. A crash at any step therefore
-//! ends, after the next compaction's recovery, with either the inputs or the merged file,
-//! never both and never neither. Between steps 3 and 4 readers can briefly see both; the
-//! aggregator's fold is unaffected by repeats (see the README).
-//!
-//! One compactor runs at a time (a CronJob with `concurrencyPolicy: Forbid`). Ingestors may
-//! keep writing late events into the same partitions: compaction only touches the files it
-//! listed.
+//! A merge is one commit to the events table: `remove` of its inputs and `add` of the
+//! merged file, both with `dataChange = false`, so readers of any snapshot see each row
+//! once, and incremental readers know nothing changed. The merged file is written first,
+//! under a name no other compactor uses; the commit is the only step that makes it part
+//! of the table. Two compactors that merge the same inputs race for the commit: the loser
+//! finds its inputs removed, and its file, which no commit names, is left to the vacuum.
+//! A crash before the commit leaves such a file too; a crash after it leaves the table
+//! compacted. Nothing is deleted at once: a replaced file stays for time travel and for
+//! readers still on an older snapshot, until the vacuum finds it older than the retention.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime};
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use sohoa_schemas::pseudonym::KEY_FINGERPRINT_METADATA;
+use sohoa_storage::events::Writer;
+use sohoa_storage::{
+    off_runtime, Commit, DataFile, LiveFile, Operation, Outcome, StatsPlan, TableError,
+};
 
 use crate::write::{with_key_fingerprint, FileFormat, WriteError};
 
@@ -42,19 +33,19 @@ use crate::write::{with_key_fingerprint, FileFormat, WriteError};
 pub enum CompactError {
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Table(#[from] TableError),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error("encoding: {0}")]
     Write(#[from] WriteError),
-    #[error("compaction marker {path} is unreadable: {reason}")]
-    BadMarker { path: String, reason: String },
 }
 
 /// What to compact.
 #[derive(Debug, Clone)]
 pub struct CompactOptions {
-    /// Partitions whose date is at least this many days before `today` are closed: late
-    /// syncs rarely reach them any more.
+    /// Dates at least this many days before `today` are closed: late syncs rarely reach
+    /// them any more.
     pub min_age_days: i64,
     /// The local Vietnam date today.
     pub today: NaiveDate,
@@ -64,7 +55,7 @@ pub struct CompactOptions {
     pub target_bytes: u64,
 }
 
-/// One partition's files before and after, for operators.
+/// One date's files before and after, for operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionReport {
     pub date: String,
@@ -74,94 +65,20 @@ pub struct PartitionReport {
     pub bytes_after: u64,
 }
 
-/// A committed merge.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Marker {
-    version: u32,
-    date: String,
-    inputs: Vec<String>,
-    staged: String,
-    output: String,
-    rows: u64,
-}
-
-fn commits_dir() -> Path {
-    Path::from("_sohoa/compact/commits")
-}
-
-fn staging_dir() -> Path {
-    Path::from("_sohoa/compact/staging")
-}
-
-async fn exists(store: &dyn ObjectStore, p: &Path) -> Result<bool, CompactError> {
-    match store.head(p).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn delete_if_present(store: &dyn ObjectStore, p: &Path) -> Result<(), CompactError> {
-    match store.delete(p).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Steps 3 and 4 for a committed merge; safe to repeat.
-async fn finish(store: &dyn ObjectStore, m: &Marker, marker: &Path) -> Result<(), CompactError> {
-    let (staged, output) = (Path::from(m.staged.as_str()), Path::from(m.output.as_str()));
-    if exists(store, &staged).await? {
-        if exists(store, &output).await? {
-            // A copying rename was interrupted: the output is whole, the copy is spare.
-            delete_if_present(store, &staged).await?;
-        } else {
-            store.rename(&staged, &output).await?;
-        }
-    }
-    crate::crashpoint::hit("compact_after_publish");
-    for (i, input) in m.inputs.iter().enumerate() {
-        delete_if_present(store, &Path::from(input.as_str())).await?;
-        if i == 0 {
-            crate::crashpoint::hit("compact_mid_retire");
-        }
-    }
-    delete_if_present(store, marker).await
-}
-
-/// Finish committed merges and delete uncommitted ones. Returns how many it settled.
-pub async fn recover(store: &dyn ObjectStore) -> Result<usize, CompactError> {
-    let mut settled = 0;
-    let markers: Vec<_> = store.list(Some(&commits_dir())).try_collect().await?;
-    let mut committed_staged = Vec::new();
-    for meta in markers {
-        let bytes = store.get(&meta.location).await?.bytes().await?;
-        let m: Marker = serde_json::from_slice(&bytes).map_err(|e| CompactError::BadMarker {
-            path: meta.location.to_string(),
-            reason: e.to_string(),
-        })?;
-        committed_staged.push(m.staged.clone());
-        finish(store, &m, &meta.location).await?;
-        settled += 1;
-    }
-    let staged: Vec<_> = store.list(Some(&staging_dir())).try_collect().await?;
-    for meta in staged {
-        if !committed_staged.iter().any(|s| s == meta.location.as_ref()) {
-            delete_if_present(store, &meta.location).await?;
-            settled += 1;
-        }
-    }
-    Ok(settled)
-}
-
 /// A file's rows, and the fingerprint of the pseudonym key its metadata names.
 async fn read_all(
-    store: &dyn ObjectStore,
-    p: &Path,
+    writer: &Writer,
+    rel: &str,
 ) -> Result<(Option<String>, Vec<RecordBatch>), CompactError> {
-    let data: Bytes = store.get(p).await?.bytes().await?;
+    let table = writer.table();
+    let data: Bytes = table
+        .store()
+        .get(&table.object_path(rel)?)
+        .await?
+        .bytes()
+        .await?;
     let err = |e: String| CompactError::File {
-        path: p.to_string(),
+        path: rel.to_owned(),
         reason: e,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| err(e.to_string()))?;
@@ -177,44 +94,45 @@ async fn read_all(
     Ok((key, batches))
 }
 
-/// Recover, then compact every closed partition. Returns a report per partition touched.
+/// Compact every closed date of the table's newest snapshot. Returns a report per date
+/// touched.
 pub async fn compact(
-    store: Arc<dyn ObjectStore>,
+    writer: &Writer,
     format: &FileFormat,
     opts: &CompactOptions,
 ) -> Result<Vec<PartitionReport>, CompactError> {
-    let recovered = recover(&*store).await?;
-    if recovered > 0 {
-        tracing::info!(recovered, "settled interrupted compactions");
+    let w = writer.clone();
+    let (stats, files) = off_runtime(move || {
+        let snapshot = w.latest()?;
+        Ok((
+            w.table().stats_plan(&snapshot)?,
+            w.table().files(&snapshot)?,
+        ))
+    })
+    .await?;
+    let mut by_date: BTreeMap<String, Vec<LiveFile>> = BTreeMap::new();
+    for f in files {
+        by_date.entry(f.date.clone()).or_default().push(f);
     }
-    let top = store
-        .list_with_delimiter(Some(&Path::from("events")))
-        .await?;
     let mut reports = Vec::new();
-    for prefix in top.common_prefixes {
-        let Some(date) = prefix
-            .filename()
-            .and_then(|n| n.strip_prefix("date="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        else {
+    for (date, files) in by_date {
+        let Ok(day) = NaiveDate::parse_from_str(&date, "%Y-%m-%d") else {
             continue;
         };
-        if (opts.today - date).num_days() < opts.min_age_days {
+        if (opts.today - day).num_days() < opts.min_age_days {
             continue; // still open: late syncs would keep adding small files
         }
-        let mut files: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-        files.retain(|m| m.location.extension() == Some("parquet"));
-        files.sort_by(|a, b| a.location.cmp(&b.location));
         let mut report = PartitionReport {
-            date: date.to_string(),
+            date: date.clone(),
             files_before: files.len(),
-            bytes_before: files.iter().map(|m| m.size).sum(),
-            ..Default::default()
+            bytes_before: files.iter().map(|f| f.size).sum(),
+            files_after: files.len(),
+            bytes_after: files.iter().map(|f| f.size).sum(),
         };
         // Group the small files, in name order, into bins of about the target size.
-        let mut groups: Vec<Vec<&object_store::ObjectMeta>> = vec![Vec::new()];
+        let mut groups: Vec<Vec<&LiveFile>> = vec![Vec::new()];
         let mut size = 0;
-        for f in files.iter().filter(|m| m.size < opts.small_bytes) {
+        for f in files.iter().filter(|f| f.size < opts.small_bytes) {
             if size + f.size > opts.target_bytes && !groups.last().expect("one").is_empty() {
                 groups.push(Vec::new());
                 size = 0;
@@ -224,118 +142,221 @@ pub async fn compact(
         }
         let mut merged_any = false;
         for group in groups.into_iter().filter(|g| g.len() >= 2) {
-            merge(&*store, format, &date.to_string(), &group).await?;
-            merged_any = true;
+            if let Some((removed, added)) = merge(writer, format, &stats, &date, &group).await? {
+                report.files_after = report.files_after + 1 - group.len();
+                report.bytes_after = report.bytes_after + added - removed;
+                merged_any = true;
+            }
         }
-        if !merged_any {
-            continue;
+        if merged_any {
+            tracing::info!(date = %date, files_before = report.files_before, files_after = report.files_after, "date compacted");
+            reports.push(report);
         }
-        let after: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-        let after: Vec<_> = after
-            .into_iter()
-            .filter(|m| m.location.extension() == Some("parquet"))
-            .collect();
-        report.files_after = after.len();
-        tracing::info!(date = %date, files_before = report.files_before, files_after = after.len(), "partition compacted");
-        report.bytes_after = after.iter().map(|m| m.size).sum();
-        reports.push(report);
+    }
+    if !reports.is_empty() {
+        // Readers replay the log from the newest checkpoint: a compaction is a good time
+        // to write one, since it replaced many adds by few.
+        let w = writer.clone();
+        if let Err(e) = off_runtime(move || w.table().checkpoint(&w.latest()?)).await {
+            tracing::warn!(error = %e, "checkpoint after compaction failed");
+        }
     }
     Ok(reports)
 }
 
+/// Merge `group` into one file and commit the swap. Returns the bytes removed and added,
+/// or `None` if the merge was skipped or another compactor committed first.
 async fn merge(
-    store: &dyn ObjectStore,
+    writer: &Writer,
     format: &FileFormat,
+    stats: &StatsPlan,
     date: &str,
-    group: &[&object_store::ObjectMeta],
-) -> Result<(), CompactError> {
+    group: &[&LiveFile],
+) -> Result<Option<(u64, u64)>, CompactError> {
     let mut batches = Vec::new();
     let mut keys = std::collections::BTreeSet::new();
     for f in group {
-        let (key, rows) = read_all(store, &f.location).await?;
+        let (key, rows) = read_all(writer, &f.path).await?;
         keys.insert(key);
         batches.extend(rows);
     }
     if keys.len() > 1 {
         // Rows of different pseudonym keys stay in files that say which key they used.
         tracing::warn!(date, "files pseudonymized under different keys; not merged");
-        return Ok(());
+        return Ok(None);
     }
     let key = keys.into_iter().next().flatten();
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let Some(first) = batches.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let schema = first.schema();
     if batches.iter().any(|b| b.schema() != schema) {
         // Files of different schema versions stay apart, rather than be cast.
         tracing::warn!(date, "files with different schemas; not merged");
-        return Ok(());
+        return Ok(None);
     }
     let merged = arrow::compute::concat_batches(&schema, &batches).map_err(WriteError::from)?;
+    let file_stats =
+        stats
+            .collect(std::slice::from_ref(&merged))
+            .map_err(|e| CompactError::File {
+                path: date.to_owned(),
+                reason: format!("statistics: {e}"),
+            })?;
     let data = format.encode(&with_key_fingerprint(&merged, key.as_deref())?)?;
-    let inputs: Vec<String> = group.iter().map(|m| m.location.to_string()).collect();
-    let mut h = Sha256::new();
-    for i in &inputs {
-        h.update(i.as_bytes());
-        h.update([0]);
-    }
-    let id: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let marker = Marker {
-        version: 1,
-        date: date.to_string(),
-        staged: format!("{}/date={date}/{id}.parquet", staging_dir()),
-        output: format!("events/date={date}/compacted-{id}.parquet"),
-        inputs,
-        rows,
-    };
-    store
-        .put(
-            &Path::from(marker.staged.as_str()),
-            PutPayload::from_bytes(data),
-        )
+    let size = data.len() as u64;
+    // Unique to this attempt: a second compactor of the same inputs must not overwrite a
+    // file the first one committed.
+    let salt = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let path = format!("date={date}/compacted-{salt:016x}.parquet");
+    let table = writer.table();
+    table
+        .store()
+        .put(&table.object_path(&path)?, PutPayload::from_bytes(data))
         .await?;
     crate::crashpoint::hit("compact_after_stage");
-    let marker_path = Path::from(format!("{}/date={date}/{id}.json", commits_dir()));
-    let body = serde_json::to_vec_pretty(&marker).expect("markers serialize");
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
+    let inputs: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
+    let removed: u64 = group.iter().map(|f| f.size).sum();
+    let add = DataFile {
+        path: path.clone(),
+        date: date.to_owned(),
+        size,
+        modified_ms: now_ms(),
+        stats: file_stats,
+        rows,
     };
-    store
-        .put_opts(&marker_path, PutPayload::from(body), opts)
-        .await?;
+    let w = writer.clone();
+    let committed = off_runtime(move || {
+        // A lost race for the log version is tried again on the newer snapshot, as long as
+        // every input is still in it; an input gone means another compactor merged it.
+        loop {
+            let snapshot = w.latest()?;
+            let live: HashSet<String> = w
+                .table()
+                .files(&snapshot)?
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            if !inputs.iter().all(|i| live.contains(i)) {
+                return Ok(None);
+            }
+            let commit = Commit {
+                adds: vec![add.clone()],
+                removes: inputs.clone(),
+                data_change: false,
+                operation: Operation::Optimize,
+                ..Commit::default()
+            };
+            match w.table().commit(&snapshot, commit)? {
+                Outcome::Committed { version } => return Ok(Some(version)),
+                Outcome::Conflict { .. } => continue,
+            }
+        }
+    })
+    .await?;
+    let Some(version) = committed else {
+        tracing::warn!(date, output = %path, "another compaction merged these files first; this merge is left to the vacuum");
+        return Ok(None);
+    };
     crate::crashpoint::hit("compact_after_commit");
-    finish(store, &marker, &marker_path).await?;
-    tracing::debug!(date, files = group.len(), rows, output = %marker.output, "merged");
-    Ok(())
+    tracing::debug!(date, files = group.len(), rows, version, output = %path, "merged");
+    Ok(Some((removed, size)))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What a vacuum deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VacuumReport {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Delete the table's data files that no snapshot of the last `retention` needs: not in
+/// the newest snapshot, not removed by a commit within the retention (older snapshots
+/// still read those), and themselves older than the retention (a file younger than that
+/// may be a flush whose commit is still to come).
+pub async fn vacuum(writer: &Writer, retention: Duration) -> Result<VacuumReport, CompactError> {
+    let table = writer.table().clone();
+    let w = writer.clone();
+    let live: HashSet<String> = off_runtime(move || w.table().files(&w.latest()?))
+        .await?
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let root = table.object_path("")?;
+    let log = table.object_path("_delta_log/")?;
+    // Files removed by a commit within the retention: a snapshot within it still has them.
+    let mut kept: HashSet<String> = HashSet::new();
+    let commits: Vec<_> = table.store().list(Some(&log)).try_collect().await?;
+    for c in commits {
+        if c.location.extension() != Some("json") || c.last_modified < cutoff {
+            continue;
+        }
+        let body = table.store().get(&c.location).await?.bytes().await?;
+        for line in body.split(|b| *b == b'\n') {
+            if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) {
+                if let Some(p) = action["remove"]["path"].as_str() {
+                    kept.insert(p.to_owned());
+                }
+            }
+        }
+    }
+    let all: Vec<_> = table.store().list(Some(&root)).try_collect().await?;
+    let mut report = VacuumReport::default();
+    let prefix = format!("{root}/");
+    for meta in all {
+        let full = meta.location.to_string();
+        let Some(rel) = full.strip_prefix(&prefix) else {
+            continue;
+        };
+        if rel.starts_with("_delta_log") || meta.location.extension() != Some("parquet") {
+            continue;
+        }
+        if live.contains(rel) || kept.contains(rel) || meta.last_modified >= cutoff {
+            continue;
+        }
+        match table.store().delete(&meta.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                report.files += 1;
+                report.bytes += meta.size;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(report)
 }
 
 /// Reports as a table for the terminal.
 pub fn render(reports: &[PartitionReport]) -> String {
     let mut out = format!(
         "{:<12} {:>12} {:>14} {:>11} {:>13}\n",
-        "partition", "files before", "bytes before", "files after", "bytes after"
+        "date", "files before", "bytes before", "files after", "bytes after"
     );
-    let mut totals = BTreeMap::<&str, (usize, u64, usize, u64)>::new();
+    let mut total = (0, 0, 0, 0);
     for r in reports {
         out.push_str(&format!(
             "{:<12} {:>12} {:>14} {:>11} {:>13}\n",
             r.date, r.files_before, r.bytes_before, r.files_after, r.bytes_after
         ));
-        let t = totals.entry("total").or_default();
-        t.0 += r.files_before;
-        t.1 += r.bytes_before;
-        t.2 += r.files_after;
-        t.3 += r.bytes_after;
+        total.0 += r.files_before;
+        total.1 += r.bytes_before;
+        total.2 += r.files_after;
+        total.3 += r.bytes_after;
     }
-    if let Some(t) = totals.get("total") {
+    if !reports.is_empty() {
         out.push_str(&format!(
             "{:<12} {:>12} {:>14} {:>11} {:>13}\n",
-            "total", t.0, t.1, t.2, t.3
+            "total", total.0, total.1, total.2, total.3
         ));
     }
     out

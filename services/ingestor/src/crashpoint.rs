@@ -2,8 +2,10 @@
 //! process aborts the `SOHOA_CRASH_AFTER`-th time (default: first) it reaches that point,
 //! as abruptly as `kill -9`: no destructors, no flush. Unset, a point costs one load.
 //!
-//! Points, in protocol order: `after_stage_file`, `before_commit`, `after_commit`,
-//! `mid_publish`, `after_publish`.
+//! Points, in protocol order: `after_stage_file` (a flush's data file written),
+//! `before_commit` (all written, the events table not yet committed), `after_commit` (the
+//! table committed, Kafka's offsets not yet); and compaction's `compact_after_stage` and
+//! `compact_after_commit`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -46,7 +46,9 @@ pub trait DeadLetters: Send {
 
 /// What a range's commit writes of its rejects.
 pub struct CommitRejects {
-    /// Staged and published under the storage root with the range: no personal data.
+    /// The storage root.
+    pub root: Arc<dyn ObjectStore>,
+    /// Written under the storage root before the range's commit: no personal data.
     pub redacted: Bytes,
     /// The raw lines, written to the raw store before the commit, if one is configured.
     pub raw: Option<(Arc<dyn ObjectStore>, Bytes)>,

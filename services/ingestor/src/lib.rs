@@ -1,14 +1,15 @@
 //! The ingestor: Kafka (or backfill files) to Hive-partitioned Parquet, exactly once.
 //!
 //! One module per pipeline stage: `source` (consume), `shard` (partitions over pipelines),
-//! `pipeline` (decode, normalize, buffer), `backoff` (when a failed flush is tried again),
-//! `write` (Parquet encoding), `checkpoint` (the exactly-once protocol), `dead_letter`,
+//! `pipeline` (decode, normalize, buffer, and commit each flush to the events table
+//! through `sohoa_storage::events`, the exactly-once protocol), `backoff` (when a failed
+//! flush is tried again), `write` (Parquet encoding), `dead_letter`,
 //! `metrics`, `client_errors` (librdkafka's error reports, all counted, their log folded),
 //! and `backfill` (files instead of Kafka).
 
+pub mod adopt;
 pub mod backfill;
 pub mod backoff;
-pub mod checkpoint;
 pub mod client_errors;
 pub mod compact;
 pub mod crashpoint;
@@ -30,11 +31,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use sohoa_runtime::{Config, Storage};
 use sohoa_schemas::{build_decoder, DecoderContext, Pseudonymizer};
+use sohoa_storage::events::Writer;
+use sohoa_storage::Table;
 
 pub use metrics::Metrics;
 pub use pipeline::Totals;
 
-use checkpoint::Checkpointer;
 use client_errors::ClientErrors;
 use dead_letter::KafkaDeadLetters;
 use pipeline::{Pipeline, PipelineConfig, Shared};
@@ -66,6 +68,47 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Probe(#[from] sohoa_storage::ProbeError),
+    #[error(transparent)]
+    Table(#[from] sohoa_storage::TableError),
+    #[error(
+        "storage.root {0:?} holds events an earlier release wrote (commit markers under \
+         _sohoa/commits/, no events table): convert it with `sohoa adopt` before ingesting"
+    )]
+    Unadopted(String),
+    #[error("storage: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// The columns whose least and greatest values the table's log keeps for each file: what
+/// readers skip files by (a time range, one dossier, one agency, one source range).
+pub const STATS_COLUMNS: &[&str] = &[
+    "event_time",
+    "dossier_code",
+    "agency_code",
+    "procedure_code",
+    "source_partition",
+    "source_offset",
+];
+
+/// A checkpoint of the table's log every this many commits. Readers replay the commits
+/// after the newest checkpoint; at one commit per replica and flush (a minute by default),
+/// a hundred is under an hour of a few replicas' commits.
+pub const CHECKPOINT_INTERVAL: u64 = 100;
+
+/// The `events/` table of the storage root, created if it does not exist yet. Blocking.
+/// A root that an earlier release wrote (commit markers, no table) is refused until
+/// `sohoa adopt` converted it: taken for an empty table, its partitions would be loaded
+/// again from `kafka.start_from`.
+pub fn events_writer(
+    storage: &Storage,
+    rt: &tokio::runtime::Handle,
+) -> Result<Writer, IngestError> {
+    if rt.block_on(adopt::needs_adoption(storage.store.as_ref()))? {
+        return Err(IngestError::Unadopted(storage.root.clone()));
+    }
+    let table = Table::events(storage)?;
+    let snapshot = table.create_if_absent(&sohoa_schemas::events_schema(), STATS_COLUMNS, &[])?;
+    Ok(Writer::new(table, snapshot, CHECKPOINT_INTERVAL))
 }
 
 /// Opens the storage root and checks that it fences writers: every commit is a put that
@@ -215,7 +258,7 @@ pub fn run(
 ) -> Result<Totals, IngestError> {
     let storage = open_storage(cfg, rt)?;
     let pseudo = pseudonymizer(cfg)?;
-    let checkpointer = Checkpointer::new(storage.store.clone());
+    let writer = events_writer(&storage, rt)?;
     let fatal = Arc::new(AtomicBool::new(false));
     let shard_count = cfg.ingest.shard_count();
     let shared = Shared::new(shard_count)?;
@@ -229,7 +272,7 @@ pub fn run(
     let ctx = IngestContext {
         errors: client_errors.clone(),
         tx: tx.clone(),
-        checkpointer: checkpointer.clone(),
+        writer: writer.clone(),
         rt: rt.clone(),
         metrics: metrics.clone(),
         start_from: cfg.kafka.start_from,
@@ -272,9 +315,9 @@ pub fn run(
             metrics.clone(),
         )?;
         let pipeline = Pipeline::new(
-            PipelineConfig::new(cfg, pseudo.fingerprint()),
+            PipelineConfig::new(cfg, pseudo.fingerprint(), pipeline::Sources::Kafka),
             decoders(cfg, &pseudo),
-            checkpointer.clone(),
+            writer.clone(),
             rt.clone(),
             Box::new(dead),
             Box::new(KafkaCommitter {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::checkpoint::OffsetGap;
+use crate::pipeline::OffsetGap;
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -60,6 +60,10 @@ pub struct Metrics {
     pub durable_offset: IntGaugeVec,
     /// Unix time of the last successful flush.
     pub last_flush_timestamp: IntGauge,
+    /// The events table's version this ingestor last committed.
+    pub table_version: IntGauge,
+    /// Time a flush's table commit took, conflicts with other writers included.
+    pub commit_seconds: Histogram,
     /// Seconds the pipeline thread spent per stage (waiting, decoding, encoding, writing):
     /// where a replica's time goes, to tell a CPU-bound replica from one waiting on the
     /// broker or on storage.
@@ -145,6 +149,20 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(flush_seconds.clone()))
+            .expect("unique metric");
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sohoa_ingest_commit_duration_seconds",
+                "Time a flush's commit to the events table took: reading the newest \
+                 snapshot, the log write, and the retries of a lost log version.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commit_seconds.clone()))
             .expect("unique metric");
         let pipeline_seconds = CounterVec::new(
             Opts::new(
@@ -265,6 +283,11 @@ impl Metrics {
                 "sohoa_ingest_last_flush_timestamp_seconds",
                 "Unix time of the last successful flush.",
             ),
+            table_version: gauge(
+                "sohoa_ingest_table_version",
+                "The events table's version this ingestor last committed.",
+            ),
+            commit_seconds,
             pipeline_seconds,
             kafka_client_errors: counter_vec(
                 "sohoa_kafka_client_errors_total",

@@ -1,32 +1,38 @@
-//! The pipeline: decode → normalize → buffer per source partition and date → flush through
-//! the exactly-once protocol (`checkpoint`). Source-agnostic: Kafka and backfill files
-//! feed it the same [`Input`]s.
+//! The pipeline: decode → normalize → buffer by date → flush as one commit to the events
+//! table (`sohoa_storage::events`). Source-agnostic: Kafka and backfill files feed it the
+//! same [`Input`]s.
 //!
 //! It runs on its own thread, one per shard (`shard`), each owning a share of the
-//! partitions. The source thread only hands messages on; decoding and encoding
-//! happen here, and storage writes start here, so a slow flush applies backpressure
-//! instead of stalling the consumer's poll loop. The writes run on the async runtime while
-//! this thread goes on decoding: they are mostly latency (fsyncs), and waiting on them kept
-//! this thread idle for a sixth of its time. A partition has at most one flush in flight;
-//! its offsets reach Kafka once the pipeline has settled it.
+//! partitions. The source thread only hands messages on; decoding and encoding happen
+//! here, and storage writes start here, so a slow flush applies backpressure instead of
+//! stalling the consumer's poll loop.
+//!
+//! A shard buffers the rows of all its partitions together, one buffer per event date. A
+//! flush takes every buffer: it writes one Parquet file per date and commits them in one
+//! table commit, with the offset range of each partition it read (`txn` actions). So the
+//! file count of a flush grows with the dates in flight, not with partitions times dates.
+//! The writes run on the async runtime while this thread goes on decoding into fresh
+//! buffers; a shard has at most one flush in flight, and its offsets reach Kafka once the
+//! pipeline has settled it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::{RecordBatch, StructArray};
 use bytes::Bytes;
 use rayon::prelude::*;
 use rustc_hash::FxBuildHasher;
 use sohoa_runtime::config::FlushConfig;
 use sohoa_schemas::normalize::vn_day;
 use sohoa_schemas::{DecodeOutput, Decoder, EventBatchBuilder, Lineage};
+use sohoa_storage::events::{Flush, FlushOutcome, SourceRange, Writer};
+use sohoa_storage::{DataFile, Operation, StatsPlan, TableError};
 
 use crate::backoff::Backoff;
-use crate::checkpoint::{
-    CheckpointError, Checkpointer, CommittedFile, Marker, OffsetGap, PartitionPaths,
-};
 use crate::dead_letter::{CommitRejects, DeadLetterError, DeadLetters};
 use crate::metrics::{now_ms, Metrics};
 use crate::write::{FileFormat, WriteError};
@@ -91,9 +97,10 @@ pub trait OffsetCommitter: Send {
     /// Progress is durable in storage up to each `next_offset` (exclusive). One call per
     /// flush, whatever the number of partitions: one request to the broker, not hundreds.
     fn commit(&self, offsets: &[(Arc<str>, i32, i64)]);
-    /// Another writer committed this partition's next range: re-read storage, resume after
-    /// it, and announce that with [`Input::Rewound`]. `false` if the source cannot.
-    fn rewind(&self, topic: &str, partition: i32) -> bool;
+    /// A flush holding this partition was fenced: resume where the table says it stops, or
+    /// at `fallback` if it records nothing of it, and announce that with
+    /// [`Input::Rewound`]. `false` if the source cannot.
+    fn rewind(&self, topic: &str, partition: i32, fallback: Option<i64>) -> bool;
     /// The oldest offset the source still holds for the partition, as of its latest read:
     /// what tells offsets deleted by retention from offsets that never held a message.
     /// `None` when unknown, or for sources that delete nothing.
@@ -105,7 +112,7 @@ pub struct NoCommit;
 
 impl OffsetCommitter for NoCommit {
     fn commit(&self, _: &[(Arc<str>, i32, i64)]) {}
-    fn rewind(&self, _: &str, _: i32) -> bool {
+    fn rewind(&self, _: &str, _: i32, _: Option<i64>) -> bool {
         false
     }
     fn log_start(&self, _: &str, _: i32) -> Option<i64> {
@@ -116,9 +123,13 @@ impl OffsetCommitter for NoCommit {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Table(#[from] TableError),
+    #[error("storage: {0}")]
+    Store(#[from] object_store::Error),
     #[error("encoding: {0}")]
     Write(#[from] WriteError),
+    #[error("statistics of a file: {0}")]
+    Stats(String),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
     #[error("dead letters not delivered: {0}")]
@@ -139,7 +150,8 @@ impl PipelineError {
     /// Worth retrying: storage or the dead-letter topic may come back.
     fn is_transient(&self) -> bool {
         match self {
-            PipelineError::Checkpoint(e) => e.is_transient(),
+            PipelineError::Table(e) => e.is_transient(),
+            PipelineError::Store(_) => true,
             PipelineError::DeadLetter(_) | PipelineError::DeadLettersPending(_) => true,
             _ => false,
         }
@@ -147,9 +159,10 @@ impl PipelineError {
 
     fn stage(&self) -> &'static str {
         match self {
-            PipelineError::Checkpoint(CheckpointError::Fenced { .. }) => "fenced",
-            PipelineError::Checkpoint(_) | PipelineError::WritesInterrupted(_) => "storage",
-            PipelineError::Write(_) => "encode",
+            PipelineError::Table(_)
+            | PipelineError::Store(_)
+            | PipelineError::WritesInterrupted(_) => "storage",
+            PipelineError::Write(_) | PipelineError::Stats(_) => "encode",
             PipelineError::DeadLetter(_) | PipelineError::DeadLettersPending(_) => "dead_letter",
             _ => "other",
         }
@@ -178,127 +191,121 @@ impl std::ops::AddAssign for Totals {
     }
 }
 
-/// A flush whose files are encoded and whose commit is not done yet.
-struct Pending {
-    start: i64,
-    end: i64,
-    files: Vec<(String, Bytes, u64)>,
+/// What a partition's records since its last flush came to, for the commit's metadata,
+/// the metrics and the totals.
+#[derive(Debug, Default, Clone)]
+struct Counts {
     messages: u64,
     events: u64,
     dead_lettered: u64,
     rejected_records: u64,
     dead_letters_by_reason: BTreeMap<&'static str, u64>,
-    bytes: usize,
-    started: Instant,
-    /// Its marker is written (the commit point); a failed publish is what is left.
-    committed: bool,
-    /// Rejects committed with the range, for sinks that keep them so (backfills).
-    rejects: Option<CommitRejects>,
-    /// Offsets of the range the source had deleted before they were consumed.
-    gaps: Vec<OffsetGap>,
+    /// Events by date (days since 1970-01-01): what the range put in each date's file.
+    by_day: BTreeMap<i64, u64>,
 }
 
-/// A partition's buffer taken out for encoding, before it becomes a [`Pending`].
-struct Unencoded {
-    key: PartKey,
-    start: i64,
-    end: i64,
-    batches: Vec<(String, arrow::record_batch::RecordBatch, u64)>,
-    started: Instant,
-    rejects: Option<CommitRejects>,
+/// Offsets `from..=to` of a partition that were expected next and that the broker had
+/// already deleted when they were to be consumed: lost upstream, not by the ingestor, and
+/// recorded in the commit of the range they fall in, where the range's counts are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OffsetGap {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl OffsetGap {
+    /// The gap when a partition expected at `expected` resumed at `first` while the broker
+    /// held offsets from `log_start` on: `expected..` up to whichever comes first. `None`
+    /// when `expected` was still held, and the offsets skipped are holes of the log.
+    pub fn deleted(expected: i64, first: i64, log_start: i64) -> Option<OffsetGap> {
+        (first > expected && log_start > expected).then(|| OffsetGap {
+            from: expected,
+            to: log_start.min(first) - 1,
+        })
+    }
+
+    /// Offsets skipped. An offset is not always a message (transaction markers take one),
+    /// so this is an upper bound on the messages lost.
+    pub fn offsets(&self) -> u64 {
+        (self.to - self.from + 1).max(0) as u64
+    }
 }
 
 struct PartState {
     topic: Arc<str>,
     partition: i32,
-    paths: PartitionPaths,
-    /// First offset not yet durable; `None` until known.
+    /// The offset the table records for the partition: the first one not yet durable.
+    /// `None` until the table records one.
     durable_next: Option<i64>,
-    /// Offsets buffered and not yet in a pending flush.
+    /// Offsets in the shard's open buffers, and the offset the table recorded when the
+    /// range began (what the commit checks it still records).
     open: Option<(i64, i64)>,
-    days: BTreeMap<i64, EventBatchBuilder>,
-    rows: usize,
-    bytes: usize,
-    oldest: Option<Instant>,
-    oldest_ts_ms: Option<i64>,
-    messages: u64,
-    events: u64,
-    dead_lettered: u64,
-    rejected_records: u64,
-    dead_letters_by_reason: BTreeMap<&'static str, u64>,
-    pending: Option<Pending>,
-    /// Its pending flush is being written in the background: not to be started again.
-    writing: bool,
-    /// A failed flush is not tried again before this (see `backoff`).
-    retry_at: Option<Instant>,
-    /// Failed flushes in a row: the step of the backoff.
-    failures: u32,
-    /// Lost a commit race: records are dropped until the source says where it resumed.
-    fenced: bool,
+    base: Option<i64>,
+    counts: Counts,
     /// Offsets of the open range that the source had deleted before they were consumed.
     gaps: Vec<OffsetGap>,
+    oldest_ts_ms: Option<i64>,
+    /// Lost a commit race: records are dropped until the source says where it resumed.
+    fenced: bool,
 }
 
 impl PartState {
     fn new(topic: Arc<str>, partition: i32, durable_next: Option<i64>) -> Self {
         PartState {
-            paths: PartitionPaths::new(&topic, partition),
             topic,
             partition,
             durable_next,
             open: None,
-            days: BTreeMap::new(),
-            rows: 0,
-            bytes: 0,
-            oldest: None,
-            oldest_ts_ms: None,
-            messages: 0,
-            events: 0,
-            dead_lettered: 0,
-            rejected_records: 0,
-            dead_letters_by_reason: BTreeMap::new(),
-            pending: None,
-            writing: false,
-            retry_at: None,
-            failures: 0,
-            fenced: false,
+            base: durable_next,
+            counts: Counts::default(),
             gaps: Vec::new(),
+            oldest_ts_ms: None,
+            fenced: false,
         }
     }
+}
 
-    /// The first offset this partition has not seen: a record below it is a redelivery.
-    fn next_expected(&self) -> Option<i64> {
-        match (self.open, &self.pending) {
-            (Some((_, end)), _) => Some(end + 1),
-            (None, Some(p)) => Some(p.end + 1),
-            (None, None) => self.durable_next,
-        }
-    }
+/// A source partition's part in a flush.
+struct GroupRange {
+    key: PartKey,
+    start: i64,
+    end: i64,
+    base: Option<i64>,
+    counts: Counts,
+    gaps: Vec<OffsetGap>,
+}
 
-    /// Redeliveries (after a restart, a rebalance or a rewind) and a fenced partition's
-    /// stale records are already, or about to be, someone's durable range.
-    fn skips(&self, offset: i64) -> bool {
-        self.fenced || self.next_expected().is_some_and(|n| offset < n)
-    }
+/// An encoded file of a flush.
+struct GroupFile {
+    date: String,
+    /// Relative to the table root.
+    path: String,
+    data: Bytes,
+    rows: u64,
+    stats: StructArray,
+}
 
-    fn buffered_bytes(&self) -> usize {
-        self.bytes + self.pending.as_ref().map_or(0, |p| p.bytes)
-    }
+/// A flush taken out of the buffers: its files, encoded, and the ranges they hold. At most
+/// one per shard, from the moment it is taken until it is committed or dropped.
+struct Group {
+    ranges: Vec<GroupRange>,
+    files: Vec<GroupFile>,
+    /// Backfills keep their rejects in storage, written with the commit.
+    rejects: Vec<(PartKey, CommitRejects)>,
+    bytes: usize,
+    started: Instant,
+    /// The files are in storage: a retry only commits.
+    written: bool,
+    /// Failed tries in a row, and when the next may start (see `backoff`).
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Why the last try failed.
+    error: Option<String>,
+}
 
-    /// Dead letters sent for records not yet durable: sent again if those records are
-    /// consumed again.
-    fn unflushed_dead_letters(&self) -> u64 {
-        self.dead_lettered + self.pending.as_ref().map_or(0, |p| p.dead_lettered)
-    }
-
-    /// Holds something not yet durable: a pending flush, or an open buffer.
-    fn holds(&self) -> bool {
-        self.pending.is_some() || self.open.is_some()
-    }
-
-    /// Not waiting out a backoff at `now`.
-    fn due(&self, now: Instant) -> bool {
-        self.retry_at.is_none_or(|t| t <= now)
+impl Group {
+    fn range(&self, key: &PartKey) -> Option<&GroupRange> {
+        self.ranges.iter().find(|r| &r.key == key)
     }
 }
 
@@ -310,99 +317,73 @@ type PartKey = (Arc<str>, i32);
 /// and the partitions the broker assigns, not input an attacker chooses.
 pub type Decoders = HashMap<Arc<str>, Box<dyn Decoder>, FxBuildHasher>;
 
-/// How many partitions' storage writes run at once, across all flushes in flight.
-const FLUSH_CONCURRENCY: usize = 16;
-
-/// A flush's storage writes, started in the background, and the partitions they are for.
-struct Writing {
-    keys: Vec<PartKey>,
-    task: tokio::task::JoinHandle<Written>,
+/// How the table names a source partition in its `txn` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sources {
+    /// Kafka topics: [`sohoa_storage::events::kafka_app_id`].
+    Kafka,
+    /// Backfill files: the "topic" is `file:<name>#<content hash>`, and offsets are lines.
+    Files,
 }
 
-/// The outcome of a [`Writing`], one per job, in the jobs' order.
-struct Written {
-    jobs: Vec<(PartKey, FlushIo)>,
-    outcomes: Vec<Result<(), FlushFailure>>,
+impl Sources {
+    pub fn app_id(self, topic: &str, partition: i32) -> String {
+        match self {
+            Sources::Kafka => sohoa_storage::events::kafka_app_id(topic, partition),
+            Sources::Files => topic.to_owned(),
+        }
+    }
+
+    fn operation(self) -> Operation {
+        match self {
+            Sources::Kafka => Operation::StreamingUpdate,
+            Sources::Files => Operation::Write,
+        }
+    }
 }
 
-/// Results of flushes, by partition, for the failure policy.
-type FlushResults = Vec<(PartKey, Result<(), PipelineError>)>;
+/// The outcome of a flush's storage writes.
+type Written = Result<FlushOutcome, PipelineError>;
 
-/// The storage writes that commit one partition's pending flush, owned so that many can
-/// run concurrently.
+/// The storage writes of a flush, owned so they can run on the async runtime: the files,
+/// the rejects, then the commit.
 struct FlushIo {
-    paths: PartitionPaths,
-    marker: Marker,
-    staged: Vec<(object_store::path::Path, Bytes)>,
-    /// Raw rejected lines, written to their own store before the commit.
-    raw_rejects: Option<(
+    writer: Writer,
+    files: Vec<(object_store::path::Path, Bytes)>,
+    rejects: Vec<(
         Arc<dyn object_store::ObjectStore>,
         object_store::path::Path,
         Bytes,
     )>,
-    /// An earlier attempt wrote the marker: only the publish is left to do.
-    committed: bool,
+    flush: Flush,
+    commit_seconds: prometheus::Histogram,
 }
 
-/// How far a failed flush got: past its commit point or not.
-struct FlushFailure {
-    committed: bool,
-    error: CheckpointError,
-}
-
-/// Steps 1, 3 and 4 of the protocol (`checkpoint`); step 2, the dead letters, is done
-/// for all partitions before any of them commits.
-async fn execute(cp: &Checkpointer, io: &FlushIo) -> Result<(), FlushFailure> {
-    let before = |error| FlushFailure {
-        committed: false,
-        error,
-    };
-    if !io.committed {
-        for (path, data) in &io.staged {
-            cp.stage(path, data.clone()).await.map_err(before)?;
-            crate::crashpoint::hit("after_stage_file");
-        }
-        if let Some((store, path, data)) = &io.raw_rejects {
-            use object_store::ObjectStoreExt;
-            // Overwritten by a re-run of the range; the recovery of a backfill deletes
-            // any a crash left of a range that was not committed.
-            store
-                .put(path, object_store::PutPayload::from_bytes(data.clone()))
-                .await
-                .map_err(|e| before(e.into()))?;
-        }
-        cp.commit(&io.paths, &io.marker).await.map_err(before)?;
-        crate::crashpoint::hit("after_commit");
+async fn execute(io: FlushIo) -> Written {
+    use object_store::ObjectStoreExt;
+    let store = io.writer.table().store().clone();
+    for (path, data) in &io.files {
+        store
+            .put(path, object_store::PutPayload::from_bytes(data.clone()))
+            .await?;
+        crate::crashpoint::hit("after_stage_file");
     }
-    // A publish that fails is retried as a publish alone: staging and committing again
-    // would find our own marker and take it for another writer's.
-    cp.publish(&io.marker).await.map_err(|error| FlushFailure {
-        committed: true,
-        error,
-    })?;
-    crate::crashpoint::hit("after_publish");
-    Ok(())
-}
-
-/// Every job's storage writes, at most [`FLUSH_CONCURRENCY`] at a time across all flushes.
-async fn write_all(
-    cp: Checkpointer,
-    slots: Arc<tokio::sync::Semaphore>,
-    jobs: Vec<(PartKey, FlushIo)>,
-) -> Written {
-    let outcomes =
-        futures::future::join_all(jobs.iter().map(|(_, io)| write_one(&cp, &slots, io))).await;
-    Written { jobs, outcomes }
-}
-
-async fn write_one(
-    cp: &Checkpointer,
-    slots: &tokio::sync::Semaphore,
-    io: &FlushIo,
-) -> Result<(), FlushFailure> {
-    // Never closed, so a permit always comes.
-    let _slot = slots.acquire().await;
-    execute(cp, io).await
+    for (store, path, data) in &io.rejects {
+        store
+            .put(path, object_store::PutPayload::from_bytes(data.clone()))
+            .await?;
+    }
+    crate::crashpoint::hit("before_commit");
+    let writer = io.writer.clone();
+    let flush = io.flush;
+    let committing = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || writer.commit(&flush))
+        .await
+        .map_err(|e| PipelineError::WritesInterrupted(e.to_string()))??;
+    io.commit_seconds
+        .observe(committing.elapsed().as_secs_f64());
+    crate::crashpoint::hit("after_commit");
+    Ok(outcome)
 }
 
 /// Settings of the pipeline.
@@ -413,14 +394,18 @@ pub struct PipelineConfig {
     pub buffer_max_bytes: usize,
     /// When failed flushes are tried again.
     pub backoff: Backoff,
-    /// The fingerprint of the pseudonym key, written into every file.
+    /// The fingerprint of the pseudonym key, written into every file and commit.
     pub key_fingerprint: String,
+    /// How the table names the sources.
+    pub sources: Sources,
+    /// The consumer group, recorded in each commit for whoever reads the log.
+    pub group: Option<String>,
 }
 
 impl PipelineConfig {
     /// The pipeline's part of the configuration; `key_fingerprint` names the pseudonym
     /// key of the decoders.
-    pub fn new(cfg: &sohoa_runtime::Config, key_fingerprint: String) -> Self {
+    pub fn new(cfg: &sohoa_runtime::Config, key_fingerprint: String, sources: Sources) -> Self {
         PipelineConfig {
             flush: cfg.flush.clone(),
             buffer_max_bytes: cfg.buffer.max_bytes,
@@ -429,6 +414,8 @@ impl PipelineConfig {
                 max: Duration::from_millis(cfg.flush.retry_max_ms),
             },
             key_fingerprint,
+            sources,
+            group: (sources == Sources::Kafka).then(|| cfg.kafka.group_id.clone()),
         }
     }
 }
@@ -487,13 +474,25 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     decoders: Decoders,
     parts: HashMap<PartKey, PartState, FxBuildHasher>,
-    checkpointer: Checkpointer,
+    writer: Writer,
+    stats: StatsPlan,
     rt: tokio::runtime::Handle,
     format: FileFormat,
     dead: Box<dyn DeadLetters>,
     committer: Box<dyn OffsetCommitter>,
     metrics: Arc<Metrics>,
     shared: Shared,
+    /// The open buffers, one per event date, holding the rows of every partition.
+    days: BTreeMap<i64, EventBatchBuilder>,
+    rows: usize,
+    /// What the open buffers hold.
+    bytes: usize,
+    /// When the oldest row of the open buffers arrived.
+    oldest: Option<Instant>,
+    /// The flush taken out of the buffers and not yet committed.
+    group: Option<Group>,
+    /// Its storage writes, running in the background.
+    writing: Option<tokio::task::JoinHandle<Written>>,
     /// Bytes this shard holds, decoded or encoded: its part of `shared.held`.
     own_bytes: usize,
     /// What this shard has added to `shared.held`: `own_bytes` as of the last
@@ -503,15 +502,10 @@ pub struct Pipeline {
     counted: usize,
     totals: Totals,
     last_check: Instant,
-    /// Offsets made durable by the flushes just settled, committed to Kafka together.
-    to_commit: Vec<(Arc<str>, i32, i64)>,
-    /// Storage writes in flight. They run on `rt`, which must be a multi-threaded runtime.
-    writing: Vec<Writing>,
-    /// Bounds the storage writes in flight to [`FLUSH_CONCURRENCY`].
-    write_slots: Arc<tokio::sync::Semaphore>,
-    /// A fatal flush failure found while settling another partition's flush, for the run
-    /// loop to return.
-    fatal: Option<PipelineError>,
+    /// Makes file names unique across writers: a fenced writer's file must never take the
+    /// name of a file another writer committed.
+    salt: u64,
+    flushes: u64,
 }
 
 fn day_string(day: i64) -> String {
@@ -524,7 +518,7 @@ impl Pipeline {
     pub fn new(
         cfg: PipelineConfig,
         decoders: Decoders,
-        checkpointer: Checkpointer,
+        writer: Writer,
         rt: tokio::runtime::Handle,
         dead: Box<dyn DeadLetters>,
         committer: Box<dyn OffsetCommitter>,
@@ -537,26 +531,34 @@ impl Pipeline {
             cfg.flush.zstd_level,
             Some(&cfg.key_fingerprint),
         )?;
+        let stats = writer.table().stats_plan(&writer.latest()?)?;
         Ok(Pipeline {
             cfg,
             decoders,
             parts: HashMap::default(),
-            checkpointer,
+            writer,
+            stats,
             rt,
             format,
             dead,
             committer,
             metrics,
             shared,
+            days: BTreeMap::new(),
+            rows: 0,
+            bytes: 0,
+            oldest: None,
+            group: None,
+            writing: None,
             own_bytes: 0,
             published: 0,
             counted: 0,
             totals: Totals::default(),
             last_check: Instant::now(),
-            to_commit: Vec::new(),
-            writing: Vec::new(),
-            write_slots: Arc::new(tokio::sync::Semaphore::new(FLUSH_CONCURRENCY)),
-            fatal: None,
+            salt: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+            flushes: 0,
         })
     }
 
@@ -578,11 +580,11 @@ impl Pipeline {
             let wait = Instant::now();
             // Writes in flight are settled (and their offsets committed) between inputs, so
             // an idle stream must not keep them waiting long.
-            let timeout = if self.writing.is_empty() { 100 } else { 10 };
-            // With the buffer near its cap and flushes in flight, the source holds back
-            // until they free memory: the wait is for storage, not for messages.
+            let timeout = if self.writing.is_none() { 100 } else { 10 };
+            // With the buffer near its cap and a flush in flight, the source holds back
+            // until it frees memory: the wait is for storage, not for messages.
             let held =
-                !self.writing.is_empty() && self.shared.level() > self.cfg.buffer_max_bytes * 3 / 4;
+                self.writing.is_some() && self.shared.level() > self.cfg.buffer_max_bytes * 3 / 4;
             let input = match rx.try_recv() {
                 Ok(input) => Ok(input),
                 Err(TryRecvError::Empty) => {
@@ -633,34 +635,13 @@ impl Pipeline {
                     self.sync_assigned();
                 }
                 Ok(Input::Revoked(parts, ack)) => {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    for (topic, partition) in parts {
-                        let key = (topic.clone(), partition);
-                        if let Err(e) = self.flush_until(&key, deadline) {
-                            // Dropping is safe: storage did not commit these offsets, so
-                            // the next owner consumes them again.
-                            tracing::warn!(%topic, partition, error = %e, "revoked partition dropped without flushing");
-                        }
-                        if let Some(st) = self.parts.remove(&key) {
-                            self.release(st.buffered_bytes());
-                            // Whoever consumes these records next rejects them again.
-                            self.dead.dropped(
-                                &topic,
-                                partition,
-                                st.unflushed_dead_letters(),
-                                "revoked",
-                            );
-                        }
-                        self.metrics.forget_partition(&topic, partition);
-                    }
-                    self.sync_buffered();
-                    self.sync_assigned();
+                    self.revoke(parts);
                     let _ = ack.send(());
                 }
                 Ok(Input::Rewound(topic, partition, next)) => {
                     let key = (topic.clone(), partition);
                     if self.parts.get(&key).is_some_and(|st| st.fenced) {
-                        tracing::info!(%topic, partition, next, "resuming after the winning writer's range");
+                        tracing::info!(%topic, partition, next, "resuming from the table's offset");
                         self.metrics
                             .update_lag(&topic, partition, |l| l.durable_next = Some(next));
                         self.parts
@@ -676,14 +657,40 @@ impl Pipeline {
             if self.last_check.elapsed() >= Duration::from_millis(50) {
                 self.last_check = Instant::now();
                 self.flush_due()?;
-            } else if !self.writing.is_empty() {
-                let settled = self.reap(false);
-                self.absorb(settled);
-            }
-            if let Some(e) = self.fatal.take() {
-                return Err(e);
+            } else if self.writing.is_some() {
+                self.reap(false)?;
             }
         }
+    }
+
+    /// Partitions taken away: what they hold is flushed first, with everything else the
+    /// shard holds (a flush is one commit of every buffer), so the next owner starts where
+    /// this one stopped.
+    fn revoke(&mut self, parts: Vec<(Arc<str>, i32)>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let holds = parts.iter().any(|(t, p)| {
+            let key = (t.clone(), *p);
+            self.parts.get(&key).is_some_and(|st| st.open.is_some())
+                || self.group.as_ref().is_some_and(|g| g.range(&key).is_some())
+        });
+        if holds {
+            if let Err(e) = self.flush_until(deadline) {
+                // Dropping is safe: the table did not record these offsets, so the next
+                // owner consumes them again.
+                tracing::warn!(error = %e, partitions = parts.len(), "revoked partitions dropped without flushing");
+                self.drop_buffers("revoked");
+            }
+        }
+        for (topic, partition) in parts {
+            if self.parts.remove(&(topic.clone(), partition)).is_some() {
+                // Flushed above, or dropped with the buffers (counted there): nothing of
+                // the partition is left to be rejected again.
+                self.dead.dropped(&topic, partition, 0, "revoked");
+            }
+            self.metrics.forget_partition(&topic, partition);
+        }
+        self.sync_buffered();
+        self.sync_assigned();
     }
 
     /// Decoding is most of the work and each message decodes on its own, so a batch is
@@ -691,8 +698,12 @@ impl Pipeline {
     fn on_batch(&mut self, batch: &[Record]) -> Result<(), PipelineError> {
         let mut wanted = Vec::with_capacity(batch.len());
         for r in batch {
-            let st = self.parts.get(&(self.own_topic(&r.topic)?, r.partition));
-            wanted.push(st.is_none_or(|st| !st.skips(r.offset)));
+            let key = (self.own_topic(&r.topic)?, r.partition);
+            let skip = self
+                .parts
+                .get(&key)
+                .is_some_and(|st| self.skips(&key, st, r.offset));
+            wanted.push(!skip);
         }
         let outputs = decode_batch(
             self.shared.workers.as_deref(),
@@ -710,6 +721,22 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// The first offset of `key` this shard has not seen: a record below it is a
+    /// redelivery.
+    fn next_expected(&self, key: &PartKey, st: &PartState) -> Option<i64> {
+        match (st.open, self.group.as_ref().and_then(|g| g.range(key))) {
+            (Some((_, end)), _) => Some(end + 1),
+            (None, Some(r)) => Some(r.end + 1),
+            (None, None) => st.durable_next,
+        }
+    }
+
+    /// Redeliveries (after a restart, a rebalance or a rewind) and a fenced partition's
+    /// stale records are already, or about to be, someone's durable range.
+    fn skips(&self, key: &PartKey, st: &PartState, offset: i64) -> bool {
+        st.fenced || self.next_expected(key, st).is_some_and(|n| offset < n)
     }
 
     /// The topic as this shard's own `Arc` (its decoder's key), for keys into `parts`.
@@ -731,30 +758,40 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let key = (self.own_topic(&r.topic)?, r.partition);
         if !self.parts.contains_key(&key) {
-            // A source that does not announce assignments (files) starts from storage.
+            // A source that does not announce assignments (files) starts from the table.
             self.parts.insert(
                 key.clone(),
                 PartState::new(key.0.clone(), r.partition, None),
             );
         }
-        let st = self.parts.get_mut(&key).expect("inserted above");
         // Checked again: a flush earlier in the batch may have fenced the partition.
-        if st.skips(r.offset) {
+        if self.skips(&key, &self.parts[&key], r.offset) {
             self.totals.skipped_durable += 1;
             return Ok(());
         }
-        // Past the offset expected next (from storage, or after the last record): the
+        // Past the offset expected next (from the table, or after the last record): the
         // skipped offsets are in this range, which is where a gap is recorded. With nothing
-        // in storage yet (a first start) nothing is expected, and nothing can be missed.
-        if let Some(expected) = st.next_expected().filter(|&n| r.offset > n) {
-            st.gaps.extend(retention_gap(
-                &*self.committer,
-                &r.topic,
-                r.partition,
-                expected,
-                r.offset,
-            ));
+        // in the table yet (a first start) nothing is expected, and nothing can be missed.
+        let expected = self.next_expected(&key, &self.parts[&key]);
+        if let Some(expected) = expected.filter(|&n| r.offset > n) {
+            if let Some(gap) =
+                retention_gap(&*self.committer, &r.topic, r.partition, expected, r.offset)
+            {
+                self.parts
+                    .get_mut(&key)
+                    .expect("inserted above")
+                    .gaps
+                    .push(gap);
+            }
         }
+        // A range starts where the one before it ends, durable or not yet, and builds on
+        // what that one will record: starting at `durable_next` under a flush in flight
+        // would claim that flush's range again, and fence this one.
+        let behind = self
+            .group
+            .as_ref()
+            .and_then(|g| g.range(&key))
+            .map(|g| g.end + 1);
         let lineage = Lineage {
             topic: &r.topic,
             partition: r.partition,
@@ -763,25 +800,30 @@ impl Pipeline {
             // Backfill files have no broker time: their arrival is the ingest.
             arrived_at: r.timestamp_ms.map_or(ingested_at, |ms| ms * 1000),
         };
-        let before = st.bytes;
+        let before = self.bytes;
         for e in &out.events {
             let day = vn_day(e.event_time);
-            st.days.entry(day).or_default().append(e, &lineage);
+            let b = self.days.entry(day).or_default();
+            let had = b.allocated_bytes();
+            b.append(e, &lineage);
+            self.bytes = self.bytes + b.allocated_bytes() - had;
         }
-        st.bytes = st
-            .days
-            .values()
-            .map(EventBatchBuilder::estimated_bytes)
-            .sum();
-        st.rows += out.events.len();
-        st.events += out.events.len() as u64;
-        st.messages += 1;
+        self.rows += out.events.len();
+        let st = self.parts.get_mut(&key).expect("inserted above");
+        for e in &out.events {
+            *st.counts.by_day.entry(vn_day(e.event_time)).or_default() += 1;
+        }
+        st.counts.events += out.events.len() as u64;
+        st.counts.messages += 1;
         if !out.rejects.is_empty() {
             self.dead.send(r, &out.rejects)?;
-            st.dead_lettered += 1;
-            st.rejected_records += out.rejects.len() as u64;
+            st.counts.dead_lettered += 1;
+            st.counts.rejected_records += out.rejects.len() as u64;
             for rej in &out.rejects {
-                *st.dead_letters_by_reason.entry(rej.kind()).or_default() += 1;
+                *st.counts
+                    .dead_letters_by_reason
+                    .entry(rej.kind())
+                    .or_default() += 1;
                 self.metrics
                     .dead_letters
                     .with_label_values(&[&*r.topic, rej.kind()])
@@ -795,37 +837,28 @@ impl Pipeline {
                 .inc_by(n as u64);
         }
         st.open = Some(match st.open {
-            // A range starts where the one before it ends, durable or not yet: starting at
-            // `durable_next` under a pending flush (being written, or retried) would claim
-            // that flush's range again, and its own marker would fence it.
-            None => (
-                st.pending
-                    .as_ref()
-                    .map(|p| p.end + 1)
-                    .or(st.durable_next)
-                    .unwrap_or(r.offset),
-                r.offset,
-            ),
+            None => {
+                st.base = behind.or(st.durable_next);
+                (behind.or(st.durable_next).unwrap_or(r.offset), r.offset)
+            }
             Some((s, _)) => (s, r.offset),
         });
-        if st.oldest.is_none() {
-            st.oldest = Some(Instant::now());
+        if st.oldest_ts_ms.is_none() {
             st.oldest_ts_ms = Some(r.timestamp_ms.unwrap_or(ingested_at / 1000));
             let ts = st.oldest_ts_ms;
             self.metrics
                 .update_lag(&r.topic, r.partition, |l| l.oldest_pending_ms = ts);
         }
-        let (now, full) = (
-            st.bytes,
-            st.rows >= self.cfg.flush.max_rows || st.bytes >= self.cfg.flush.max_bytes,
-        );
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
         // Published once per batch (or at the next hold or release, in a flush), not per
         // message: the counter is shared by the shards and read by the poll thread, and
         // its cache line moving between cores for each message was a fifth of this
         // thread's own samples in `run`.
-        self.own_bytes = self.own_bytes + now - before;
-        if full {
-            self.try_flush(&key)?;
+        self.own_bytes = self.own_bytes + self.bytes - before;
+        if self.rows >= self.cfg.flush.max_rows || self.bytes >= self.cfg.flush.max_bytes {
+            self.try_flush()?;
         }
         Ok(())
     }
@@ -865,609 +898,475 @@ impl Pipeline {
         self.published = self.own_bytes;
     }
 
-    /// Age triggers, retries, and the global cap.
+    /// Age, the buffer cap, and a failed flush's retry.
     fn flush_due(&mut self) -> Result<(), PipelineError> {
         let max_age = Duration::from_millis(self.cfg.flush.max_age_ms);
-        let now = Instant::now();
-        let due: Vec<_> = self
-            .parts
-            .iter()
-            .filter(|(_, st)| {
-                let old = st.oldest.is_some_and(|t| now.duration_since(t) >= max_age);
-                st.due(now) && (st.pending.is_some() || old)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        self.try_flush_many(&due)?;
+        let old = self.oldest.is_some_and(|t| t.elapsed() >= max_age);
         // Past three quarters of the cap, so that the level comes down before the source
         // reaches the cap and has to stop; or paused and not yet below half of it (the
-        // source resumes only there, and records already in flight when it paused can keep
-        // the level between the two for as long as nothing else flushes): write out the
-        // largest buffers, together, until well below half of the cap.
+        // source resumes only there).
         let level = self.shared.level();
         let paused = self.metrics.paused.get() != 0;
-        if level > self.cfg.buffer_max_bytes * 3 / 4
-            || (paused && level >= self.cfg.buffer_max_bytes / 2)
-        {
-            let mut by_size: Vec<_> = self
-                .parts
-                .iter()
-                .filter(|(_, st)| st.bytes > 0 && st.due(now))
-                .map(|(k, st)| (st.bytes, k.clone()))
-                .collect();
-            by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
-            let mut freed = 0;
-            // Each shard frees its share of the excess, in proportion to what it holds.
-            let held = self.shared.held.load(Ordering::SeqCst).max(1);
-            let target = (level.saturating_sub(self.cfg.buffer_max_bytes * 3 / 8) as u128
-                * self.own_bytes as u128
-                / held as u128) as usize;
-            let chosen: Vec<_> = by_size
-                .into_iter()
-                .take_while(|(bytes, _)| {
-                    let more = freed < target;
-                    freed += bytes;
-                    more
-                })
-                .map(|(_, k)| k)
-                .collect();
-            self.try_flush_many(&chosen)?;
+        let pressed = level > self.cfg.buffer_max_bytes * 3 / 4
+            || (paused && level >= self.cfg.buffer_max_bytes / 2);
+        if old || pressed || self.group.is_some() {
+            self.try_flush()?;
         }
         Ok(())
     }
 
-    fn try_flush(&mut self, key: &PartKey) -> Result<(), PipelineError> {
-        self.try_flush_many(std::slice::from_ref(key))
-    }
-
-    /// Start flushing `keys` without waiting for storage, and settle the writes that have
-    /// finished. A transient failure schedules a retry instead of failing the run.
-    fn try_flush_many(&mut self, keys: &[PartKey]) -> Result<(), PipelineError> {
-        let mut results = self.reap(false);
-        results.extend(self.dispatch(keys));
-        self.absorb(results);
-        self.fatal.take().map_or(Ok(()), Err)
-    }
-
-    /// The failure policy: a transient failure schedules a retry of the partition, a fatal
-    /// one is kept for the run loop to return.
-    fn absorb(&mut self, results: FlushResults) {
-        for (key, result) in results {
-            let Err(e) = result else { continue };
-            self.metrics
-                .flush_failures
-                .with_label_values(&[e.stage()])
-                .inc();
-            if e.is_transient() {
-                let Some(st) = self.parts.get_mut(&key) else {
-                    continue;
-                };
-                st.failures += 1;
-                let delay = self.cfg.backoff.delay(st.failures);
-                st.retry_at = Some(Instant::now() + delay);
-                // One line per step of the backoff, not per record that finds it waiting.
-                tracing::warn!(topic = %key.0, partition = key.1, attempt = st.failures,
-                    retry_in_ms = delay.as_millis() as u64, error = %e, "flush failed; will retry");
-                self.metrics
-                    .flush_backoff_seconds
-                    .with_label_values(&[&*key.0, &key.1.to_string()])
-                    .set(delay.as_secs_f64());
-            } else if self.fatal.is_none() {
-                self.fatal = Some(e);
-            }
+    /// Settle a flush whose writes are done, then start the next: the one waiting for a
+    /// retry, or the open buffers. Never waits for storage.
+    fn try_flush(&mut self) -> Result<(), PipelineError> {
+        self.reap(false)?;
+        if self.writing.is_some() {
+            return Ok(());
         }
+        if self.group.is_none() {
+            self.take()?;
+        }
+        self.start()
     }
 
-    /// Make everything `keys` hold durable: a pending flush and the open buffer behind it,
-    /// trying failed flushes again on their backoff schedule until `deadline`. Returns
-    /// the partitions still holding something then, with the last error of each.
-    fn flush_all_until(
-        &mut self,
-        keys: &[PartKey],
-        deadline: Instant,
-    ) -> Vec<(PartKey, Option<String>)> {
-        let mut last: HashMap<PartKey, String> = HashMap::new();
+    /// Make everything this shard holds durable before `deadline`, trying failed flushes
+    /// again on their backoff schedule.
+    fn flush_until(&mut self, deadline: Instant) -> Result<(), PipelineError> {
+        let mut last: Option<String> = None;
         loop {
-            let holding: Vec<PartKey> = keys
-                .iter()
-                .filter(|k| self.parts.get(*k).is_some_and(PartState::holds))
-                .cloned()
-                .collect();
+            self.reap(true)?;
+            if self.group.is_none() {
+                if self.rows == 0 && self.parts.values().all(|st| st.open.is_none()) {
+                    return Ok(());
+                }
+                self.take()?;
+            }
             let now = Instant::now();
-            if holding.is_empty() || self.fatal.is_some() {
-                return Vec::new();
-            }
             if now >= deadline {
-                return holding
-                    .into_iter()
-                    .map(|k| {
-                        let e = last.remove(&k);
-                        (k, e)
-                    })
-                    .collect();
+                return Err(PipelineError::NotFlushed(
+                    last.unwrap_or_else(|| "the deadline passed".into()),
+                ));
             }
-            let due: Vec<PartKey> = holding
-                .iter()
-                .filter(|k| self.parts[*k].due(now))
-                .cloned()
-                .collect();
-            let failed: FlushResults = self
-                .flush_now(&due)
-                .into_iter()
-                .filter(|(_, r)| r.is_err())
-                .collect();
-            for (key, result) in &failed {
-                if let Err(e) = result {
-                    last.insert(key.clone(), e.to_string());
-                }
+            let retry_at = self.group.as_ref().and_then(|g| g.retry_at);
+            if let Some(at) = retry_at.filter(|at| *at > now) {
+                std::thread::sleep(at.min(deadline).saturating_duration_since(now));
+                continue;
             }
-            self.absorb(failed);
-            // What is left waits for its next try, unless that comes after the deadline.
-            let next = holding
-                .iter()
-                .filter_map(|k| self.parts.get(k))
-                .filter(|st| st.holds())
-                .map(|st| st.retry_at.unwrap_or(now))
-                .min();
-            if let Some(at) = next {
-                let wait = at.min(deadline).saturating_duration_since(Instant::now());
-                if !wait.is_zero() {
-                    std::thread::sleep(wait);
-                }
+            self.start()?;
+            self.reap(true)?;
+            if let Some(e) = self.group.as_ref().and_then(|g| g.error.clone()) {
+                last = Some(e);
             }
         }
     }
 
-    fn flush_until(&mut self, key: &PartKey, deadline: Instant) -> Result<(), PipelineError> {
-        if let Some((_, error)) = self
-            .flush_all_until(std::slice::from_ref(key), deadline)
-            .pop()
-        {
-            return Err(PipelineError::NotFlushed(
-                error.unwrap_or_else(|| "the deadline passed".into()),
-            ));
-        }
-        self.fatal.take().map_or(Ok(()), Err)
-    }
-
-    /// Flush everything every partition holds, or say which were not flushed: the open
-    /// buffer behind a flush waiting for its retry is flushed too, not dropped.
+    /// Flush everything, or say what was not flushed.
     fn drain(mut self, deadline: Instant) -> Result<Totals, PipelineError> {
-        let keys: Vec<_> = self.parts.keys().cloned().collect();
-        let left = self.flush_all_until(&keys, deadline);
-        for (key, error) in &left {
-            let st = &self.parts[key];
-            tracing::error!(topic = %key.0, partition = key.1, durable_next = ?st.durable_next,
-                error = error.as_deref().unwrap_or("the drain deadline passed"),
-                "not flushed at shutdown; it will be consumed again");
-            let sent = st.unflushed_dead_letters();
-            self.dead.dropped(&key.0, key.1, sent, "not_flushed");
-        }
-        if let Some(e) = self.fatal.take() {
-            return Err(e);
-        }
-        if !left.is_empty() {
-            return Err(PipelineError::DrainTimeout(left.len()));
+        if let Err(e) = self.flush_until(deadline) {
+            let left: Vec<String> = self
+                .parts
+                .values()
+                .filter(|st| st.open.is_some())
+                .map(|st| format!("{}[{}]", st.topic, st.partition))
+                .collect();
+            tracing::error!(error = %e, partitions = ?left, "not flushed at shutdown; it will be consumed again");
+            let n = left.len().max(1);
+            self.drop_buffers("not_flushed");
+            return Err(match e {
+                PipelineError::NotFlushed(_) => PipelineError::DrainTimeout(n),
+                e => e,
+            });
         }
         Ok(self.totals)
     }
 
-    /// Flush `keys` and wait for storage: for a revocation and the drain, which must know
-    /// what became durable. Writes already in flight finish first; their failures for other
-    /// partitions go through the failure policy. One result per partition of `keys` that
-    /// had something to flush, the latest.
-    fn flush_now(&mut self, keys: &[PartKey]) -> FlushResults {
-        let mut results = self.reap(true);
-        results.extend(self.dispatch(keys));
-        results.extend(self.reap(true));
-        let mut latest: HashMap<PartKey, Result<(), PipelineError>> = HashMap::new();
-        let mut others = Vec::new();
-        for (key, result) in results {
-            if keys.contains(&key) {
-                latest.insert(key, result);
-            } else {
-                others.push((key, result));
-            }
+    /// Take the open buffers out as a flush: encode each date's rows into one file, on
+    /// several threads, and note each partition's range.
+    fn take(&mut self) -> Result<(), PipelineError> {
+        if self.rows == 0 && self.parts.values().all(|st| st.open.is_none()) {
+            return Ok(());
         }
-        self.absorb(others);
-        latest.into_iter().collect()
-    }
-
-    /// Encode the open buffers of `keys` on several threads, then start their storage
-    /// writes in the background. Partitions whose flush is being written are left for
-    /// later. Returns the failures known before any write starts.
-    fn dispatch(&mut self, keys: &[PartKey]) -> FlushResults {
-        // A partition waiting out its backoff is not tried again before its time, however
-        // many records find its buffer full meanwhile.
-        let now = Instant::now();
-        let keys: Vec<PartKey> = keys
-            .iter()
-            .filter(|k| {
-                self.parts
-                    .get(*k)
-                    .is_some_and(|st| !st.writing && st.holds() && st.due(now))
-            })
-            .cloned()
-            .collect();
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        let writing = Instant::now();
-        let flushed = self.dead.flush(Duration::from_secs(30));
-        self.metrics
-            .pipeline_seconds
-            .with_label_values(&["writing"])
-            .inc_by(writing.elapsed().as_secs_f64());
-        // Dead letters of these ranges must be durable before the ranges are committed.
-        // Checked before any buffer is taken, so that a failure leaves everything as it was.
-        if let Err(e) = flushed {
-            let reason = e.to_string();
-            return keys
-                .into_iter()
-                .map(|k| (k, Err(PipelineError::DeadLettersPending(reason.clone()))))
-                .collect();
-        }
-        // Encoded here, on several threads, rather than beside the decoding: on two cores
-        // that gained nothing, and the batches waiting for an encoder held 40 MB more.
-        let encoding = Instant::now();
-        let results = self.encode_open(&keys);
-        self.metrics
-            .pipeline_seconds
-            .with_label_values(&["encoding"])
-            .inc_by(encoding.elapsed().as_secs_f64());
-        // New flushes and retries alike: a partition with a pending flush starts no new
-        // one until that one is done.
-        let mut jobs = Vec::new();
-        for key in keys {
-            if results.iter().any(|(k, _)| *k == key) {
-                continue;
-            }
-            if let Some(io) = self.prepare(&key) {
-                jobs.push((key, io));
-            }
-        }
-        if !jobs.is_empty() {
-            self.start_writes(jobs);
-        }
-        // Encoding shrank the buffers: the source, held back at the cap, reads this level.
-        self.sync_buffered();
-        results
-    }
-
-    /// Start the storage writes of encoded flushes in the background: steps 1, 3 and 4 of
-    /// the protocol (step 2, the dead letters, is done). Book-keeping and the Kafka commit
-    /// of what became durable come when they are settled ([`Self::reap`]).
-    fn start_writes(&mut self, jobs: Vec<(PartKey, FlushIo)>) {
-        let keys: Vec<PartKey> = jobs.iter().map(|(k, _)| k.clone()).collect();
-        for key in &keys {
-            if let Some(st) = self.parts.get_mut(key) {
-                st.writing = true;
-            }
-        }
-        crate::crashpoint::hit("before_commit");
-        let task = self.rt.spawn(write_all(
-            self.checkpointer.clone(),
-            self.write_slots.clone(),
-            jobs,
-        ));
-        self.writing.push(Writing { keys, task });
-    }
-
-    /// Settle the storage writes that have finished (with `wait`, all of them): book-keep
-    /// what became durable, commit its offsets to Kafka, and return the outcomes.
-    fn reap(&mut self, wait: bool) -> FlushResults {
-        if self.writing.is_empty() {
-            return Vec::new();
-        }
-        let waiting = Instant::now();
-        let mut results = Vec::new();
-        let mut i = 0;
-        while i < self.writing.len() {
-            if !wait && !self.writing[i].task.is_finished() {
-                i += 1;
-                continue;
-            }
-            let Writing { keys, task } = self.writing.swap_remove(i);
-            for key in &keys {
-                if let Some(st) = self.parts.get_mut(key) {
-                    st.writing = false;
-                }
-            }
-            match self.rt.block_on(task) {
-                Ok(written) => self.settle(written, &mut results),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Only a runtime shutting down cancels a task. Nothing is known of these
-                // writes: the next flush of each partition recovers from storage.
-                Err(e) => results.extend(
-                    keys.into_iter()
-                        .map(|k| (k, Err(PipelineError::WritesInterrupted(e.to_string())))),
-                ),
-            }
-        }
-        if !self.to_commit.is_empty() {
-            self.committer.commit(&std::mem::take(&mut self.to_commit));
-        }
-        self.sync_buffered();
-        self.metrics
-            .pipeline_seconds
-            .with_label_values(&["writing"])
-            .inc_by(waiting.elapsed().as_secs_f64());
-        results
-    }
-
-    /// Book-keeping for finished storage writes.
-    fn settle(&mut self, written: Written, results: &mut FlushResults) {
-        for ((key, io), outcome) in written.jobs.into_iter().zip(written.outcomes) {
-            match outcome {
-                Ok(()) => {
-                    self.finish(&key);
-                    results.push((key, Ok(())));
-                }
-                Err(FlushFailure {
-                    committed: false,
-                    error: CheckpointError::Fenced { .. },
-                }) if self.lost_race(&key, &io) => {
-                    results.push((key, Ok(())));
-                }
-                Err(FlushFailure { committed, error }) => {
-                    if committed {
-                        if let Some(p) = self.parts.get_mut(&key).and_then(|st| st.pending.as_mut())
-                        {
-                            p.committed = true;
-                        }
-                    }
-                    results.push((key, Err(error.into())));
-                }
-            }
-        }
-    }
-
-    /// Another writer committed the range this partition's flush started at: a replica
-    /// that was evicted from the group while still flushing, or the new owner after this
-    /// one was. Its range is the durable one. Drop ours (its records are in the winner's
-    /// range or will be consumed again), clean up our staged files, and resume after it.
-    /// `false` when the source cannot resume, which leaves the error to the caller.
-    fn lost_race(&mut self, key: &PartKey, io: &FlushIo) -> bool {
-        if !self.committer.rewind(&key.0, key.1) {
-            return false;
-        }
-        self.metrics
-            .flush_failures
-            .with_label_values(&["fenced"])
-            .inc();
-        tracing::warn!(topic = %key.0, partition = key.1, start = io.marker.start, end = io.marker.end,
-            "another writer committed this range first; dropping ours and resuming after it");
-        let staged: Vec<_> = io.staged.iter().map(|(p, _)| p.clone()).collect();
-        if let Err(e) = self.rt.block_on(self.checkpointer.settle(
-            &io.paths,
-            io.marker.start,
-            &staged,
-        )) {
-            // Harmless: the next recovery of the partition deletes them.
-            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not delete the losing staged files");
-        }
-        if let Some(st) = self.parts.get_mut(key) {
-            let freed = st.buffered_bytes();
-            let sent = st.unflushed_dead_letters();
-            let (topic, partition) = (st.topic.clone(), st.partition);
-            *st = PartState::new(topic, partition, None);
-            st.fenced = true;
-            self.release(freed);
-            self.dead.dropped(&key.0, key.1, sent, "fenced");
-        }
-        true
-    }
-
-    /// Move the open buffers of `keys` into pending flushes, encoding their files on
-    /// several threads. Returns the partitions whose encoding failed.
-    fn encode_open(&mut self, keys: &[PartKey]) -> FlushResults {
-        let mut work = Vec::new();
-        let mut failed = Vec::new();
-        for key in keys {
-            let Some(st) = self.parts.get_mut(key) else {
-                continue;
-            };
-            if st.pending.is_some() {
-                continue;
-            }
+        let started = Instant::now();
+        let mut ranges = Vec::new();
+        let mut rejects = Vec::new();
+        for (key, st) in self.parts.iter_mut() {
             let Some((start, end)) = st.open.take() else {
                 continue;
             };
             // The range's rejects go with it, whatever becomes of it.
-            let rejects = self.dead.take_range(&key.0, key.1);
-            let started = Instant::now();
-            let batches = std::mem::take(&mut st.days)
-                .into_iter()
-                .filter(|(_, b)| !b.is_empty())
-                .map(|(day, mut b)| {
-                    let rows = b.len() as u64;
-                    Ok((day_string(day), b.finish()?, rows))
-                })
-                .collect::<Result<Vec<_>, arrow::error::ArrowError>>();
-            let freed = st.bytes;
-            st.rows = 0;
-            st.bytes = 0;
-            self.release(freed);
-            // Not retried: the buffer is gone and the run stops; the offsets were never
-            // committed, so a restart consumes them again.
-            let batches = match batches {
-                Ok(b) => b,
-                Err(e) => {
-                    failed.push((key.clone(), Err(WriteError::from(e).into())));
-                    continue;
-                }
-            };
-            work.push(Unencoded {
+            if let Some(r) = self.dead.take_range(&key.0, key.1) {
+                rejects.push((key.clone(), r));
+            }
+            ranges.push(GroupRange {
                 key: key.clone(),
                 start,
                 end,
-                batches,
-                started,
-                rejects,
-            });
-        }
-        let encoded = encode_all(self.shared.workers.as_deref(), &self.format, &work);
-        for (u, files) in work.into_iter().zip(encoded) {
-            let files = match files {
-                Ok(files) => files,
-                Err(e) => {
-                    failed.push((u.key, Err(e.into())));
-                    continue;
-                }
-            };
-            let bytes: usize = files.iter().map(|f: &(String, Bytes, u64)| f.1.len()).sum();
-            self.hold(bytes);
-            let st = self.parts.get_mut(&u.key).expect("taken from above");
-            st.pending = Some(Pending {
-                start: u.start,
-                end: u.end,
-                files,
-                messages: std::mem::take(&mut st.messages),
-                events: std::mem::take(&mut st.events),
-                dead_lettered: std::mem::take(&mut st.dead_lettered),
-                rejected_records: std::mem::take(&mut st.rejected_records),
-                dead_letters_by_reason: std::mem::take(&mut st.dead_letters_by_reason),
-                bytes,
-                started: u.started,
-                committed: false,
-                rejects: u.rejects,
+                base: st.base,
+                counts: std::mem::take(&mut st.counts),
                 gaps: std::mem::take(&mut st.gaps),
             });
-            st.oldest = None;
             st.oldest_ts_ms = None;
         }
-        failed
-    }
-
-    /// Describe the storage writes that commit a partition's pending flush. `None` when
-    /// there is nothing to flush.
-    fn prepare(&self, key: &PartKey) -> Option<FlushIo> {
-        let st = self.parts.get(key)?;
-        let p = st.pending.as_ref()?;
-        let paths = st.paths.clone();
-        let mut staged = Vec::with_capacity(p.files.len());
-        let mut committed = Vec::with_capacity(p.files.len());
-        for (day, data, rows) in &p.files {
-            let path = paths.staged(p.start, p.end, day);
-            committed.push(CommittedFile {
-                staged: path.to_string(),
-                published: paths.published(p.start, p.end, day).to_string(),
-                rows: *rows,
-                bytes: data.len() as u64,
+        ranges.sort_by(|a, b| a.key.cmp(&b.key));
+        let batches = std::mem::take(&mut self.days)
+            .into_iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(day, mut b)| {
+                let rows = b.len() as u64;
+                Ok((day_string(day), b.finish()?, rows))
+            })
+            .collect::<Result<Vec<_>, arrow::error::ArrowError>>()
+            .map_err(WriteError::from)?;
+        // The finished batches hold the builders' memory until they are encoded: released
+        // only once the files that replace them are counted.
+        let freed = self.bytes;
+        self.rows = 0;
+        self.bytes = 0;
+        self.oldest = None;
+        let encoding = Instant::now();
+        let encoded = encode_all(
+            self.shared.workers.as_deref(),
+            &self.format,
+            &self.stats,
+            &batches,
+        );
+        self.metrics
+            .pipeline_seconds
+            .with_label_values(&["encoding"])
+            .inc_by(encoding.elapsed().as_secs_f64());
+        self.flushes += 1;
+        let mut files = Vec::with_capacity(batches.len());
+        let mut held = 0;
+        for ((date, _, rows), e) in batches.into_iter().zip(encoded) {
+            let (data, capacity, stats) = e?;
+            held += capacity;
+            let path = format!(
+                "date={date}/part-{:016x}-{:06}.parquet",
+                self.salt ^ now_ms() as u64,
+                self.flushes
+            );
+            files.push(GroupFile {
+                date,
+                path,
+                data,
+                rows,
+                stats,
             });
-            staged.push((path, data.clone()));
         }
-        let rejects = p.rejects.as_ref().map(|r| {
-            let path = paths.staged_rejects(p.start, p.end);
-            let file = CommittedFile {
-                staged: path.to_string(),
-                published: paths.published_rejects(p.start, p.end).to_string(),
-                rows: r.redacted.iter().filter(|&&b| b == b'\n').count() as u64,
-                bytes: r.redacted.len() as u64,
-            };
-            staged.push((path, r.redacted.clone()));
-            file
-        });
-        let raw_rejects = p.rejects.as_ref().and_then(|r| {
-            let (store, data) = r.raw.as_ref()?;
-            Some((
-                store.clone(),
-                paths.raw_rejects(p.start, p.end),
-                data.clone(),
-            ))
-        });
-        let marker = Marker {
-            version: 1,
-            topic: st.topic.to_string(),
-            partition: st.partition,
-            start: p.start,
-            end: p.end,
-            files: committed,
-            messages: p.messages,
-            events: p.events,
-            dead_lettered: p.dead_lettered,
-            dead_letters_by_reason: p
-                .dead_letters_by_reason
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-            committed_at: sohoa_schemas::event::format_micros(now_ms() * 1000),
-            key_fingerprint: Some(self.cfg.key_fingerprint.clone()),
+        let bytes = held;
+        self.hold(bytes);
+        self.release(freed);
+        self.group = Some(Group {
+            ranges,
+            files,
             rejects,
-            raw_rejects: raw_rejects.as_ref().map(|(_, path, _)| path.to_string()),
-            gaps: p.gaps.clone(),
-        };
-        Some(FlushIo {
-            paths,
-            marker,
-            staged,
-            raw_rejects,
-            committed: p.committed,
-        })
+            bytes,
+            started,
+            written: false,
+            failures: 0,
+            retry_at: None,
+            error: None,
+        });
+        // Encoding shrank the buffers: the source, held back at the cap, reads this level.
+        self.sync_buffered();
+        Ok(())
     }
 
-    /// Book-keeping once a partition's pending flush is committed and published.
-    fn finish(&mut self, key: &PartKey) {
-        let Some(st) = self.parts.get_mut(key) else {
-            return;
+    /// Start the storage writes of the flush taken out, unless it waits for a retry. The
+    /// dead letters of its ranges must be durable before the ranges are committed.
+    fn start(&mut self) -> Result<(), PipelineError> {
+        let now = Instant::now();
+        let Some(g) = self.group.as_mut() else {
+            return Ok(());
         };
-        let Some(p) = st.pending.take() else {
-            return;
+        if self.writing.is_some() || g.retry_at.is_some_and(|t| t > now) {
+            return Ok(());
+        }
+        let flushed = self.dead.flush(Duration::from_secs(30));
+        if let Err(e) = flushed {
+            return self.failed(PipelineError::DeadLettersPending(e.to_string()));
+        }
+        let g = self.group.as_ref().expect("checked above");
+        let table = self.writer.table();
+        let mut files = Vec::new();
+        if !g.written {
+            for f in &g.files {
+                files.push((table.object_path(&f.path)?, f.data.clone()));
+            }
+        }
+        let mut info = BTreeMap::new();
+        info.insert(
+            "sohoa.keyFingerprint".to_owned(),
+            self.cfg.key_fingerprint.clone(),
+        );
+        if let Some(group) = &self.cfg.group {
+            info.insert("sohoa.group".to_owned(), group.clone());
+        }
+        info.insert("sohoa.ranges".to_owned(), ranges_json(&g.ranges));
+        let flush = Flush {
+            files: g
+                .files
+                .iter()
+                .map(|f| DataFile {
+                    path: f.path.clone(),
+                    date: f.date.clone(),
+                    size: f.data.len() as u64,
+                    modified_ms: now_ms(),
+                    stats: f.stats.clone(),
+                    rows: f.rows,
+                })
+                .collect(),
+            ranges: g
+                .ranges
+                .iter()
+                .map(|r| SourceRange {
+                    app_id: self.cfg.sources.app_id(&r.key.0, r.key.1),
+                    base: r.base,
+                    next: r.end + 1,
+                })
+                .collect(),
+            info,
+            operation: self.cfg.sources.operation(),
         };
-        if st.failures > 0 {
+        let rejects = g
+            .rejects
+            .iter()
+            .filter_map(|(key, r)| Some((g.range(key)?, r)))
+            .flat_map(|(range, r)| {
+                crate::rejects::commit_writes(&range.key.0, range.key.1, range.start, range.end, r)
+            })
+            .collect();
+        let io = FlushIo {
+            writer: self.writer.clone(),
+            files,
+            rejects,
+            flush,
+            commit_seconds: self.metrics.commit_seconds.clone(),
+        };
+        self.writing = Some(self.rt.spawn(execute(io)));
+        Ok(())
+    }
+
+    /// Settle the flush in flight if its writes are done (with `wait`, once they are).
+    fn reap(&mut self, wait: bool) -> Result<(), PipelineError> {
+        let Some(task) = self.writing.as_ref() else {
+            return Ok(());
+        };
+        if !wait && !task.is_finished() {
+            return Ok(());
+        }
+        let task = self.writing.take().expect("checked above");
+        let waiting = Instant::now();
+        let result = match self.rt.block_on(task) {
+            Ok(written) => written,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels a task: nothing is known of the commit,
+            // and the next start of the partitions reads the table.
+            Err(e) => Err(PipelineError::WritesInterrupted(e.to_string())),
+        };
+        self.metrics
+            .pipeline_seconds
+            .with_label_values(&["writing"])
+            .inc_by(waiting.elapsed().as_secs_f64());
+        match result {
+            Ok(FlushOutcome::Committed { version }) => self.finish(version),
+            Ok(FlushOutcome::Fenced { lost }) => self.fenced(lost),
+            Err(e) => {
+                if let Some(g) = self.group.as_mut() {
+                    // Files put before the failure are put again: harmless, they are
+                    // nobody's until the commit names them.
+                    g.written = false;
+                }
+                self.failed(e)?
+            }
+        }
+        self.sync_buffered();
+        Ok(())
+    }
+
+    /// The failure policy: a transient failure schedules a retry of the flush, a fatal one
+    /// ends the run.
+    fn failed(&mut self, e: PipelineError) -> Result<(), PipelineError> {
+        self.metrics
+            .flush_failures
+            .with_label_values(&[e.stage()])
+            .inc();
+        let Some(g) = self.group.as_mut().filter(|_| e.is_transient()) else {
+            return Err(e);
+        };
+        g.failures += 1;
+        g.error = Some(e.to_string());
+        let delay = self.cfg.backoff.delay(g.failures);
+        g.retry_at = Some(Instant::now() + delay);
+        tracing::warn!(attempt = g.failures, retry_in_ms = delay.as_millis() as u64,
+            partitions = g.ranges.len(), error = %e, "flush failed; will retry");
+        for r in &g.ranges {
             self.metrics
                 .flush_backoff_seconds
-                .with_label_values(&[&*st.topic, &st.partition.to_string()])
-                .set(0.0);
+                .with_label_values(&[&*r.key.0, &r.key.1.to_string()])
+                .set(delay.as_secs_f64());
         }
-        st.retry_at = None;
-        st.failures = 0;
-        st.durable_next = Some(p.end + 1);
-        self.to_commit
-            .push((st.topic.clone(), st.partition, p.end + 1));
+        Ok(())
+    }
 
-        let t = &*st.topic;
+    /// Book-keeping once the flush is committed.
+    fn finish(&mut self, version: u64) {
+        let Some(g) = self.group.take() else {
+            return;
+        };
         let m = &self.metrics;
-        m.messages
-            .with_label_values(&[t, "written"])
-            .inc_by(p.messages - p.dead_lettered);
-        m.messages
-            .with_label_values(&[t, "dead_lettered"])
-            .inc_by(p.dead_lettered);
-        m.events.with_label_values(&[t, "written"]).inc_by(p.events);
-        m.events
-            .with_label_values(&[t, "rejected"])
-            .inc_by(p.rejected_records);
-        for gap in &p.gaps {
-            m.count_gap(t, st.partition, gap);
+        let mut offsets = Vec::with_capacity(g.ranges.len());
+        for r in &g.ranges {
+            let (t, partition) = (&*r.key.0, r.key.1);
+            if g.failures > 0 {
+                m.flush_backoff_seconds
+                    .with_label_values(&[t, &partition.to_string()])
+                    .set(0.0);
+            }
+            let next = r.end + 1;
+            offsets.push((r.key.0.clone(), partition, next));
+            if let Some(st) = self.parts.get_mut(&r.key) {
+                st.durable_next = Some(next);
+                if st.open.is_none() {
+                    st.base = Some(next);
+                }
+            }
+            let c = &r.counts;
+            m.messages
+                .with_label_values(&[t, "written"])
+                .inc_by(c.messages - c.dead_lettered);
+            m.messages
+                .with_label_values(&[t, "dead_lettered"])
+                .inc_by(c.dead_lettered);
+            m.events.with_label_values(&[t, "written"]).inc_by(c.events);
+            m.events
+                .with_label_values(&[t, "rejected"])
+                .inc_by(c.rejected_records);
+            for gap in &r.gaps {
+                m.count_gap(t, partition, gap);
+            }
+            let oldest = self.parts.get(&r.key).and_then(|st| st.oldest_ts_ms);
+            m.update_lag(t, partition, |l| {
+                l.durable_next = Some(next);
+                l.oldest_pending_ms = oldest;
+                l.last_progress_ms = now_ms();
+            });
+            self.totals.messages += c.messages;
+            self.totals.events += c.events;
+            self.totals.dead_lettered += c.dead_lettered;
+            self.totals.rejected_records += c.rejected_records;
         }
-        m.files_written.inc_by(p.files.len() as u64);
-        m.bytes_written.inc_by(p.bytes as u64);
-        m.flush_seconds.observe(p.started.elapsed().as_secs_f64());
+        m.files_written.inc_by(g.files.len() as u64);
+        m.bytes_written
+            .inc_by(g.files.iter().map(|f| f.data.len() as u64).sum());
+        m.flush_seconds.observe(g.started.elapsed().as_secs_f64());
         m.last_flush_timestamp.set(now_ms() / 1000);
-        let next = p.end + 1;
-        let oldest = st.oldest_ts_ms;
-        m.update_lag(t, st.partition, |l| {
-            l.durable_next = Some(next);
-            l.oldest_pending_ms = oldest;
-            l.last_progress_ms = now_ms();
-        });
-        self.totals.messages += p.messages;
-        self.totals.events += p.events;
-        self.totals.dead_lettered += p.dead_lettered;
-        self.totals.rejected_records += p.rejected_records;
-        self.totals.files += p.files.len() as u64;
+        m.table_version.set(version as i64);
+        self.totals.files += g.files.len() as u64;
         tracing::debug!(
-            topic = t,
-            partition = st.partition,
-            start = p.start,
-            end = p.end,
-            events = p.events,
-            files = p.files.len(),
+            version,
+            partitions = g.ranges.len(),
+            files = g.files.len(),
             "flushed"
         );
-        self.release(p.bytes);
+        self.release(g.bytes);
+        self.committer.commit(&offsets);
     }
+
+    /// Another writer committed offsets of partitions of this flush: a replica the group
+    /// gave them to while this one was still flushing, or one that started elsewhere.
+    /// Nothing of this flush is in the table. Drop it and everything buffered behind it
+    /// (the buffers mix partitions), and resume every partition from the table.
+    fn fenced(&mut self, lost: Vec<(String, Option<i64>)>) {
+        self.metrics
+            .flush_failures
+            .with_label_values(&["fenced"])
+            .inc();
+        tracing::warn!(?lost, "another writer committed offsets of this flush first; dropping it and resuming from the table");
+        // Where each partition's dropped records began, for a partition the table records
+        // nothing of.
+        let mut first: HashMap<PartKey, i64> = HashMap::new();
+        for (key, st) in &self.parts {
+            if let Some((start, _)) = st.open {
+                first.insert(key.clone(), start);
+            }
+        }
+        if let Some(g) = &self.group {
+            for r in &g.ranges {
+                first.insert(r.key.clone(), r.start);
+            }
+        }
+        self.drop_buffers("fenced");
+        let keys: Vec<PartKey> = self.parts.keys().cloned().collect();
+        for key in keys {
+            if self
+                .committer
+                .rewind(&key.0, key.1, first.get(&key).copied())
+            {
+                if let Some(st) = self.parts.get_mut(&key) {
+                    *st = PartState::new(key.0.clone(), key.1, None);
+                    st.fenced = true;
+                }
+            }
+        }
+    }
+
+    /// Forget the flush taken out and the open buffers: their offsets were not committed,
+    /// and whoever consumes them next rejects their bad records again.
+    fn drop_buffers(&mut self, cause: &'static str) {
+        let mut freed = self.bytes;
+        self.days.clear();
+        self.rows = 0;
+        self.bytes = 0;
+        self.oldest = None;
+        let mut sent: HashMap<PartKey, u64> = HashMap::new();
+        if let Some(g) = self.group.take() {
+            freed += g.bytes;
+            for r in g.ranges {
+                *sent.entry(r.key).or_default() += r.counts.dead_lettered;
+            }
+        }
+        for (key, st) in self.parts.iter_mut() {
+            if st.open.take().is_some() {
+                *sent.entry(key.clone()).or_default() += st.counts.dead_lettered;
+            }
+            st.counts = Counts::default();
+            st.gaps.clear();
+            st.oldest_ts_ms = None;
+            st.base = st.durable_next;
+        }
+        for (key, n) in sent {
+            self.dead.dropped(&key.0, key.1, n, cause);
+        }
+        self.release(freed);
+    }
+}
+
+/// The ranges of a flush, for the commit's metadata: what the aggregator's data-quality
+/// table reconciles against.
+fn ranges_json(ranges: &[GroupRange]) -> String {
+    let list: Vec<serde_json::Value> = ranges
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "topic": &*r.key.0,
+                "partition": r.key.1,
+                "start": r.start,
+                "end": r.end,
+                "messages": r.counts.messages,
+                "events": r.counts.events,
+                "dead_lettered": r.counts.dead_lettered,
+                "dead_letters_by_reason": r.counts.dead_letters_by_reason,
+                "events_by_date": r
+                    .counts
+                    .by_day
+                    .iter()
+                    .map(|(d, n)| (day_string(*d), *n))
+                    .collect::<BTreeMap<_, _>>(),
+                "gaps": r.gaps,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// The offsets skipped between `expected` and `first`, the record that came instead, if
@@ -1541,35 +1440,28 @@ fn decode_batch<'a>(
     })
 }
 
-type Encoded = Result<Vec<(String, Bytes, u64)>, WriteError>;
+/// A file, the bytes its buffer holds (its capacity), and its statistics.
+type Encoded = Result<(Bytes, usize, StructArray), PipelineError>;
 
-/// Encode every partition's files, spreading the files over the worker threads.
+/// Encode each date's file, and the statistics the log keeps of it, spreading the files
+/// over the worker threads.
 fn encode_all(
     workers: Option<&rayon::ThreadPool>,
     format: &FileFormat,
-    work: &[Unencoded],
+    stats: &StatsPlan,
+    batches: &[(String, RecordBatch, u64)],
 ) -> Vec<Encoded> {
-    // One task per file, not per partition: a partition can hold several days.
-    let files: Vec<_> = work.iter().flat_map(|u| &u.batches).collect();
-    let encode =
-        |(_, batch, _): &&(String, arrow::record_batch::RecordBatch, u64)| format.encode(batch);
-    let mut encoded = match workers {
-        Some(w) => w.install(|| files.par_iter().map(encode).collect::<Vec<_>>()),
-        None => files.iter().map(encode).collect(),
+    let encode = |(_, batch, _): &(String, RecordBatch, u64)| -> Encoded {
+        let stats = stats
+            .collect(std::slice::from_ref(batch))
+            .map_err(|e| PipelineError::Stats(e.to_string()))?;
+        let (data, held) = format.encode_measured(batch)?;
+        Ok((data, held, stats))
+    };
+    match workers {
+        Some(w) => w.install(|| batches.par_iter().map(encode).collect()),
+        None => batches.iter().map(encode).collect(),
     }
-    .into_iter();
-    // `collect` keeps the order, so the files come back partition by partition.
-    work.iter()
-        .map(|u| {
-            u.batches
-                .iter()
-                .map(|(day, _, rows)| {
-                    let data = encoded.next().expect("one encoding per file")?;
-                    Ok((day.clone(), data, *rows))
-                })
-                .collect()
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -1655,10 +1547,32 @@ mod tests {
         fn dropped(&mut self, _: &str, _: i32, _: u64, _: &'static str) {}
     }
 
-    /// A pipeline on topic `t` (the national sync format), storing into `checkpointer`.
+    fn test_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// An events table in `dir`.
+    fn table_in(dir: &std::path::Path) -> (sohoa_storage::Table, Writer) {
+        let table = sohoa_storage::Table::new(
+            Arc::new(object_store::local::LocalFileSystem::new()),
+            url::Url::from_directory_path(dir.join("events")).unwrap(),
+        )
+        .unwrap();
+        let snapshot = table
+            .create_if_absent(&sohoa_schemas::events_schema(), crate::STATS_COLUMNS, &[])
+            .unwrap();
+        let writer = Writer::new(table.clone(), snapshot, 100);
+        (table, writer)
+    }
+
+    /// A pipeline on topic `t` (the national sync format), committing through `writer`.
     fn dvcqg_pipeline(
         rt: &tokio::runtime::Runtime,
-        checkpointer: Checkpointer,
+        writer: Writer,
         committer: Box<dyn OffsetCommitter>,
         metrics: Arc<Metrics>,
         shared: Shared,
@@ -1676,9 +1590,9 @@ mod tests {
             sohoa_schemas::build_decoder(DecoderKind::Dvcqg, ctx),
         );
         Pipeline::new(
-            PipelineConfig::new(&cfg, "0123abcd".into()),
+            PipelineConfig::new(&cfg, "0123abcd".into(), Sources::Kafka),
             decoders,
-            checkpointer,
+            writer,
             rt.handle().clone(),
             Box::new(NoDeadLetters),
             committer,
@@ -1686,14 +1600,6 @@ mod tests {
             shared,
         )
         .unwrap()
-    }
-
-    fn test_runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
     }
 
     const PAYLOAD: &[u8] = include_bytes!("../../../tests/fixtures/dvcqg/samples-envelope.json");
@@ -1705,9 +1611,11 @@ mod tests {
         let rt = test_runtime();
         let shared = Shared::new(1).unwrap();
         let metrics = Metrics::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (table, writer) = table_in(dir.path());
         let pipeline = dvcqg_pipeline(
             &rt,
-            Checkpointer::new(Arc::new(object_store::memory::InMemory::new())),
+            writer,
             Box::new(NoCommit),
             metrics.clone(),
             shared.clone(),
@@ -1741,8 +1649,8 @@ mod tests {
         let all = shared.held.load(Ordering::SeqCst);
         assert!(all > 40 * 1000, "{all} bytes held for 40 messages");
 
-        // A revocation is answered after the batch before it: partition 1 is written out,
-        // partition 0 still buffered.
+        // A revocation is answered after the batch before it. A flush is one commit of
+        // every buffer, so revoking partition 1 writes out partition 0's rows too.
         let revoke = |p: i32| {
             let (ack, acked) = std::sync::mpsc::sync_channel(1);
             tx.send(Input::Revoked(vec![(t.clone(), p)], ack)).unwrap();
@@ -1750,15 +1658,16 @@ mod tests {
         };
         revoke(1);
         assert_eq!(shared.buffered.load(Ordering::SeqCst), 0);
-        let held = shared.held.load(Ordering::SeqCst);
-        assert!(
-            held > 20 * 1000 && held < all,
-            "{held} of {all} bytes held for 20 messages"
-        );
-        assert_eq!(metrics.buffered_bytes.get(), held as i64);
-        revoke(0);
         assert_eq!(shared.level(), 0);
         assert_eq!(metrics.buffered_bytes.get(), 0);
+        let latest = table.latest().unwrap();
+        assert_eq!(latest.version(), 1, "one commit for both partitions");
+        for p in [0, 1] {
+            let id = Sources::Kafka.app_id("t", p);
+            assert_eq!(table.app_version(&latest, &id).unwrap(), Some(20));
+        }
+        revoke(0);
+        assert_eq!(shared.level(), 0);
 
         tx.send(Input::Drain(Instant::now() + Duration::from_secs(10)))
             .unwrap();
@@ -1767,12 +1676,37 @@ mod tests {
         assert_eq!(shared.level(), 0);
     }
 
+    #[test]
+    fn a_gap_is_what_lies_below_the_log_start_and_never_an_ordinary_hole() {
+        // The table expected 10; the broker holds 50 on, and 50 came.
+        assert_eq!(
+            OffsetGap::deleted(10, 50, 50),
+            Some(OffsetGap { from: 10, to: 49 })
+        );
+        assert_eq!(OffsetGap::deleted(10, 50, 50).unwrap().offsets(), 40);
+        // 50 and 51 were transaction markers: only what was deleted is the gap.
+        assert_eq!(
+            OffsetGap::deleted(10, 52, 50),
+            Some(OffsetGap { from: 10, to: 49 })
+        );
+        // Retention moved on after the fetch that delivered 50.
+        assert_eq!(
+            OffsetGap::deleted(10, 50, 70),
+            Some(OffsetGap { from: 10, to: 49 })
+        );
+        // 10 is still held: 10 and 11 were markers or compacted away.
+        assert_eq!(OffsetGap::deleted(10, 12, 0), None);
+        assert_eq!(OffsetGap::deleted(10, 12, 10), None);
+        // No jump, no gap.
+        assert_eq!(OffsetGap::deleted(10, 10, 50), None);
+    }
+
     /// A source whose oldest offset held is fixed per partition.
     struct LogStarts(Vec<(i32, i64)>);
 
     impl OffsetCommitter for LogStarts {
         fn commit(&self, _: &[(Arc<str>, i32, i64)]) {}
-        fn rewind(&self, _: &str, _: i32) -> bool {
+        fn rewind(&self, _: &str, _: i32, _: Option<i64>) -> bool {
             false
         }
         fn log_start(&self, _: &str, partition: i32) -> Option<i64> {
@@ -1785,18 +1719,35 @@ mod tests {
 
     /// Partition 0 expected 10 and got 50 with the broker holding 50 on (retention): a gap.
     /// Partition 1 expected 10 and got 12 with 10 still held (a transaction marker): none.
-    /// Partition 2 had nothing in storage (a first start): none, wherever it starts. Each
-    /// partition's marker still starts where storage stopped.
+    /// Partition 2 had nothing in the table (a first start): none, wherever it starts. Each
+    /// partition's range still starts where the table stopped.
     #[test]
-    fn offsets_deleted_before_they_were_consumed_are_recorded_as_a_gap_in_the_next_marker() {
+    fn offsets_deleted_before_they_were_consumed_are_recorded_as_a_gap_in_the_next_commit() {
         let rt = test_runtime();
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let checkpointer = Checkpointer::new(store);
+        let dir = tempfile::tempdir().unwrap();
+        let (table, writer) = table_in(dir.path());
+        // The table already holds partitions 0 and 1 up to offset 10.
+        let seeded = sohoa_storage::events::Flush {
+            ranges: vec![
+                SourceRange {
+                    app_id: Sources::Kafka.app_id("t", 0),
+                    base: None,
+                    next: 10,
+                },
+                SourceRange {
+                    app_id: Sources::Kafka.app_id("t", 1),
+                    base: None,
+                    next: 10,
+                },
+            ],
+            ..Default::default()
+        };
+        writer.commit(&seeded).unwrap();
         let metrics = Metrics::new();
         let shared = Shared::new(1).unwrap();
         let pipeline = dvcqg_pipeline(
             &rt,
-            checkpointer.clone(),
+            writer,
             Box::new(LogStarts(vec![(0, 50), (1, 0), (2, 100)])),
             metrics.clone(),
             shared.clone(),
@@ -1826,16 +1777,46 @@ mod tests {
             .unwrap();
         worker.join().unwrap().unwrap();
 
-        let markers = |p| {
-            rt.block_on(checkpointer.markers(&PartitionPaths::new("t", p)))
-                .unwrap()
-                .into_iter()
-                .map(|m| (m.start, m.end, m.gaps))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(markers(0), [(10, 54, vec![OffsetGap { from: 10, to: 49 }])]);
-        assert_eq!(markers(1), [(10, 14, vec![])]);
-        assert_eq!(markers(2), [(100, 102, vec![])]);
+        let log = std::fs::read_to_string(
+            dir.path()
+                .join("events/_delta_log/00000000000000000002.json"),
+        )
+        .unwrap();
+        let info = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find_map(|a| a.get("commitInfo").cloned())
+            .unwrap();
+        let ranges: Vec<serde_json::Value> = serde_json::from_str(
+            info["operationParameters"]["sohoa.ranges"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let got: Vec<_> = ranges
+            .iter()
+            .map(|r| {
+                (
+                    r["partition"].as_i64().unwrap(),
+                    r["start"].as_i64().unwrap(),
+                    r["end"].as_i64().unwrap(),
+                    r["gaps"].to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 10, 54, r#"[{"from":10,"to":49}]"#.to_owned()),
+                (1, 10, 14, "[]".to_owned()),
+                (2, 100, 102, "[]".to_owned()),
+            ]
+        );
+        let snapshot = table.latest().unwrap();
+        for (p, next) in [(0, 55), (1, 15), (2, 103)] {
+            let id = Sources::Kafka.app_id("t", p);
+            assert_eq!(table.app_version(&snapshot, &id).unwrap(), Some(next));
+        }
         let count = |c: &prometheus::IntCounterVec, p: &str| c.with_label_values(&["t", p]).get();
         assert_eq!(count(&metrics.offset_gaps, "0"), 1);
         assert_eq!(count(&metrics.offset_gap_messages, "0"), 40);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sohoa_schemas::{DecodeError, Pseudonymizer};
 
@@ -39,6 +40,8 @@ struct Gathered {
 /// Where raw rejected lines go, and the rejects of the ranges not yet committed.
 pub struct RejectsSink {
     pseudonymizer: Arc<Pseudonymizer>,
+    /// The storage root, where the redacted rejects go.
+    root: Arc<dyn ObjectStore>,
     raw_store: Option<Arc<dyn ObjectStore>>,
     open: HashMap<(Arc<str>, i32), Gathered>,
 }
@@ -46,9 +49,14 @@ pub struct RejectsSink {
 impl RejectsSink {
     /// Rejects whose digests are keyed with `pseudonymizer`'s key, and whose raw bytes go
     /// to `raw_store`, if any.
-    pub fn new(pseudonymizer: Arc<Pseudonymizer>, raw_store: Option<Arc<dyn ObjectStore>>) -> Self {
+    pub fn new(
+        pseudonymizer: Arc<Pseudonymizer>,
+        root: Arc<dyn ObjectStore>,
+        raw_store: Option<Arc<dyn ObjectStore>>,
+    ) -> Self {
         RejectsSink {
             pseudonymizer,
+            root,
             raw_store,
             open: HashMap::new(),
         }
@@ -105,6 +113,7 @@ impl DeadLetters for RejectsSink {
         let key = (Arc::from(topic), partition);
         let range = self.open.remove(&key)?;
         Some(CommitRejects {
+            root: self.root.clone(),
             redacted: Bytes::from(range.redacted),
             raw: self
                 .raw_store
@@ -112,6 +121,58 @@ impl DeadLetters for RejectsSink {
                 .map(|store| (store, Bytes::from(range.raw))),
         })
     }
+}
+
+/// The writes that keep a range's rejects, before its commit: the redacted lines under the
+/// root's `_sohoa/rejects/`, and the raw lines in the raw store if there is one. A range
+/// that is never committed leaves its file behind, to be overwritten when the range is
+/// loaded again; the commit's metadata names the files of committed ranges.
+pub fn commit_writes(
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    r: &CommitRejects,
+) -> Vec<(Arc<dyn ObjectStore>, object_store::path::Path, Bytes)> {
+    let name = format!("{start:020}-{end:020}.jsonl");
+    let redacted = redacted_rejects_dir(topic, partition)
+        .clone()
+        .join(name.as_str());
+    let mut writes = vec![(r.root.clone(), redacted, r.redacted.clone())];
+    if let Some((store, raw)) = &r.raw {
+        let path = raw_rejects_dir(topic, partition)
+            .clone()
+            .join(name.as_str());
+        writes.push((store.clone(), path, raw.clone()));
+    }
+    writes
+}
+
+/// The folder of a partition's redacted rejects, under the storage root.
+pub fn redacted_rejects_dir(topic: &str, partition: i32) -> Path {
+    Path::from(format!(
+        "_sohoa/rejects/{}/p{partition:05}",
+        safe_topic(topic)
+    ))
+}
+
+/// The folder of a partition's raw rejects, in the raw store.
+pub fn raw_rejects_dir(topic: &str, partition: i32) -> Path {
+    Path::from(format!("{}/p{partition:05}", safe_topic(topic)))
+}
+
+/// A topic name made safe for a path segment.
+pub fn safe_topic(topic: &str) -> String {
+    topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -169,7 +230,7 @@ mod tests {
     fn each_range_takes_its_own_rejects_and_only_the_raw_store_sees_the_raw_line() {
         let key = Arc::new(Pseudonymizer::new(b"0123456789abcdef-key").unwrap());
         let raw: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let mut sink = RejectsSink::new(key.clone(), Some(raw));
+        let mut sink = RejectsSink::new(key.clone(), Arc::new(InMemory::new()), Some(raw));
         let line = r#"{"MaHoSo":"H1","ChuHoSo":"Lê Thị Bình","SoGiayToChuHoSo":"082123456789"}"#;
         sink.send(&record("a", 4, line.as_bytes()), &reject())
             .unwrap();
@@ -205,7 +266,7 @@ mod tests {
             .unwrap()
             .contains(r#""raw_hex":"ff""#));
         // Without a raw store, nothing of the raw line is kept anywhere.
-        let mut bare = RejectsSink::new(key, None);
+        let mut bare = RejectsSink::new(key, Arc::new(InMemory::new()), None);
         bare.send(&record("a", 0, line.as_bytes()), &reject())
             .unwrap();
         assert!(bare.take_range("a", 0).unwrap().raw.is_none());

@@ -17,7 +17,6 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use sohoa_runtime::config::StartFrom;
 
-use crate::checkpoint::{Checkpointer, PartitionPaths};
 use crate::client_errors::{Client, ClientErrors};
 use crate::metrics::Metrics;
 use crate::pipeline::{Body, Input, OffsetCommitter, Record, Shared};
@@ -26,7 +25,8 @@ use crate::shard::Shards;
 /// What the consumer's callbacks need.
 pub struct IngestContext {
     pub tx: Shards,
-    pub checkpointer: Checkpointer,
+    /// The events table: the truth of how far each partition was consumed.
+    pub writer: sohoa_storage::events::Writer,
     pub rt: tokio::runtime::Handle,
     pub metrics: Arc<Metrics>,
     pub start_from: StartFrom,
@@ -118,39 +118,44 @@ impl IngestContext {
         self.tx.send(Input::Records(batch.records)).is_ok()
     }
 
-    /// Recover each partition from storage and start it exactly where storage stops.
+    /// Start each partition exactly where the events table says it stops.
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         self.metrics.rebalances.with_label_values(&["assign"]).inc();
         self.metrics.set_joined();
-        let mut assigned = Vec::new();
-        for el in tpl.elements() {
-            let (topic, partition) = (el.topic().to_owned(), el.partition());
-            let paths = PartitionPaths::new(&topic, partition);
-            let mut attempt = 0;
-            let recovered = loop {
-                match self.rt.block_on(self.checkpointer.recover(&paths)) {
-                    Ok(r) => break Some(r),
-                    Err(e) if attempt < 5 => {
-                        attempt += 1;
-                        tracing::warn!(%topic, partition, error = %e, attempt, "recovery failed; retrying");
-                        std::thread::sleep(Duration::from_millis(200 << attempt));
-                    }
-                    Err(e) => {
-                        tracing::error!(%topic, partition, error = %e, "recovery failed; stopping so a restart can retry");
-                        break None;
-                    }
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|el| (el.topic().to_owned(), el.partition()))
+            .collect();
+        let ids: Vec<String> = parts
+            .iter()
+            .map(|(t, p)| sohoa_storage::events::kafka_app_id(t, *p))
+            .collect();
+        let mut attempt = 0;
+        let offsets = loop {
+            match self.writer.offsets(&ids) {
+                Ok(o) => break Some(o),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(partitions = ids.len(), error = %e, attempt, "reading the table's offsets failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
                 }
-            };
-            let Some(r) = recovered else {
-                self.fatal.store(true, Ordering::SeqCst);
-                let _ = consumer.assign(&TopicPartitionList::new());
-                return;
-            };
-            if r.rolled_forward + r.rolled_back > 0 {
-                tracing::info!(%topic, partition, rolled_forward = r.rolled_forward, rolled_back = r.rolled_back, "recovered an interrupted flush");
+                Err(e) => {
+                    tracing::error!(partitions = ids.len(), error = %e, "reading the table's offsets failed; stopping so a restart can retry");
+                    break None;
+                }
             }
-            assigned.push((topic, partition, r.next_offset));
-        }
+        };
+        let Some(offsets) = offsets else {
+            self.fatal.store(true, Ordering::SeqCst);
+            let _ = consumer.assign(&TopicPartitionList::new());
+            return;
+        };
+        let assigned: Vec<(String, i32, Option<i64>)> = parts
+            .into_iter()
+            .zip(offsets)
+            .map(|((t, p), o)| (t, p, o))
+            .collect();
         for (topic, partition, next) in &assigned {
             let offset = match (next, self.start_from) {
                 (Some(n), _) => Offset::Offset(*n),
@@ -194,14 +199,14 @@ impl IngestContext {
 /// the poll loop, which owns the consumer's position.
 pub struct KafkaCommitter {
     pub consumer: Arc<BaseConsumer<IngestContext>>,
-    pub rewinds: Sender<(Arc<str>, i32)>,
+    pub rewinds: Sender<(Arc<str>, i32, Option<i64>)>,
 }
 
 impl OffsetCommitter for KafkaCommitter {
-    fn rewind(&self, topic: &str, partition: i32) -> bool {
+    fn rewind(&self, topic: &str, partition: i32, fallback: Option<i64>) -> bool {
         // With the poll loop gone (draining at shutdown) there is nothing to resume: the
-        // partition's next owner recovers from storage.
-        let _ = self.rewinds.send((Arc::from(topic), partition));
+        // partition's next owner starts from the table.
+        let _ = self.rewinds.send((Arc::from(topic), partition, fallback));
         true
     }
 
@@ -261,22 +266,27 @@ fn cached_log_start(
     (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0).then_some(low)
 }
 
-/// Seek a partition that lost a commit race to just after the winner's newest range, then
-/// tell the pipeline. librdkafka drops messages fetched before a seek, so every record of
-/// the partition sent after `Rewound` comes from the new position. `false` to retry later.
+/// Seek a partition whose flush was fenced to where the table says it stops (or, if the
+/// table records nothing of it, to `fallback`, the first offset the dropped flush held),
+/// then tell the pipeline. librdkafka drops messages fetched before a seek, so every
+/// record of the partition sent after `Rewound` comes from the new position. `false` to
+/// retry later.
 fn rewind(
     consumer: &BaseConsumer<IngestContext>,
     tx: &Shards,
     topic: &Arc<str>,
     partition: i32,
+    fallback: Option<i64>,
 ) -> bool {
     let ctx = consumer.context();
-    let paths = PartitionPaths::new(topic, partition);
-    let next = match ctx.rt.block_on(ctx.checkpointer.next_offset(&paths)) {
-        Ok(Some(n)) => n,
-        Ok(None) => return true, // nothing committed after all; a rebalance will sort it out
+    let id = sohoa_storage::events::kafka_app_id(topic, partition);
+    let next = match ctx.writer.offsets(std::slice::from_ref(&id)) {
+        Ok(o) => match o.first().copied().flatten().or(fallback) {
+            Some(n) => n,
+            None => return true, // nothing consumed, nothing to go back to
+        },
         Err(e) => {
-            tracing::warn!(%topic, partition, error = %e, "rewind: storage unreadable; retrying");
+            tracing::warn!(%topic, partition, error = %e, "rewind: the table is unreadable; retrying");
             return false;
         }
     };
@@ -347,7 +357,7 @@ const PAUSE_AFTER: Duration = Duration::from_secs(2);
 pub fn poll_loop(
     consumer: Arc<BaseConsumer<IngestContext>>,
     tx: Shards,
-    rewinds: Receiver<(Arc<str>, i32)>,
+    rewinds: Receiver<(Arc<str>, i32, Option<i64>)>,
     shared: Shared,
     cap: usize,
     stop: Arc<AtomicBool>,
@@ -362,12 +372,12 @@ pub fn poll_loop(
     // allowance, and at an eighth the others waited for input a sixth of the time.
     let ahead_max = if tx.len() > 1 { cap / 4 } else { cap / 8 };
     let mut paused = false;
-    let mut retry: Vec<(Arc<str>, i32)> = Vec::new();
+    let mut retry: Vec<Rewind> = Vec::new();
     let mut retry_at = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let requested = rewinds_pending(&rewinds, &mut retry);
         if requested || (!retry.is_empty() && Instant::now() >= retry_at) {
-            retry.retain(|(t, p)| !rewind(&consumer, &tx, t, *p));
+            retry.retain(|(t, p, f)| !rewind(&consumer, &tx, t, *p, *f));
             retry_at = Instant::now() + Duration::from_secs(1);
         }
         let level = || shared.level();
@@ -464,7 +474,9 @@ fn too_far_ahead(in_flight: usize, allowance: usize, starving: usize) -> bool {
 }
 
 /// Move newly requested rewinds into `queue`; `true` if there were any.
-fn rewinds_pending(rx: &Receiver<(Arc<str>, i32)>, queue: &mut Vec<(Arc<str>, i32)>) -> bool {
+type Rewind = (Arc<str>, i32, Option<i64>);
+
+fn rewinds_pending(rx: &Receiver<Rewind>, queue: &mut Vec<Rewind>) -> bool {
     let before = queue.len();
     queue.extend(rx.try_iter());
     queue.len() > before

@@ -142,6 +142,12 @@ impl FileFormat {
 
     /// Sort by agency then event time, and encode as one Parquet file.
     pub fn encode(&self, batch: &RecordBatch) -> Result<Bytes, WriteError> {
+        Ok(self.encode_measured(batch)?.0)
+    }
+
+    /// [`Self::encode`], and the bytes the file's buffer holds until it is dropped: its
+    /// capacity, which the first guess of its size can leave at twice its length.
+    pub fn encode_measured(&self, batch: &RecordBatch) -> Result<(Bytes, usize), WriteError> {
         let sorted = self.sorted(batch)?;
         let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4 + 4096);
         let props = (*self.props).clone();
@@ -167,7 +173,8 @@ impl FileFormat {
         };
         writer.write(&sorted)?;
         writer.close()?;
-        Ok(Bytes::from(buf))
+        let held = buf.capacity();
+        Ok((Bytes::from(buf), held))
     }
 }
 

@@ -1,11 +1,12 @@
 //! Broker faults, with the ingestor in-process against librdkafka's mock cluster (a real
 //! Kafka-protocol server in this test process, on 127.0.0.1): brokers going down and
 //! coming back, request errors injected on Fetch, OffsetCommit and Produce (the
-//! dead-letter producer), and added round-trip time. The checks: no event lost, none
-//! duplicated, every malformed message dead-lettered (at least once), and every message
-//! durable after the faults end (with a generous bound that only guards against hangs;
-//! the time it took is printed, not asserted). Whether the group's offsets caught up with
-//! the high watermarks is printed too.
+//! dead-letter producer), and added round-trip time. The checks, on the `events/` table's
+//! snapshot: no event lost, none duplicated, every malformed message dead-lettered (at
+//! least once), every message durable after the faults end (with a generous bound that
+//! only guards against hangs; the time it took is printed, not asserted), and the table's
+//! offsets and commit ranges claiming nothing its files do not hold. Whether the group's
+//! offsets caught up with the high watermarks is printed too.
 //!
 //! The PRNG's seed is printed; `SOHOA_FAULT_SEED=<n>` replays a run. Each test prints its
 //! row of the summary table, and the last one to finish prints the whole table.
@@ -44,7 +45,8 @@ fn good_before(bad: &[usize], n: usize) -> usize {
 }
 
 /// After the faults: wait for every event (hang guard), stop, and check exactly once,
-/// the dead letters and the group's offsets. Records the row, then asserts.
+/// the dead letters, the table's claims and the group's offsets. Records the row, then
+/// asserts.
 #[allow(clippy::too_many_arguments)]
 fn settle_and_check(
     t: &mut FaultTest,
@@ -65,7 +67,7 @@ fn settle_and_check(
     let recovery = faults_ended.elapsed();
     let hwm = high_watermarks_of(brokers, TOPIC, partitions);
     let mut committed = Vec::new();
-    // Informational, not asserted: the group's offsets are for lag tools, storage is the
+    // Informational, not asserted: the group's offsets are for lag tools, the table is the
     // truth. Seen once after OffsetCommit errors (ILLEGAL_GENERATION and the like): two of
     // four partitions never got a commit again, new flushes notwithstanding.
     let caught_up = wait_until(Duration::from_secs(15), || {
@@ -74,6 +76,8 @@ fn settle_and_check(
     });
     let totals = run.stop();
     let (lost, duplicated, unexpected) = lost_and_duplicated(root, &good);
+    let claimed = claimed_not_held(&root.join("events"), TOPIC, partitions, &good);
+    let problems = range_problems(root, TOPIC, partitions);
     let letters = dead_letter_sources(brokers);
     let dead_missing = dead
         .iter()
@@ -81,6 +85,8 @@ fn settle_and_check(
         .count();
     let held = recovered
         && (lost, duplicated, unexpected, dead_missing) == (0, 0, 0, 0)
+        && claimed.is_empty()
+        && problems.is_empty()
         && totals.dead_lettered == bad.len() as u64;
     t.row(FaultRow {
         kind: kind.into(),
@@ -106,6 +112,16 @@ fn settle_and_check(
     assert_eq!((lost, duplicated, unexpected), (0, 0, 0), "exactly once");
     assert_eq!(dead_missing, 0, "every malformed message was dead-lettered");
     assert_eq!(totals.dead_lettered, bad.len() as u64);
+    assert_eq!(
+        claimed,
+        Vec::<Coord>::new(),
+        "no table offset past rows not in the table"
+    );
+    assert_eq!(
+        problems,
+        Vec::<String>::new(),
+        "the commits' ranges tile each partition up to its offset and count its rows"
+    );
 }
 
 #[test]
@@ -136,7 +152,7 @@ fn brokers_going_down_and_coming_back_lose_and_duplicate_nothing() {
     for cycle in 0..5 {
         // One outage takes every broker (the group coordinator too) away for longer than
         // the session timeout (6 s): the group evicts the member, which rejoins and
-        // recovers from storage. The others take one partition leader away briefly.
+        // resumes from the table's offsets. The others take one partition leader away briefly.
         let (broker, down) = if cycle == 2 {
             (-1, rng.millis(6500, 8000))
         } else {

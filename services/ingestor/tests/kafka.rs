@@ -109,7 +109,7 @@ fn lands_once_with(shards: &str) {
     );
 
     // Files: zstd, page index, rows sorted by agency then time.
-    for f in parquet_files(&dir.path().join("events")) {
+    for f in table_files(dir.path()) {
         assert!(f
             .parent()
             .unwrap()
@@ -365,12 +365,11 @@ fn each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_records_stay
             .get(),
         1
     );
-    // The commit markers carry the same counts by reason, for the aggregator's
+    // The table's commits carry the same counts by reason, for the aggregator's
     // data-quality table.
     let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
-    for entry in walkdir(&dir.path().join("_sohoa/commits")) {
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
-        for (k, v) in m["dead_letters_by_reason"].as_object().unwrap() {
+    for r in committed_ranges(dir.path()) {
+        for (k, v) in r["dead_letters_by_reason"].as_object().unwrap() {
             *by_reason.entry(k.clone()).or_default() += v.as_u64().unwrap();
         }
     }
@@ -384,20 +383,6 @@ fn each_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_records_stay
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(by_reason, expected);
-}
-
-/// Every file under `dir`, recursively.
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
@@ -562,10 +547,13 @@ fn a_writer_that_loses_the_commit_race_drops_its_copy_and_resumes_after_the_winn
     assert!(seen.values().all(|&n| n == 1), "no duplicates");
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected);
     assert_eq!(slow_totals.events, 0, "the slow writer committed nothing");
-    // The loser cleaned up its staged files.
-    assert_eq!(
-        parquet_files(&dir.path().join("_sohoa/staging")),
-        Vec::<std::path::PathBuf>::new()
+    // The loser's files were never committed: the table does not name them, and a
+    // vacuum deletes them once they are older than the retention.
+    let live = table_files(dir.path()).len();
+    let on_disk = parquet_files(&dir.path().join("events")).len();
+    assert!(
+        on_disk > live,
+        "{on_disk} files on disk, {live} in the table"
     );
 }
 
@@ -619,23 +607,26 @@ fn offsets_retention_deleted_are_recorded_as_a_gap_and_what_is_left_lands_once()
     let expected: Vec<(i32, i64)> = (0..20).chain(41..561).map(|o| (0, o)).collect();
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected);
 
-    // The gap is in the marker of the range that follows it, which starts where storage
+    // The gap is in the commit of the range that follows it, which starts where the table
     // stopped, so the committed ranges still join up.
-    let mut markers: Vec<sohoa_ingestor::checkpoint::Marker> =
-        walkdir(&dir.path().join("_sohoa/commits"))
-            .into_iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-            .collect();
-    markers.sort_by_key(|m| m.start);
+    let ranges = committed_ranges(dir.path());
     let mut next = 0;
-    for m in &markers {
-        assert_eq!(m.start, next, "ranges join up");
-        next = m.end + 1;
+    for r in &ranges {
+        assert_eq!(r["start"].as_i64().unwrap(), next, "ranges join up");
+        next = r["end"].as_i64().unwrap() + 1;
     }
     assert_eq!(next, 561);
-    let gaps: Vec<_> = markers
+    let gaps: Vec<_> = ranges
         .iter()
-        .flat_map(|m| m.gaps.iter().map(move |g| (m.start, g.from, g.to)))
+        .flat_map(|r| {
+            r["gaps"].as_array().unwrap().iter().map(move |g| {
+                (
+                    r["start"].as_i64().unwrap(),
+                    g["from"].as_i64().unwrap(),
+                    g["to"].as_i64().unwrap(),
+                )
+            })
+        })
         .collect();
     assert_eq!(gaps, [(20, 20, 40)]);
     let count = |c: &prometheus::IntCounterVec| c.with_label_values(&[TOPIC, "0"]).get();

@@ -42,7 +42,7 @@ pub struct Config {
     pub topics: Vec<TopicConfig>,
     /// Where the tables are written.
     pub storage: StorageConfig,
-    /// When a partition's buffer is written out.
+    /// When a shard's buffers are written out: one flush takes every buffer of the shard.
     pub flush: FlushConfig,
     /// The global cap on buffered bytes (backpressure).
     pub buffer: BufferConfig,
@@ -142,8 +142,8 @@ pub struct StorageConfig {
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// Local roots: fsync each file and its directory before the protocol's next step
-    /// relies on it. Without it a power loss or kernel crash can keep a commit marker and
-    /// lose the data of the files it names.
+    /// relies on it. Without it a power loss or kernel crash can keep a commit of the
+    /// events table and lose the data of the files it names.
     pub fsync: bool,
 }
 
@@ -158,13 +158,14 @@ impl fmt::Debug for StorageConfig {
     }
 }
 
-/// When a partition's buffer is written out.
+/// When a shard's buffers are written out: one flush takes every buffer of the shard.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlushConfig {
-    /// Rows in one partition's buffer that trigger a flush.
+    /// Rows in a shard's buffers that trigger a flush.
     pub max_rows: usize,
-    /// Estimated bytes in one partition's buffer that trigger a flush.
+    /// Bytes a shard's buffers hold in memory (their columns' capacity) that trigger a
+    /// flush.
     pub max_bytes: usize,
     /// Age of a buffer's oldest row that triggers a flush, in milliseconds.
     pub max_age_ms: u64,

@@ -7,7 +7,14 @@ use crate::config::{LogConfig, LogFormat};
 /// Install the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
 /// Logs go to stderr so stdout stays free for command output.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    // The Delta kernel logs at info for every snapshot it loads and every commit, dozens a
+    // minute for an ingestor: left at warn unless `log.level` names it.
+    let level = if cfg.level.contains("delta_kernel") {
+        cfg.level.clone()
+    } else {
+        format!("{},delta_kernel=warn", cfg.level)
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -6,4 +6,6 @@ pub mod probe;
 pub mod table;
 
 pub use probe::{check_conditional_put, ProbeError};
-pub use table::{Commit, DataFile, LiveFile, Operation, Outcome, StatsPlan, Table, TableError};
+pub use table::{
+    off_runtime, Commit, DataFile, LiveFile, Operation, Outcome, StatsPlan, Table, TableError,
+};

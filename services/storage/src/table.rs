@@ -26,6 +26,7 @@ use delta_kernel::transaction::data_layout::DataLayout;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 use delta_kernel::{FileMeta, Snapshot, SnapshotRef};
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::executor::TaskExecutor;
 use delta_kernel_default_engine::parquet::DataFileMetadata;
 use delta_kernel_default_engine::stats::collect_stats;
 use delta_kernel_default_engine::{build_add_file_metadata, DefaultEngine, DefaultEngineBuilder};
@@ -60,15 +61,43 @@ pub enum TableError {
         version: u64,
         reason: String,
     },
+    #[error("a call of the delta table was interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// Runs a call of the table off the async runtime's worker threads: the kernel's calls
+/// block on I/O. A panic inside is resumed here.
+pub async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TableError> + Send + 'static,
+) -> Result<T, TableError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it.
+        Err(e) => Err(TableError::Interrupted(e.to_string())),
+    }
 }
 
 impl TableError {
-    /// A storage hiccup or an interrupted commit: the same step may succeed later.
+    /// A storage hiccup or an interrupted commit: the same step may succeed later. The
+    /// kernel reports a log it could not read or write (a store down, a folder made
+    /// read-only) as an object-store or I/O error of its own.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            TableError::Store { .. } | TableError::Retryable { .. }
-        )
+        fn io(e: &delta_kernel::KernelError) -> bool {
+            use delta_kernel::KernelError as K;
+            match e {
+                K::ObjectStore(_) | K::IOError(_) | K::Reqwest(_) => true,
+                K::Backtraced { source, .. } => io(source),
+                _ => false,
+            }
+        }
+        match self {
+            TableError::Store { .. }
+            | TableError::Retryable { .. }
+            | TableError::Interrupted(_) => true,
+            TableError::Kernel { source, .. } => io(source),
+            TableError::Invalid { .. } => false,
+        }
     }
 }
 
@@ -219,6 +248,15 @@ impl Table {
         })
     }
 
+    /// A table in a local folder.
+    pub fn local(dir: &std::path::Path) -> Result<Self, TableError> {
+        let url = Url::from_directory_path(dir).map_err(|()| TableError::Invalid {
+            url: dir.display().to_string(),
+            reason: "not an absolute path".into(),
+        })?;
+        Self::new(Arc::new(object_store::local::LocalFileSystem::new()), url)
+    }
+
     /// The `events/` table of a storage root.
     pub fn events(storage: &sohoa_runtime::Storage) -> Result<Self, TableError> {
         let (store, url) = storage.url_of("events").map_err(|e| TableError::Invalid {
@@ -271,6 +309,14 @@ impl Table {
         Ok(false)
     }
 
+    /// Whether the log holds any commit, without asking the kernel to load a table that
+    /// may not be there (which it reports as an error). Blocking.
+    pub fn exists_blocking(&self) -> Result<bool, TableError> {
+        let executor = kernel_executor().map_err(|e| self.err(e))?;
+        let table = self.clone();
+        executor.block_on(async move { table.exists().await })
+    }
+
     /// The newest snapshot. Blocking: call it off the async runtime.
     pub fn latest(&self) -> Result<SnapshotRef, TableError> {
         Snapshot::builder_for(self.url.as_str())
@@ -304,8 +350,8 @@ impl Table {
         stats_columns: &[&str],
         properties: &[(&str, &str)],
     ) -> Result<SnapshotRef, TableError> {
-        if let Ok(snapshot) = self.latest() {
-            return Ok(snapshot);
+        if self.exists_blocking()? {
+            return self.latest();
         }
         let mut fields: Vec<StructField> = StructType::try_from_arrow(schema)
             .map_err(|e| self.err(e.into()))?

@@ -546,7 +546,7 @@ pub fn run(
 
     // Which files to fold: those the state has not folded. A compacted file whose marker
     // is still there and whose inputs were all folded holds nothing new and is not read.
-    let files = rt.block_on(crate::read::event_files(&*store, DateRange::default()))?;
+    let files = crate::event_files(&*store, rt, opts, DateRange::default())?;
     let known: HashMap<&str, u64> = old.files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     let mut present: Vec<(String, u64)> = Vec::new();
     let (mut plain, mut compacted) = (Vec::new(), Vec::new());

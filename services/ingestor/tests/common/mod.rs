@@ -97,10 +97,130 @@ pub fn config(brokers: &str, root: &Path, extra: &[(&str, &str)]) -> Config {
     Config::load_with_env(None, env).unwrap()
 }
 
-/// Every row of every published file under `<root>/events/`.
+/// The files of the newest snapshot of the events table under `root`, read through the
+/// Delta kernel: a file no commit added (a fenced or interrupted flush's) is not one.
+pub fn table_files(root: &Path) -> Vec<PathBuf> {
+    table_files_in(&root.join("events"))
+}
+
+/// [`table_files`] of the table in `dir` (a root's `events/`, wherever it is now).
+pub fn table_files_in(dir: &Path) -> Vec<PathBuf> {
+    let table = sohoa_storage::Table::local(dir).unwrap();
+    let Ok(snapshot) = table.latest() else {
+        return Vec::new();
+    };
+    table
+        .files(&snapshot)
+        .unwrap()
+        .into_iter()
+        .map(|f| dir.join(f.path))
+        .collect()
+}
+
+/// The offset the newest snapshot of the table in `dir` records for each partition
+/// `0..partitions` of `topic` (its `txn` actions: where a restart resumes); `None` where
+/// it records nothing.
+pub fn table_offsets(dir: &Path, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let table = sohoa_storage::Table::local(dir).unwrap();
+    let Ok(snapshot) = table.latest() else {
+        return vec![None; partitions as usize];
+    };
+    (0..partitions)
+        .map(|p| {
+            let app = sohoa_storage::events::kafka_app_id(topic, p);
+            table.app_version(&snapshot, &app).unwrap()
+        })
+        .collect()
+}
+
+/// Offsets of `good` (sorted) that the table in `dir` says it holds (below the offset it
+/// records for their partition) and that none of its files holds: progress committed past
+/// data not written. The offsets are read before the rows, so a commit in between can only
+/// add rows, never a false claim.
+pub fn claimed_not_held(dir: &Path, topic: &str, partitions: i32, good: &[Coord]) -> Vec<Coord> {
+    let claimed = table_offsets(dir, topic, partitions);
+    let held = offsets_in_table(dir);
+    good.iter()
+        .filter(|(p, o)| {
+            claimed[*p as usize].is_some_and(|next| *o < next) && !held.contains_key(&(*p, *o))
+        })
+        .copied()
+        .collect()
+}
+
+/// Where the commits of the table under `root` disagree with one another or with the
+/// snapshot, per partition of `topic`: ranges (`sohoa.ranges`) that leave a gap or
+/// overlap, a last range that does not end where the `txn` offset says, or event counts
+/// that are not the rows of the partition in the table's files. Read while no one writes.
+pub fn range_problems(root: &Path, topic: &str, partitions: i32) -> Vec<String> {
+    let ranges = committed_ranges(root);
+    let offsets = table_offsets(&root.join("events"), topic, partitions);
+    let rows = offsets_in_storage(root);
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let mine: Vec<&serde_json::Value> = ranges
+            .iter()
+            .filter(|r| r["topic"] == topic && r["partition"].as_i64() == Some(p.into()))
+            .collect();
+        let mut end: Option<i64> = None;
+        let mut events = 0;
+        for r in &mine {
+            let (start, last) = (r["start"].as_i64().unwrap(), r["end"].as_i64().unwrap());
+            if let Some(e) = end.filter(|e| start != e + 1) {
+                out.push(format!(
+                    "p{p}: range {start}..={last} follows one ending at {e}"
+                ));
+            }
+            end = Some(last);
+            events += r["events"].as_u64().unwrap() as usize;
+        }
+        if end.map(|e| e + 1) != offsets[p as usize] {
+            out.push(format!(
+                "p{p}: the ranges end at {end:?}, the table records {:?}",
+                offsets[p as usize]
+            ));
+        }
+        let held: usize = rows
+            .range((p, i64::MIN)..=(p, i64::MAX))
+            .map(|(_, n)| n)
+            .sum();
+        if held != events {
+            out.push(format!(
+                "p{p}: the ranges count {events} events, the table's files hold {held} rows"
+            ));
+        }
+    }
+    out
+}
+
+/// The source ranges the events table's commits record (`sohoa.ranges` in each commit's
+/// `commitInfo.operationParameters`), sorted by partition and start.
+pub fn committed_ranges(root: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let log = root.join("events/_delta_log");
+    let Ok(entries) = std::fs::read_dir(&log) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(r) = action["commitInfo"]["operationParameters"]["sohoa.ranges"].as_str() {
+                out.extend(serde_json::from_str::<Vec<serde_json::Value>>(r).unwrap());
+            }
+        }
+    }
+    out.sort_by_key(|r| (r["partition"].as_i64(), r["start"].as_i64()));
+    out
+}
+
+/// Every row of the events table under `<root>/events/`.
 pub fn read_events(root: &Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
-    for f in parquet_files(&root.join("events")) {
+    for f in table_files(root) {
         let file = std::fs::File::open(&f).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap()
@@ -111,11 +231,16 @@ pub fn read_events(root: &Path) -> Vec<RecordBatch> {
     out
 }
 
+/// The Parquet data files under `dir`: the table's checkpoints, Parquet files too, are
+/// not data.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
+            if p.file_name().is_some_and(|n| n == "_delta_log") {
+                continue;
+            }
             if p.is_dir() {
                 files.extend(parquet_files(&p));
             } else if p.extension().is_some_and(|x| x == "parquet") {
@@ -129,23 +254,12 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 
 /// How many times each (partition, offset) appears in storage.
 pub fn offsets_in_storage(root: &Path) -> BTreeMap<(i32, i64), usize> {
-    let mut seen = BTreeMap::new();
-    for b in read_events(root) {
-        let parts = b
-            .column_by_name("source_partition")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::Int32Type>()
-            .clone();
-        let offs = b
-            .column_by_name("source_offset")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .clone();
-        for i in 0..b.num_rows() {
-            *seen.entry((parts.value(i), offs.value(i))).or_insert(0) += 1;
-        }
-    }
-    seen
+    offsets_in_table(&root.join("events"))
+}
+
+/// [`offsets_in_storage`] of the table in `dir`.
+pub fn offsets_in_table(dir: &Path) -> BTreeMap<(i32, i64), usize> {
+    offsets_in_files(&table_files_in(dir))
 }
 
 /// Expected (partition, offset) of every good message, from the broker's own view of
@@ -585,11 +699,17 @@ impl Drop for FaultTest {
     }
 }
 
-/// How many times each (partition, offset) appears in the Parquet files under `dir`.
+/// How many times each (partition, offset) appears in the Parquet files under `dir`,
+/// whether the table names them or not.
 pub fn offsets_in_dir(dir: &Path) -> BTreeMap<(i32, i64), usize> {
+    offsets_in_files(&parquet_files(dir))
+}
+
+/// How many times each (partition, offset) appears in `files`.
+pub fn offsets_in_files(files: &[PathBuf]) -> BTreeMap<(i32, i64), usize> {
     let mut seen = BTreeMap::new();
-    for f in parquet_files(dir) {
-        let file = std::fs::File::open(&f).unwrap();
+    for f in files {
+        let file = std::fs::File::open(f).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap()
             .build()
@@ -635,4 +755,34 @@ pub fn produce_slice(brokers: &str, topic: &str, msgs: &[String], first: usize) 
         }
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The rows the ingestor makes of messages `offsets` of partition `partition` of topic `t`,
+/// each the national sync fixture `tests/fixtures/dvcqg/samples-envelope.json`.
+pub fn fixture_rows(partition: i32, offsets: std::ops::Range<i64>) -> RecordBatch {
+    use sohoa_schemas::{build_decoder, DecodeOutput, DecoderContext, DecoderKind};
+    const PAYLOAD: &[u8] = include_bytes!("../../../../tests/fixtures/dvcqg/samples-envelope.json");
+    let ctx = DecoderContext {
+        source_system: std::sync::Arc::from("dvcqg"),
+        pseudonymizer: std::sync::Arc::new(
+            sohoa_schemas::Pseudonymizer::new(b"test-key-0123456789").unwrap(),
+        ),
+    };
+    let decoder = build_decoder(DecoderKind::Dvcqg, ctx);
+    let mut b = sohoa_schemas::EventBatchBuilder::default();
+    for offset in offsets {
+        let mut out = DecodeOutput::default();
+        decoder.decode(PAYLOAD, &mut out);
+        let lineage = sohoa_schemas::Lineage {
+            topic: "t",
+            partition,
+            offset,
+            ingested_at: 1_700_000_000_000_000,
+            arrived_at: 1_700_000_000_000_000,
+        };
+        for e in &out.events {
+            b.append(e, &lineage);
+        }
+    }
+    b.finish().unwrap()
 }
