@@ -27,6 +27,17 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
+def events_table(root, version=None, storage_options=None):
+    """The `events/` Delta table under a storage root, opened by delta-rs (deltalake).
+
+    The table is what a reader must go by: files of a flush that never committed, and files
+    a compaction replaced until a vacuum deletes them, stay on disk, so a glob over
+    `events/**/*.parquet` counts rows the table does not hold."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(f"{root}/events", version=version, storage_options=storage_options)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

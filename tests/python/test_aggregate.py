@@ -1,7 +1,7 @@
 """The aggregator checked by independent tools: its metrics by SQL in DuckDB, its report
 in a real headless browser.
 
-A generated feed is backfilled into events/, `sohoa aggregate` writes dossiers/ and
+A generated feed is backfilled into the events/ Delta table, `sohoa aggregate` writes dossiers/ and
 metrics/, and DuckDB runs the SQL that ships for analysts (schemas/sql/metrics.sql) on
 dossiers/, handovers/ and metrics/agencies.parquet alone. Every count of every metrics
 row, in both views, must match exactly, and the rates must be the counts' quotients
@@ -21,7 +21,7 @@ import tomllib
 
 import duckdb
 import pytest
-from conftest import ROOT, Dom, headless, run
+from conftest import ROOT, Dom, events_table, headless, run
 
 AS_OF = "2024-09-15T12:00:00"
 AGENCIES = ["000.00.12.H55", "000.00.30.H55", "000.20.31.H55", "000.21.32.H55", "000.22.33.H55"]
@@ -582,8 +582,9 @@ def test_continuous_mode_publishes_the_newest_event_it_includes(aggregated, soho
 
     try:
         first = wait("a first run", lambda: scrape(port, "/readyz")[0] == 200 and gauges())
-        newest_before = duckdb.connect().execute(
-            f"SELECT epoch(max(event_time)) FROM read_parquet('{root}/events/*/*.parquet')").fetchone()[0]
+        stored = duckdb.connect().from_arrow(events_table(root).to_pyarrow_dataset())
+        ((newest_before, rows),) = stored.aggregate("epoch(max(event_time)), count(*)").fetchall()
+        assert rows == events
         assert abs(first["sohoa_aggregate_newest_event_timestamp_seconds"] - newest_before) < 1
         assert first["sohoa_aggregate_events_read"] == events
         assert first['sohoa_aggregate_runs_total{outcome="success"}'] >= 1

@@ -1,15 +1,17 @@
-"""Backfill from files, then read events/ with real external readers: DuckDB and pyarrow.
+"""Backfill from files, then read the events/ Delta table with real external readers:
+deltalake (delta-rs), and DuckDB and pyarrow over its Arrow dataset.
 
-The backfill runs the same pipeline and exactly-once protocol as Kafka ingestion, so a
-re-run must not duplicate anything, and bad lines must land in the rejects file."""
+The backfill runs the same pipeline and exactly-once protocol as Kafka ingestion (each
+commit records the next line of the file as its `txn` version), so a re-run must not
+duplicate anything, and bad lines must land in the rejects file."""
 import datetime as dt
 import json
 import os
 
 import duckdb
-import pyarrow.dataset as ds
+import pyarrow as pa
 import pytest
-from conftest import FIXTURES, run
+from conftest import FIXTURES, events_table, run
 
 N_GOOD = 300
 BAD_LINES = {17: '{"MaHoSo": "X", "TrangThaiHoSo": ', 120: '{"MaHoSo": "Y", "TrangThaiHoSo": 42, "NgayTiepNhan": "20230301080000"}', 250: "not json at all"}
@@ -32,9 +34,16 @@ def record(i):
     }
 
 
-def scalar(sql):
-    """The one value a query returns."""
-    return duckdb.connect().execute(sql).fetchall()[0][0]
+def events(out):
+    """A DuckDB connection where `events` is the table's newest snapshot."""
+    con = duckdb.connect()
+    con.register("events", events_table(out).to_pyarrow_dataset())
+    return con
+
+
+def scalar(out, sql):
+    """The one value a query over `events` returns."""
+    return events(out).execute(sql).fetchall()[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -78,18 +87,22 @@ def test_rerun_does_not_duplicate(loaded):
     assert second.returncode == 0, second.stderr
     assert "0 events written" in second.stderr
     assert "already loaded before, skipped" in second.stderr
-    n = scalar(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet')")
-    assert n == N_GOOD
+    assert scalar(out, "SELECT count(*) FROM events") == N_GOOD
+    # The table records the whole file as read, and the re-run committed nothing.
+    table = events_table(out)
+    topic = scalar(out, "SELECT DISTINCT source_topic FROM events")
+    assert table.transaction_version(topic) == N_GOOD + len(BAD_LINES)
+    assert [h["operation"] for h in table.history()].count("WRITE") >= 1
+    assert all(h["operation"] in ("WRITE", "CREATE TABLE") for h in table.history())
 
 
-def test_duckdb_reads_hive_partitions_with_the_same_values(loaded):
+def test_duckdb_reads_the_table_with_the_same_values(loaded):
     out, _, _ = loaded
-    con = duckdb.connect()
+    con = events(out)
     rows = con.sql(
-        f"""SELECT dossier_code, agency_code, channel, status, status_code, received_at,
-                   "date", has_digitized_component, source_topic, source_offset
-            FROM read_parquet('{out}/events/**/*.parquet', hive_partitioning = true)
-            ORDER BY source_offset"""
+        """SELECT dossier_code, agency_code, channel, status, status_code, received_at,
+                  "date", has_digitized_component, source_topic, source_offset
+           FROM events ORDER BY source_offset"""
     ).fetchall()
     assert len(rows) == N_GOOD
     assert len({r[0] for r in rows}) == N_GOOD
@@ -98,32 +111,33 @@ def test_duckdb_reads_hive_partitions_with_the_same_values(loaded):
     assert code == "000.00.10.H55-230301-0000"
     assert (agency, channel, status, status_code, digitized) == ("000.00.10.H55", "online", "received", 2, False)
     assert received == dt.datetime(2023, 3, 1, 0, 0, tzinfo=dt.timezone.utc)  # 07:00 at UTC+7
-    assert str(date) == "2023-03-01"
+    assert date == dt.date(2023, 3, 1)
     assert topic.startswith("file:export.jsonl#") and offset == 0
     # The date partition is the Vietnam-local date of the event time, for every row.
-    mismatched = scalar(
-        f"""SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet', hive_partitioning = true)
-            WHERE CAST(event_time + INTERVAL 7 HOUR AS DATE) <> CAST("date" AS DATE)"""
-    )
+    mismatched = scalar(out, "SELECT count(*) FROM events "
+                             "WHERE CAST(timezone('UTC', event_time) + INTERVAL 7 HOUR AS DATE) <> \"date\"")
     assert mismatched == 0
-    online = scalar(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet') WHERE channel = 'online'")
+    online = scalar(out, "SELECT count(*) FROM events WHERE channel = 'online'")
     assert online == sum(1 for i in range(N_GOOD) if i % 3 == 0)
     # No personal data anywhere in the files.
-    names = scalar(f"SELECT count(*) FROM read_parquet('{out}/events/**/*.parquet') WHERE applicant_pseudonym LIKE '0821%'")
+    names = scalar(out, "SELECT count(*) FROM events WHERE applicant_pseudonym LIKE '0821%'")
     assert names == 0
 
 
 def test_pyarrow_sees_the_schema_and_its_documentation(loaded):
     out, _, _ = loaded
-    dataset = ds.dataset(str(out / "events"), format="parquet", partitioning="hive")
-    table = dataset.to_table()
+    table = events_table(out).to_pyarrow_dataset().to_table()
     assert table.num_rows == N_GOOD
     schema = table.schema
-    assert str(schema.field("event_time").type) == "timestamp[us, tz=UTC]"
-    assert str(schema.field("status_code").type) == "int8"
-    assert str(schema.field("supplements").type).startswith("list<item: struct<requested_at: timestamp[us, tz=UTC]")
+    utc = pa.timestamp("us", tz="UTC")
+    assert schema.field("event_time").type == utc
+    assert schema.field("status_code").type == pa.int8()
+    supplements = schema.field("supplements").type
+    assert pa.types.is_list(supplements) and supplements.value_type.field("requested_at").type == utc
     assert b"description" in schema.field("dossier_code").metadata
-    assert "date" in schema.names
+    # The partition column is a Delta date, not a string of the folder name.
+    assert schema.field("date").type == pa.date32()
+    assert events_table(out).metadata().partition_columns == ["date"]
 
 
 def test_an_envelope_file_is_one_message(sohoa, tmp_path):
@@ -131,5 +145,5 @@ def test_an_envelope_file_is_one_message(sohoa, tmp_path):
     p = run([sohoa, "ingest", "--from-file", str(FIXTURES / "dvcqg/samples-envelope.json"), "--out", str(tmp_path)], env=env)
     assert p.returncode == 0, p.stderr
     assert "1 messages, 3 events written" in p.stderr
-    codes = sorted(r[0] for r in duckdb.sql(f"SELECT dossier_code FROM read_parquet('{tmp_path}/events/**/*.parquet')").fetchall())
+    codes = sorted(r[0] for r in events(tmp_path).execute("SELECT dossier_code FROM events").fetchall())
     assert codes == ["000.00.12.H55-230223-0001", "000.00.12.H55-230301-0107", "000.00.30.H55-230110-0042"]

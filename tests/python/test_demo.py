@@ -2,8 +2,9 @@
 
 The demo runs the embedded Kafka cluster, three ingestors and the aggregator in one
 process. The generator records what it put in the feed, per agency; the metrics must
-equal it exactly, the dead-letter count must equal the malformed messages, and a second
-run into the same folder must write nothing twice."""
+equal it exactly, the dead-letter count must equal the malformed messages, the events
+Delta table must record every message of every partition as consumed (its `txn`
+versions), and a second run into the same folder must write nothing twice."""
 import json
 import os
 import re
@@ -12,9 +13,10 @@ import zlib
 
 import duckdb
 import pytest
-from conftest import Dom, assert_metrics_equal_truth, headless, run
+from conftest import Dom, assert_metrics_equal_truth, events_table, headless, run
 
 DOSSIERS = 3000
+TOPIC = "dvcqg.dossiers"
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,41 @@ def demo(tmp_path_factory, sohoa):
 
 
 def events(out):
-    return duckdb.connect().execute(
-        f"SELECT count(*) FROM read_parquet('{out}/events/*/*.parquet')").fetchall()[0][0]
+    """Rows of the events table's newest snapshot."""
+    return events_table(out).to_pyarrow_dataset().count_rows()
+
+
+def consumed(table):
+    """The next offset the table records for each partition of the input topic, while
+    it records one (the demo's partitions are numbered from 0)."""
+    offsets = []
+    while (v := table.transaction_version(f"kafka:{TOPIC}:{len(offsets)}")) is not None:
+        offsets.append(v)
+    return offsets
+
+
+def test_the_table_records_every_message_as_consumed(demo):
+    out, first, _ = demo
+    truth = json.loads((out / "ground-truth.json").read_text())
+    table = events_table(out)
+    offsets = consumed(table)
+    assert len(offsets) > 1 and sum(offsets) == truth["messages"]
+    # Every offset below a partition's recorded one is in a committed range, once: the
+    # ranges each commit describes tile the partition from 0.
+    ranges = {}
+    for h in table.history():
+        for r in json.loads(h.get("operationParameters", {}).get("sohoa.ranges", "[]")):
+            assert r["topic"] == TOPIC
+            ranges.setdefault(r["partition"], []).append((r["start"], r["end"], r["events"], r["dead_lettered"]))
+    assert sorted(ranges) == list(range(len(offsets)))
+    for p, rs in ranges.items():
+        rs.sort()
+        assert rs[0][0] == 0 and rs[-1][1] == offsets[p] - 1, p
+        assert all(a[1] + 1 == b[0] for a, b in zip(rs, rs[1:])), p
+    # The rows are what the ranges say they hold, and the dead letters are the malformed.
+    all_ranges = [r for rs in ranges.values() for r in rs]
+    assert sum(r[2] for r in all_ranges) == events(out)
+    assert sum(r[3] for r in all_ranges) == truth["malformed"]
 
 
 def test_metrics_equal_the_generators_ground_truth(demo):
@@ -92,12 +127,15 @@ def test_the_demo_ends_with_its_stage_timings(demo):
 def test_a_second_run_finds_the_first_and_writes_nothing_twice(demo, sohoa):
     out, _, env = demo
     before = events(out)
+    version, offsets = events_table(out).version(), consumed(events_table(out))
     again = run([sohoa, "demo", "--dossiers", str(DOSSIERS), "--out", str(out)], env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "found a previous demo" in again.stderr
     assert "nothing was written twice" in again.stderr
     stage_times(again.stdout)
     assert events(out) == before
+    table = events_table(out)
+    assert (table.version(), consumed(table)) == (version, offsets), "nothing committed"
     # Another size into the same folder is refused, with the way out.
     other = run([sohoa, "demo", "--dossiers", "10", "--out", str(out)], env=env, timeout=120)
     assert other.returncode == 1

@@ -31,6 +31,7 @@ import tomllib
 
 import pytest
 import yaml
+from conftest import events_table
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -1456,7 +1457,13 @@ def test_the_backfill_job_runs_as_shipped_with_a_read_only_working_directory(soh
     prefix = out[len("s3://") + len(bucket) + 1:].strip("/")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     assert any(k.startswith(f"{prefix}/_sohoa/rejects/") and k.endswith(".jsonl") for k in keys), keys
-    assert any(k.startswith(f"{prefix}/events/") for k in keys), keys
+    # The events table, read from the bucket by deltalake: the envelope's three records.
+    assert f"{prefix}/events/_delta_log/{1:020}.json" in keys, keys
+    table = events_table(f"s3://{bucket}/{prefix}", storage_options={
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    assert table.to_pyarrow_dataset().count_rows() == 3
+    assert all(u.startswith(f"s3://{bucket}/{prefix}/events/date=") for u in table.file_uris())
 
 
 def test_overlays_do_what_they_say():

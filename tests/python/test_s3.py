@@ -1,15 +1,14 @@
-"""The same storage protocol against an S3-compatible server: moto in server mode, started
-by this test on 127.0.0.1 (a fake of S3 itself, since no real bucket is reachable here).
-Conditional puts (the commit point) and renames (publishing) go through object_store's S3
-client exactly as they would against AWS or MinIO."""
+"""The events table against an S3-compatible server: moto in server mode, started by this
+test on 127.0.0.1 (a fake of S3 itself, since no real bucket is reachable here). Data files
+are plain puts; each Delta log version is a conditional put that fails if the object exists
+(the commit point), through object_store's S3 client exactly as against AWS or MinIO. The
+table is read back from the bucket by delta-rs (deltalake), an independent reader."""
 import csv
 import io
 import os
 
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pytest
-from conftest import FIXTURES, run
+from conftest import FIXTURES, events_table, run
 
 BUCKET = "sohoa-test"
 
@@ -35,6 +34,12 @@ def s3_env(endpoint):
     )
 
 
+def read_options(endpoint):
+    """deltalake's options for the bucket: moto's endpoint, over plain HTTP."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
 def ingest(sohoa, endpoint, tmp_path, fixture):
     env = s3_env(endpoint)
     return run([sohoa, "ingest", "--from-file", str(fixture), "--out", f"s3://{BUCKET}/province"],
@@ -52,18 +57,23 @@ def test_backfill_to_s3_is_exactly_once_and_readable(sohoa, s3, tmp_path):
     assert "0 events written" in again.stderr
 
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="province/")["Contents"])
-    events = [k for k in keys if k.startswith("province/events/")]
-    assert len(events) == 3 and all(k.endswith(".parquet") for k in events)
-    assert any(k.startswith("province/_sohoa/commits/") for k in keys)
-    assert not any(k.startswith("province/_sohoa/staging/") for k in keys), "staging is empty after publish"
+    data = [k for k in keys if k.startswith("province/events/date=")]
+    assert len(data) == 3 and all(k.endswith(".parquet") for k in data)
+    # Version 0 creates the table, version 1 is the backfill; the re-run committed nothing.
+    log = [k for k in keys if k.startswith("province/events/_delta_log/") and k.endswith(".json")]
+    assert log == [f"province/events/_delta_log/{v:020}.json" for v in (0, 1)], log
 
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
-                           access_key="test", secret_key="test")
-    table = ds.dataset(f"{BUCKET}/province/events", filesystem=fs, format="parquet",
-                       partitioning="hive").to_table()
-    assert table.num_rows == 3
-    assert sorted(table.column("dossier_code").to_pylist()) == [
+    table = events_table(f"s3://{BUCKET}/province", storage_options=read_options(endpoint))
+    assert table.version() == 1
+    assert sorted(table.file_uris()) == [f"s3://{BUCKET}/{k}" for k in data]
+    rows = table.to_pyarrow_dataset().to_table()
+    assert rows.num_rows == 3
+    assert sorted(rows.column("dossier_code").to_pylist()) == [
         "000.00.12.H55-230223-0001", "000.00.12.H55-230301-0107", "000.00.30.H55-230110-0042"]
+    # The backfill's progress, under the file's source name: one message (the envelope), line 0 done.
+    topics = set(rows.column("source_topic").to_pylist())
+    assert len(topics) == 1
+    assert table.transaction_version(topics.pop()) == 1
 
 
 def test_aggregate_reads_and_writes_the_bucket(sohoa, s3, tmp_path):

@@ -11,10 +11,12 @@ does not share code with, driven by a client nobody here wrote:
    mid-stream and restarted.
 3. `sohoa aggregate` runs on what they wrote.
 
-The checks: every message is in `events/` exactly once or in the dead-letter topic (never
-both, never neither); the dead-letter topic holds exactly the malformed messages; the
-group's committed offsets, read back through the broker by confluent-kafka, equal the
-high watermarks; the metrics equal the ground truth.
+The checks: every message is in the `events/` Delta table (read by deltalake, so files of
+the killed ingestor's uncommitted flush, which stay on disk, are not counted) exactly once
+or in the dead-letter topic (never both, never neither); the table's `txn` version of each
+partition equals its high watermark; the dead-letter topic holds exactly the malformed
+messages; the group's committed offsets, read back through the broker by confluent-kafka,
+equal the high watermarks; the metrics equal the ground truth.
 
 tests/run (through tests/install-tansu) installs tansu 0.6.0 with cargo when it is
 missing; tests/run-tansu runs this test alone."""
@@ -32,7 +34,7 @@ import urllib.request
 import duckdb
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from conftest import assert_metrics_equal_truth, run
+from conftest import assert_metrics_equal_truth, events_table, run
 
 TOPIC = "dvcqg.dossiers"
 DEAD = "sohoa.dead-letters"
@@ -311,7 +313,9 @@ def test_committed_offsets_equal_the_high_watermarks(e2e):
 
 def test_every_message_is_in_storage_exactly_once_or_dead_lettered(e2e):
     con = duckdb.connect()
-    events = f"read_parquet('{e2e['root']}/events/*/*.parquet')"
+    table = events_table(e2e["root"])
+    con.register("stored", table.to_pyarrow_dataset())
+    events = "stored"
     dup = con.execute(f"""SELECT source_partition, source_offset, event_id, count(*) AS n FROM {events}
                           GROUP BY ALL HAVING n > 1 LIMIT 5""").fetchall()
     assert dup == [], "duplicated events"
@@ -325,6 +329,8 @@ def test_every_message_is_in_storage_exactly_once_or_dead_lettered(e2e):
     good = [json.loads(line) for line in e2e["lines"] if not is_malformed(line)]
     rows = con.execute(f"SELECT count(*) FROM {events}").fetchone()[0]
     assert rows == sum(len(m["data"]) for m in good)
+    # The table's record of how far each partition was consumed is the broker's end.
+    assert [table.transaction_version(f"kafka:{TOPIC}:{p}") for p in range(PARTITIONS)] == high
 
 
 def test_the_dead_letter_topic_holds_exactly_the_malformed_messages(e2e):
