@@ -28,6 +28,9 @@
 //!   of `config/default.toml`, 60 s). Once a replica has received every message, the
 //!   bench stops it with SIGTERM, and its graceful drain writes the last buffers; the time
 //!   runs until every replica has exited, so the drain counts;
+//! - `SOHOA_BENCH_FLUSH_BYTES`: its `flush.max_bytes` (default: the production default of
+//!   `config/default.toml`, 64 MB). A flush takes every date buffer of a shard, so a smaller
+//!   one multiplies the files of a feed spread over many dates;
 //! - `SOHOA_BENCH_LOG`: the replicas' log level (default `error`; logs go to stderr).
 
 use std::io::{Read, Write};
@@ -524,7 +527,10 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
                     "SOHOA__BUFFER__MAX_BYTES",
                     std::env::var("SOHOA_BENCH_BUFFER_BYTES").unwrap_or_else(|_| "67108864".into()),
                 )
-                .env("SOHOA__FLUSH__MAX_BYTES", "16777216")
+                .envs(
+                    std::env::var("SOHOA_BENCH_FLUSH_BYTES")
+                        .map(|b| ("SOHOA__FLUSH__MAX_BYTES", b)),
+                )
                 .stderr(Stdio::inherit())
                 .spawn()
                 .unwrap();
