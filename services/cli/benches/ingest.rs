@@ -31,7 +31,10 @@
 //! - `SOHOA_BENCH_FLUSH_BYTES`: its `flush.max_bytes` (default: the production default of
 //!   `config/default.toml`, 64 MB). A flush takes every date buffer of a shard, so a smaller
 //!   one multiplies the files of a feed spread over many dates;
-//! - `SOHOA_BENCH_LOG`: the replicas' log level (default `error`; logs go to stderr).
+//! - `SOHOA_BENCH_LOG`: the replicas' log level (default `error`; logs go to stderr);
+//! - `SOHOA_BENCH_WRAPPER`: a program the replicas are started through, given the binary
+//!   and its arguments. It must `exec` them, so that the bench's SIGTERM and its memory
+//!   readings reach the replica: a script that preloads a heap profiler, for example.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -53,8 +56,8 @@ const SMALL_TOPIC: &str = "bench.small";
 /// Partitions of the benchmark topic: `SOHOA_BENCH_PARTITIONS`, default 512. The mock
 /// cluster keeps about 5 MB per partition, so the default topic of 1.4 GB needs this many
 /// for nothing to be deleted before it is read (checked below through the low
-/// watermarks). A replica writes a file per partition and day at each flush: fewer
-/// partitions (with a smaller topic) show what larger files cost.
+/// watermarks). A shard's flush writes a file per date, whatever the partitions: more of
+/// them spread the same messages over more fetches and more commit ranges.
 fn partitions() -> i32 {
     std::env::var("SOHOA_BENCH_PARTITIONS")
         .ok()
@@ -506,7 +509,15 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
                 .local_addr()
                 .unwrap()
                 .port();
-            let child = Command::new(env!("CARGO_BIN_EXE_sohoa"))
+            let mut child = match std::env::var("SOHOA_BENCH_WRAPPER") {
+                Ok(wrapper) => {
+                    let mut c = Command::new(wrapper);
+                    c.arg(env!("CARGO_BIN_EXE_sohoa"));
+                    c
+                }
+                Err(_) => Command::new(env!("CARGO_BIN_EXE_sohoa")),
+            };
+            let child = child
                 .arg("ingest")
                 .arg("--config")
                 .arg(&cfg)
