@@ -22,7 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{RecordBatch, StructArray};
+use arrow::array::StructArray;
 use bytes::Bytes;
 use rayon::prelude::*;
 use rustc_hash::FxBuildHasher;
@@ -55,24 +55,23 @@ pub enum Body {
         key: Option<Vec<u8>>,
         payload: Vec<u8>,
     },
-    /// Still in librdkafka's fetch buffer. Copying each payload out on the poll thread
-    /// cost a tenth of a replica's CPU: cold reads of the fetch buffer, and fresh pages
-    /// for the copies.
-    Fetched(crate::source::Fetched),
+    /// Copied out of librdkafka's fetch buffer into a chunk shared with the records polled
+    /// next to it: the key's `key_len` bytes, if it has a key, then the payload.
+    Copied { data: Bytes, key_len: Option<u32> },
 }
 
 impl Record {
     pub fn key(&self) -> Option<&[u8]> {
         match &self.body {
             Body::Owned { key, .. } => key.as_deref(),
-            Body::Fetched(m) => m.key(),
+            Body::Copied { data, key_len } => key_len.map(|k| &data[..k as usize]),
         }
     }
 
     pub fn payload(&self) -> &[u8] {
         match &self.body {
             Body::Owned { payload, .. } => payload,
-            Body::Fetched(m) => m.payload(),
+            Body::Copied { data, key_len } => &data[key_len.unwrap_or(0) as usize..],
         }
     }
 }
@@ -1007,17 +1006,13 @@ impl Pipeline {
             st.oldest_ts_ms = None;
         }
         ranges.sort_by(|a, b| a.key.cmp(&b.key));
-        let batches = std::mem::take(&mut self.days)
+        let days: Vec<(String, EventBatchBuilder)> = std::mem::take(&mut self.days)
             .into_iter()
             .filter(|(_, b)| !b.is_empty())
-            .map(|(day, mut b)| {
-                let rows = b.len() as u64;
-                Ok((day_string(day), b.finish()?, rows))
-            })
-            .collect::<Result<Vec<_>, arrow::error::ArrowError>>()
-            .map_err(WriteError::from)?;
-        // The finished batches hold the builders' memory until they are encoded: released
-        // only once the files that replace them are counted.
+            .map(|(day, b)| (day_string(day), b))
+            .collect();
+        // Each date's builders are freed as soon as its file is encoded, but they stay
+        // counted until every file is: the level only overstates meanwhile.
         let freed = self.bytes;
         self.rows = 0;
         self.bytes = 0;
@@ -1027,29 +1022,30 @@ impl Pipeline {
             self.shared.workers.as_deref(),
             &self.format,
             &self.stats,
-            &batches,
+            days,
         );
         self.metrics
             .pipeline_seconds
             .with_label_values(&["encoding"])
             .inc_by(encoding.elapsed().as_secs_f64());
         self.flushes += 1;
-        let mut files = Vec::with_capacity(batches.len());
+        let mut files = Vec::with_capacity(encoded.len());
         let mut held = 0;
-        for ((date, _, rows), e) in batches.into_iter().zip(encoded) {
-            let (data, capacity, stats) = e?;
-            held += capacity;
+        for e in encoded {
+            let e = e?;
+            held += e.capacity;
             let path = format!(
-                "date={date}/part-{:016x}-{:06}.parquet",
+                "date={}/part-{:016x}-{:06}.parquet",
+                e.date,
                 self.salt ^ now_ms() as u64,
                 self.flushes
             );
             files.push(GroupFile {
-                date,
+                date: e.date,
                 path,
-                data,
-                rows,
-                stats,
+                data: e.data,
+                rows: e.rows,
+                stats: e.stats,
             });
         }
         let bytes = held;
@@ -1440,27 +1436,45 @@ fn decode_batch<'a>(
     })
 }
 
-/// A file, the bytes its buffer holds (its capacity), and its statistics.
-type Encoded = Result<(Bytes, usize, StructArray), PipelineError>;
+/// One date's file of a flush.
+struct Encoded {
+    date: String,
+    rows: u64,
+    data: Bytes,
+    /// The bytes the file's buffer holds: its capacity.
+    capacity: usize,
+    /// The statistics the log keeps of the file.
+    stats: StructArray,
+}
 
-/// Encode each date's file, and the statistics the log keeps of it, spreading the files
-/// over the worker threads.
+/// Encode each date's buffers into its file, spreading the dates over the worker threads.
+/// A date's builders are dropped once its file is encoded, so a flush never holds every
+/// date both as builders and as sorted rows.
 fn encode_all(
     workers: Option<&rayon::ThreadPool>,
     format: &FileFormat,
     stats: &StatsPlan,
-    batches: &[(String, RecordBatch, u64)],
-) -> Vec<Encoded> {
-    let encode = |(_, batch, _): &(String, RecordBatch, u64)| -> Encoded {
+    days: Vec<(String, EventBatchBuilder)>,
+) -> Vec<Result<Encoded, PipelineError>> {
+    let encode = |(date, mut builder): (String, EventBatchBuilder)| {
+        let rows = builder.len() as u64;
+        let batch = builder.finish().map_err(WriteError::from)?;
+        drop(builder);
         let stats = stats
-            .collect(std::slice::from_ref(batch))
+            .collect(std::slice::from_ref(&batch))
             .map_err(|e| PipelineError::Stats(e.to_string()))?;
-        let (data, held) = format.encode_measured(batch)?;
-        Ok((data, held, stats))
+        let (data, capacity) = format.encode_measured(&batch)?;
+        Ok(Encoded {
+            date,
+            rows,
+            data,
+            capacity,
+            stats,
+        })
     };
     match workers {
-        Some(w) => w.install(|| batches.par_iter().map(encode).collect()),
-        None => batches.iter().map(encode).collect(),
+        Some(w) => w.install(|| days.into_par_iter().map(encode).collect()),
+        None => days.into_iter().map(encode).collect(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -48,6 +49,42 @@ pub struct IngestContext {
 pub struct Polled {
     records: Vec<Record>,
     bytes: usize,
+    /// Where the batch's keys and payloads are copied.
+    chunk: BytesMut,
+}
+
+/// Bytes of a chunk that polled messages are copied into. A message's bytes are copied
+/// out of librdkafka at once, so that it can free each fetch response as soon as the
+/// consumer has polled it: a message handed on in place kept its whole response (up to
+/// `fetch.max.bytes`) alive until the pipeline had decoded it, and the responses pinned
+/// by messages in flight were as large again as the buffer cap counted. A chunk is freed
+/// once every record copied into it is decoded.
+const CHUNK_BYTES: usize = 512 << 10;
+
+impl Polled {
+    fn push(&mut self, topic: &Arc<str>, m: &BorrowedMessage<'_>) {
+        let key = m.key();
+        let payload = m.payload().unwrap_or_default();
+        let len = key.map_or(0, <[u8]>::len) + payload.len();
+        if self.chunk.capacity() - self.chunk.len() < len {
+            self.chunk = BytesMut::with_capacity(len.max(CHUNK_BYTES));
+        }
+        if let Some(key) = key {
+            self.chunk.extend_from_slice(key);
+        }
+        self.chunk.extend_from_slice(payload);
+        self.records.push(Record {
+            topic: topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            body: Body::Copied {
+                data: self.chunk.split().freeze(),
+                key_len: key.map(|k| k.len() as u32),
+            },
+        });
+        self.bytes += len;
+    }
 }
 
 /// Records handed to the pipeline at once: one channel hand-off (and one wake-up of the
@@ -106,16 +143,24 @@ impl ConsumerContext for IngestContext {
 impl IngestContext {
     /// Hand the polled records to the pipeline; `false` when it has stopped.
     fn send_batch(&self) -> bool {
-        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.records.is_empty() {
+        let (records, bytes) = {
+            let mut pending = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+            // The chunk stays for the next batch: a batch of 512 messages (720 KB at
+            // 1.4 KB each) left most of its last chunk unused.
+            (
+                std::mem::take(&mut pending.records),
+                std::mem::take(&mut pending.bytes),
+            )
+        };
+        if records.is_empty() {
             return true;
         }
         // Added once per batch, not per message: this counter is shared with the shards,
         // and its cache line moving between cores for each message was a sixth of the poll
         // loop's own time. It is added before the shards can see the batch, and so before
         // they subtract it.
-        self.buffered.fetch_add(batch.bytes, Ordering::SeqCst);
-        self.tx.send(Input::Records(batch.records)).is_ok()
+        self.buffered.fetch_add(bytes, Ordering::SeqCst);
+        self.tx.send(Input::Records(records)).is_ok()
     }
 
     /// Start each partition exactly where the events table says it stops.
@@ -308,45 +353,9 @@ fn rewind(
     true
 }
 
-/// A polled message handed on as it is, not copied: its bytes stay in librdkafka's fetch
-/// buffer until the pipeline has decoded them.
-pub struct Fetched {
-    // Fields drop in order: the message first, then the consumer that owns its memory.
-    msg: BorrowedMessage<'static>,
-    _consumer: Arc<BaseConsumer<IngestContext>>,
-}
-
-impl Fetched {
-    fn new(msg: BorrowedMessage<'_>, consumer: &Arc<BaseConsumer<IngestContext>>) -> Self {
-        // SAFETY: a `BorrowedMessage` borrows the consumer only so that it cannot outlive
-        // the client whose memory holds it. `_consumer` keeps that client alive for as
-        // long as the message, and is dropped after it. librdkafka allows a message to be
-        // destroyed on any thread.
-        let msg =
-            unsafe { std::mem::transmute::<BorrowedMessage<'_>, BorrowedMessage<'static>>(msg) };
-        Fetched {
-            msg,
-            _consumer: consumer.clone(),
-        }
-    }
-
-    pub fn key(&self) -> Option<&[u8]> {
-        self.msg.key()
-    }
-
-    pub fn payload(&self) -> &[u8] {
-        self.msg.payload().unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for Fetched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetched")
-            .field("key", &self.key())
-            .field("len", &self.payload().len())
-            .finish()
-    }
-}
+/// The most undecoded bytes in flight to the pipelines, short of a starving one: eight
+/// full batches.
+const AHEAD_MAX: usize = 8 * BATCH_BYTES;
 
 /// How long the poll loop stops taking messages over the buffer cap before it pauses the
 /// partitions.
@@ -370,7 +379,10 @@ pub fn poll_loop(
     // decoded buffers out small (a third of the size, in the ingest bench). Shards get a
     // quarter: one shard busy encoding a flush can hold that much of the in-flight
     // allowance, and at an eighth the others waited for input a sixth of the time.
-    let ahead_max = if tx.len() > 1 { cap / 4 } else { cap / 8 };
+    //
+    // A few batches ahead are enough however large the cap: past `AHEAD_MAX`, undecoded
+    // messages only took memory that the buffers then flushed sooner for.
+    let ahead_max = if tx.len() > 1 { cap / 4 } else { cap / 8 }.min(AHEAD_MAX);
     let mut paused = false;
     let mut retry: Vec<Rewind> = Vec::new();
     let mut retry_at = Instant::now();
@@ -433,19 +445,10 @@ pub fn poll_loop(
                     if *topic != *m.topic() {
                         topic = Arc::from(m.topic());
                     }
-                    let len = m.payload_len();
                     count += 1;
-                    bytes += len;
-                    let rec = Record {
-                        topic: topic.clone(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        body: Body::Fetched(Fetched::new(m, &consumer)),
-                    };
+                    bytes += m.payload_len();
                     let mut pending = ctx.batch.lock().unwrap_or_else(|e| e.into_inner());
-                    pending.records.push(rec);
-                    pending.bytes += len;
+                    pending.push(&topic, &m);
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => ctx.errors.polled(&e),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
@@ -123,8 +123,8 @@ impl FileFormat {
         })
     }
 
-    /// The rows sorted by agency then event time, nulls first.
-    fn sorted(&self, batch: &RecordBatch) -> Result<RecordBatch, WriteError> {
+    /// The order of the rows sorted by agency then event time, nulls first.
+    fn sort_order(&self, batch: &RecordBatch) -> Result<UInt32Array, WriteError> {
         let columns: Vec<SortColumn> = self
             .sort_keys
             .iter()
@@ -136,8 +136,13 @@ impl FileFormat {
                 }),
             })
             .collect();
-        let indices = lexsort_to_indices(&columns, None)?;
-        Ok(take_record_batch(batch, &indices)?)
+        Ok(lexsort_to_indices(&columns, None)?)
+    }
+
+    /// The rows sorted by agency then event time, nulls first.
+    #[cfg(test)]
+    fn sorted(&self, batch: &RecordBatch) -> Result<RecordBatch, WriteError> {
+        Ok(take_record_batch(batch, &self.sort_order(batch)?)?)
     }
 
     /// Sort by agency then event time, and encode as one Parquet file.
@@ -148,35 +153,47 @@ impl FileFormat {
     /// [`Self::encode`], and the bytes the file's buffer holds until it is dropped: its
     /// capacity, which the first guess of its size can leave at twice its length.
     pub fn encode_measured(&self, batch: &RecordBatch) -> Result<(Bytes, usize), WriteError> {
-        let sorted = self.sorted(batch)?;
-        let mut buf = Vec::with_capacity(sorted.get_array_memory_size() / 4 + 4096);
+        let order = self.sort_order(batch)?;
+        let schema = batch.schema();
+        let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
         let props = (*self.props).clone();
         // The schemas worked out in `new` describe only batches of that schema. Others
         // (compaction reads files whose schema metadata may differ) are written as
         // `ArrowWriter` writes them, which replaces the encoded schema in `props`.
-        let mut writer = if *sorted.schema() == *self.schema {
+        let mut writer = if *schema == *self.schema {
             let options = ArrowWriterOptions::new()
                 .with_properties(props)
                 .with_parquet_schema(self.parquet_schema.clone())
                 .with_skip_arrow_metadata(true);
-            ArrowWriter::try_new_with_options(&mut buf, sorted.schema(), options)?
+            ArrowWriter::try_new_with_options(&mut buf, schema, options)?
         } else {
             // Rows read back from stored files keep the key they were pseudonymized with.
-            let props = match sorted.schema().metadata().get(KEY_FINGERPRINT_METADATA) {
+            let props = match schema.metadata().get(KEY_FINGERPRINT_METADATA) {
                 Some(fp) => props
                     .into_builder()
                     .set_key_value_metadata(Some(vec![fingerprint_entry(fp)]))
                     .build(),
                 None => props,
             };
-            ArrowWriter::try_new(&mut buf, sorted.schema(), Some(props))?
+            ArrowWriter::try_new(&mut buf, schema, Some(props))?
         };
-        writer.write(&sorted)?;
+        // The sorted rows are gathered a slice at a time: a sorted copy of the whole batch
+        // doubled the memory of a large date's flush. The writer still cuts row groups
+        // at `row_group_rows`, whatever the slices.
+        let mut start = 0;
+        while start < order.len() {
+            let len = SORTED_SLICE_ROWS.min(order.len() - start);
+            writer.write(&take_record_batch(batch, &order.slice(start, len))?)?;
+            start += len;
+        }
         writer.close()?;
         let held = buf.capacity();
         Ok((Bytes::from(buf), held))
     }
 }
+
+/// Rows gathered into sorted order at a time: a few megabytes of decoded rows.
+const SORTED_SLICE_ROWS: usize = 8192;
 
 #[cfg(test)]
 mod tests {
@@ -290,6 +307,37 @@ mod tests {
             fingerprint.and_then(|kv| kv.value.as_deref()),
             Some("0123abcd")
         );
+    }
+
+    /// A batch of several slices is written as the whole sorted batch: the same rows in the
+    /// same order, in row groups of `row_group_rows`, whether or not they are a multiple of
+    /// the slice.
+    #[test]
+    fn a_batch_gathered_in_slices_is_written_as_the_whole_sorted_batch() {
+        let one = fixture_batch();
+        let copies = 2 * SORTED_SLICE_ROWS / one.num_rows() + 1;
+        let batch = arrow::compute::concat_batches(&one.schema(), vec![&one; copies]).unwrap();
+        assert!(batch.num_rows() > 2 * SORTED_SLICE_ROWS);
+        for row_group_rows in [2 * SORTED_SLICE_ROWS, 10_000] {
+            let format = FileFormat::new(&events_schema(), row_group_rows, 1, None).unwrap();
+            let data = format.encode(&batch).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data)
+                    .unwrap();
+            assert_eq!(
+                reader.metadata().num_row_groups(),
+                batch.num_rows().div_ceil(row_group_rows)
+            );
+            let read: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+            let read = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+            let sorted = format.sorted(&batch).unwrap();
+            assert_eq!(read.num_rows(), sorted.num_rows());
+            assert_eq!(
+                read.columns(),
+                sorted.columns(),
+                "{row_group_rows} rows a group"
+            );
+        }
     }
 
     /// Rows read back from a file keep the fingerprint of the key they were pseudonymized
