@@ -162,8 +162,8 @@ fn check_keys(
     opts: &Options,
     summary: &mut Summary,
 ) -> Result<(), AggregateError> {
-    let (markers, _) = rt.block_on(quality::read_markers(store, opts.range))?;
-    let keys: std::collections::BTreeSet<String> = markers
+    let (commits, _) = rt.block_on(quality::read_commits(store, opts.range))?;
+    let keys: std::collections::BTreeSet<String> = commits
         .into_values()
         .flat_map(|t| t.key_fingerprints)
         .collect();
@@ -442,8 +442,8 @@ fn write_metrics(
         summary.written.push(path.to_string());
     }
     if let Some(counts) = quality_counts {
-        let (markers, unreadable) = rt.block_on(quality::read_markers(store, opts.range))?;
-        let report = quality::build(&counts, &opts.periods, &as_was_cards, markers, unreadable);
+        let (commits, unreadable) = rt.block_on(quality::read_commits(store, opts.range))?;
+        let report = quality::build(&counts, &opts.periods, &as_was_cards, commits, unreadable);
         for (path, data) in quality::files(&report)? {
             rt.block_on(output::put(store, path, data))?;
             summary.written.push(path.to_string());

@@ -9,8 +9,8 @@
 //! - **per dossier** (after the fold, [`dossier_issues`]): completeness and consistency
 //!   checks on the folded fact, which holds only a few extra bytes for them
 //!   (`peak_stage`, `peak_at`, `snapshot_status`) besides the agencies it keeps anyway;
-//! - **per commit marker** (`_sohoa/commits/`): messages, dead letters by reason and the
-//!   rows the ingestor says it wrote.
+//! - **per commit** of the events table (`sohoa.ranges` in its log): messages, dead
+//!   letters by reason and the rows the ingestor says it wrote.
 //!
 //! Everything is rolled up to the metrics' periods at the end, so the fold keeps days, not
 //! periods.
@@ -705,9 +705,9 @@ impl PartQuality {
 /// the messages, events and dead letters it read (`sohoa.ranges` in the commit's
 /// `commitInfo.operationParameters`), and the pseudonym key of its rows.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TopicMarkers {
+pub struct TopicCommits {
     /// Source ranges committed.
-    pub markers: u64,
+    pub ranges: u64,
     pub messages: u64,
     pub events: u64,
     /// Events of the committed ranges whose date is in the run's range.
@@ -722,7 +722,7 @@ pub struct TopicMarkers {
 /// Where the commits already read are summed up: commits are immutable, so a run reads
 /// only the log's commits after the last one it summed. Without this, every run would
 /// read every commit ever written (one a minute per replica).
-pub const MARKER_DIGEST: &str = "quality/_commits.json";
+pub const COMMIT_DIGEST: &str = "quality/_commits.json";
 
 /// The sums of the commits read so far.
 #[derive(Debug, Default, Clone, serde::Serialize, Deserialize)]
@@ -735,7 +735,9 @@ struct CommitDigest {
 
 #[derive(Debug, Default, Clone, serde::Serialize, Deserialize)]
 struct TopicDigest {
-    markers: u64,
+    /// Source ranges committed.
+    #[serde(alias = "markers")]
+    ranges: u64,
     messages: u64,
     events: u64,
     dead_lettered: u64,
@@ -789,7 +791,7 @@ impl CommitDigest {
             for r in ranges {
                 let t = self.topics.entry(r.topic).or_default();
                 t.key_fingerprints.extend(key.clone());
-                t.markers += 1;
+                t.ranges += 1;
                 t.messages += r.messages;
                 t.events += r.events;
                 t.dead_lettered += r.dead_lettered;
@@ -816,19 +818,19 @@ fn commit_version(p: &Path) -> Option<u64> {
 }
 
 /// What the events table's commits say, by topic, and how many commits could not be read:
-/// the digest of the commits earlier runs read ([`MARKER_DIGEST`]) plus the new ones,
+/// the digest of the commits earlier runs read ([`COMMIT_DIGEST`]) plus the new ones,
 /// whose sum is written back as the new digest.
-pub async fn read_markers(
+pub async fn read_commits(
     store: &dyn ObjectStore,
     range: DateRange,
-) -> Result<(BTreeMap<String, TopicMarkers>, u64), object_store::Error> {
-    let digest_path = Path::from(MARKER_DIGEST);
+) -> Result<(BTreeMap<String, TopicCommits>, u64), object_store::Error> {
+    let digest_path = Path::from(COMMIT_DIGEST);
     let mut digest: CommitDigest = match store.get(&digest_path).await {
         Ok(r) => {
             let data = r.bytes().await?;
             serde_json::from_slice(&data).unwrap_or_else(|e| {
                 // Rebuilt from the log itself, at the cost of reading all of it.
-                tracing::warn!(error = %e, "unreadable {MARKER_DIGEST}: reading the whole log");
+                tracing::warn!(error = %e, "unreadable {COMMIT_DIGEST}: reading the whole log");
                 CommitDigest::default()
             })
         }
@@ -869,10 +871,10 @@ pub async fn read_markers(
             .put(&digest_path, object_store::PutPayload::from(data))
             .await?;
     }
-    let mut out: BTreeMap<String, TopicMarkers> = BTreeMap::new();
+    let mut out: BTreeMap<String, TopicCommits> = BTreeMap::new();
     for (topic, d) in &digest.topics {
         let t = out.entry(topic.clone()).or_default();
-        t.markers += d.markers;
+        t.ranges += d.ranges;
         t.messages += d.messages;
         t.events += d.events;
         t.dead_lettered += d.dead_lettered;
@@ -981,11 +983,12 @@ impl SourceRow {
 pub struct IngestRow {
     pub topic: String,
     pub reason: Option<String>,
-    pub markers: u64,
+    /// Source ranges committed.
+    pub ranges: u64,
     pub messages: u64,
     pub dead_lettered: u64,
-    pub marker_events: u64,
-    pub marker_rows_in_range: u64,
+    pub committed_events: u64,
+    pub committed_rows_in_range: u64,
     pub storage_rows: u64,
 }
 
@@ -994,11 +997,11 @@ impl IngestRow {
         rate(self.dead_lettered, self.messages)
     }
 
-    /// Rows read from storage minus rows the markers say were written (topic rows only).
+    /// Rows read from storage minus rows the commits say were written (topic rows only).
     pub fn difference(&self) -> Option<i64> {
         self.reason
             .is_none()
-            .then(|| self.storage_rows as i64 - self.marker_rows_in_range as i64)
+            .then(|| self.storage_rows as i64 - self.committed_rows_in_range as i64)
     }
 }
 
@@ -1009,11 +1012,11 @@ pub struct QualityReport {
     pub delays: Vec<DelayRow>,
     pub sources: Vec<SourceRow>,
     pub ingest: Vec<IngestRow>,
-    pub unreadable_markers: u64,
+    pub unreadable_commits: u64,
 }
 
 impl QualityReport {
-    /// Topics whose storage rows differ from what their markers say.
+    /// Topics whose storage rows differ from what their commits say.
     pub fn mismatches(&self) -> impl Iterator<Item = &IngestRow> {
         self.ingest
             .iter()
@@ -1022,13 +1025,13 @@ impl QualityReport {
 }
 
 /// Roll the parts' counts up to `periods`, add the province, the 766 scores and the ranks,
-/// and reconcile with the markers.
+/// and reconcile with the commits.
 pub fn build(
     part: &PartQuality,
     periods: &[Period],
     cards: &[Scorecard],
-    markers: BTreeMap<String, TopicMarkers>,
-    unreadable_markers: u64,
+    commits: BTreeMap<String, TopicCommits>,
+    unreadable_commits: u64,
 ) -> QualityReport {
     // (period, start, agency: None = province)
     type Key = (Period, NaiveDate, Option<String>);
@@ -1098,18 +1101,18 @@ pub fn build(
         })
         .collect();
     let mut topics: std::collections::BTreeSet<&String> = part.topic_rows.keys().collect();
-    topics.extend(markers.keys());
+    topics.extend(commits.keys());
     let mut ingest = Vec::new();
     for t in topics {
-        let m = markers.get(t).cloned().unwrap_or_default();
+        let m = commits.get(t).cloned().unwrap_or_default();
         let total = IngestRow {
             topic: t.clone(),
             reason: None,
-            markers: m.markers,
+            ranges: m.ranges,
             messages: m.messages,
             dead_lettered: m.dead_lettered,
-            marker_events: m.events,
-            marker_rows_in_range: m.rows_in_range,
+            committed_events: m.events,
+            committed_rows_in_range: m.rows_in_range,
             storage_rows: part.topic_rows.get(t).copied().unwrap_or(0),
         };
         for (reason, n) in &m.by_reason {
@@ -1126,7 +1129,7 @@ pub fn build(
         delays,
         sources,
         ingest,
-        unreadable_markers,
+        unreadable_commits,
     }
 }
 
@@ -1407,8 +1410,8 @@ fn ingest_table(rows: &[IngestRow]) -> Table {
             Col::Text(rows.iter().map(|r| r.reason.clone()).collect()),
         ),
         (
-            "markers",
-            Col::Count(rows.iter().map(|r| r.markers).collect()),
+            "committed_ranges",
+            Col::Count(rows.iter().map(|r| r.ranges).collect()),
         ),
         (
             "messages",
@@ -1423,12 +1426,12 @@ fn ingest_table(rows: &[IngestRow]) -> Table {
             Col::Rate(rows.iter().map(IngestRow::dead_letter_rate).collect()),
         ),
         (
-            "marker_events",
-            Col::Count(rows.iter().map(|r| r.marker_events).collect()),
+            "committed_events",
+            Col::Count(rows.iter().map(|r| r.committed_events).collect()),
         ),
         (
-            "marker_rows_in_range",
-            Col::Count(rows.iter().map(|r| r.marker_rows_in_range).collect()),
+            "committed_rows_in_range",
+            Col::Count(rows.iter().map(|r| r.committed_rows_in_range).collect()),
         ),
         (
             "storage_rows",

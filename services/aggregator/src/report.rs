@@ -1733,12 +1733,12 @@ fn quality_section(o: &mut String, q: &QualityReport, key: Option<(Period, Naive
             let recon = match r.difference() {
                 Some(0) => format!(
                     "{} / {} ✓",
-                    num(r.marker_rows_in_range),
+                    num(r.committed_rows_in_range),
                     num(r.storage_rows)
                 ),
                 Some(d) => format!(
                     "<strong>{} / {} (difference {d:+})</strong>",
-                    num(r.marker_rows_in_range),
+                    num(r.committed_rows_in_range),
                     num(r.storage_rows)
                 ),
                 None => String::new(),
@@ -1753,11 +1753,11 @@ fn quality_section(o: &mut String, q: &QualityReport, key: Option<(Period, Naive
         }
         o.push_str("</tbody>\n</table>\n</div>\n");
     }
-    if q.unreadable_markers > 0 {
+    if q.unreadable_commits > 0 {
         put!(
             o,
             "<p class=\"no-data\">{} commit(s) of the events table could not be read and are left out.</p>\n",
-            q.unreadable_markers
+            q.unreadable_commits
         );
     }
     o.push_str("<dl class=\"quality-notes\">\n\
@@ -1839,7 +1839,7 @@ pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
                 "{} (storage {} vs commits {})",
                 clean_terminal(&r.topic),
                 r.storage_rows,
-                r.marker_rows_in_range
+                r.committed_rows_in_range
             )
         })
         .collect();
@@ -1848,11 +1848,11 @@ pub fn terminal_quality(q: &QualityReport, color: bool) -> String {
     } else {
         put!(o, "Reconciliation MISMATCH: {}\n", mismatches.join(" · "));
     }
-    if q.unreadable_markers > 0 {
+    if q.unreadable_commits > 0 {
         put!(
             o,
             "{} commit(s) of the events table unreadable\n",
-            q.unreadable_markers
+            q.unreadable_commits
         );
     }
     o

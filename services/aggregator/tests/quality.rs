@@ -575,8 +575,8 @@ fn dead_letters_by_reason_and_the_reconciliation_with_storage() {
     );
     // Not a commit the ingestor could have written.
     commit(3, "{".into());
-    // Storage holds six rows of t1 in the range (one more than its markers say) and two
-    // of t2, which has no markers at all.
+    // Storage holds six rows of t1 in the range (one more than its commits say) and two
+    // of t2, which no commit names at all.
     let mut rows: Vec<Row> = (0..6)
         .map(|i| row(snap(&format!("R{i}"), "A", 2, t), MIN))
         .collect();
@@ -595,17 +595,17 @@ fn dead_letters_by_reason_and_the_reconciliation_with_storage() {
     };
     let s = aggregate(dir.path(), &options(range));
     let q = s.quality.unwrap();
-    assert_eq!(q.unreadable_markers, 1);
+    assert_eq!(q.unreadable_commits, 1);
     let rows = read_csv(dir.path(), "ingest");
     let cols = [
         "topic",
         "reason",
-        "markers",
+        "committed_ranges",
         "messages",
         "dead_lettered",
         "dead_letter_rate",
-        "marker_events",
-        "marker_rows_in_range",
+        "committed_events",
+        "committed_rows_in_range",
         "storage_rows",
         "difference",
     ];
@@ -779,7 +779,7 @@ fn the_report_and_the_terminal_show_the_quality_block() {
 fn commits_are_read_once_and_summed_in_a_digest() {
     let dir = tempfile::tempdir().unwrap();
     let t = vn("2023-03-01 08:00");
-    let marker = |version: u64, start: u64, messages: u64, dead: u64, date: &str, rows: u64| {
+    let commit = |version: u64, start: u64, messages: u64, dead: u64, date: &str, rows: u64| {
         let d = dir.path().join("events/_delta_log");
         std::fs::create_dir_all(&d).unwrap();
         let ranges = serde_json::json!([{
@@ -791,7 +791,7 @@ fn commits_are_read_once_and_summed_in_a_digest() {
             "sohoa.ranges": ranges.to_string()}}});
         std::fs::write(d.join(format!("{version:020}.json")), body.to_string()).unwrap();
     };
-    marker(1, 0, 3, 1, "2023-03-01", 2);
+    commit(1, 0, 3, 1, "2023-03-01", 2);
     write(
         dir.path(),
         "2023-03-01",
@@ -807,8 +807,8 @@ fn commits_are_read_once_and_summed_in_a_digest() {
 
     // A commit already summed is not read again (commits never change; this one is
     // rewritten only to prove it), and a new one is added to the sum.
-    marker(1, 0, 1000, 1000, "2023-03-01", 1000);
-    marker(2, 3, 2, 0, "2023-03-02", 1);
+    commit(1, 0, 1000, 1000, "2023-03-01", 1000);
+    commit(2, 3, 2, 0, "2023-03-02", 1);
     write(
         dir.path(),
         "2023-03-02",
@@ -821,10 +821,10 @@ fn commits_are_read_once_and_summed_in_a_digest() {
     let topic = q.ingest.iter().find(|r| r.reason.is_none()).unwrap();
     assert_eq!(
         (
-            topic.markers,
+            topic.ranges,
             topic.messages,
             topic.dead_lettered,
-            topic.marker_rows_in_range,
+            topic.committed_rows_in_range,
             topic.storage_rows,
             topic.difference()
         ),
@@ -845,10 +845,25 @@ fn commits_are_read_once_and_summed_in_a_digest() {
         .unwrap();
     assert_eq!(
         (
-            topic.marker_rows_in_range,
+            topic.committed_rows_in_range,
             topic.storage_rows,
             topic.difference()
         ),
         (1, 1, Some(0))
     );
+
+    // A digest written before the count was named `ranges` still reads.
+    let digest = dir.path().join("quality/_commits.json");
+    let text = std::fs::read_to_string(&digest).unwrap();
+    assert!(text.contains("\"ranges\""), "{text}");
+    std::fs::write(&digest, text.replace("\"ranges\"", "\"markers\"")).unwrap();
+    let s = aggregate(dir.path(), &options(DateRange::default()));
+    let topic = s
+        .quality
+        .unwrap()
+        .ingest
+        .into_iter()
+        .find(|r| r.reason.is_none())
+        .unwrap();
+    assert_eq!((topic.ranges, topic.messages), (2, 5));
 }
