@@ -22,14 +22,14 @@
 //! - `SOHOA_BENCH_REPLICAS`: the replica counts to run (default `1,2,3`). A count given
 //!   more than once (`1,1,1,1,1`) runs again, and the bench prints the median and the
 //!   range of its ratios: one run's ratio moves by a third with the host;
-//! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default 64 MB, which
-//!   keeps a replica under its 300 MB memory goal);
+//! - `SOHOA_BENCH_BUFFER_BYTES`: each replica's `buffer.max_bytes` (default: the production
+//!   default of `config/default.toml`, 256 MB);
 //! - `SOHOA_BENCH_FLUSH_AGE_MS`: its `flush.max_age_ms` (default: the production default
 //!   of `config/default.toml`, 60 s). Once a replica has received every message, the
 //!   bench stops it with SIGTERM, and its graceful drain writes the last buffers; the time
 //!   runs until every replica has exited, so the drain counts;
 //! - `SOHOA_BENCH_FLUSH_BYTES`: its `flush.max_bytes` (default: the production default of
-//!   `config/default.toml`, 64 MB). A flush takes every date buffer of a shard, so a smaller
+//!   `config/default.toml`, 48 MB). A flush takes every date buffer of a shard, so a smaller
 //!   one multiplies the files of a feed spread over many dates;
 //! - `SOHOA_BENCH_LOG`: the replicas' log level (default `error`; logs go to stderr);
 //! - `SOHOA_BENCH_WRAPPER`: a program the replicas are started through, given the binary
@@ -534,9 +534,9 @@ fn ingest(brokers: &str, topic: &str, replicas: usize, n: usize) -> Run {
                     std::env::var("SOHOA_BENCH_FLUSH_AGE_MS")
                         .map(|ms| ("SOHOA__FLUSH__MAX_AGE_MS", ms)),
                 )
-                .env(
-                    "SOHOA__BUFFER__MAX_BYTES",
-                    std::env::var("SOHOA_BENCH_BUFFER_BYTES").unwrap_or_else(|_| "67108864".into()),
+                .envs(
+                    std::env::var("SOHOA_BENCH_BUFFER_BYTES")
+                        .map(|b| ("SOHOA__BUFFER__MAX_BYTES", b)),
                 )
                 .envs(
                     std::env::var("SOHOA_BENCH_FLUSH_BYTES")

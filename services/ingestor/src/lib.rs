@@ -91,7 +91,7 @@ pub const STATS_COLUMNS: &[&str] = &[
 ];
 
 /// A checkpoint of the table's log every this many commits. Readers replay the commits
-/// after the newest checkpoint; at one commit per replica and flush (a minute by default),
+/// after the newest checkpoint; at one commit per shard and flush (a minute by default),
 /// a hundred is under an hour of a few replicas' commits.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
 

@@ -486,6 +486,8 @@ pub struct Pipeline {
     rows: usize,
     /// What the open buffers hold.
     bytes: usize,
+    /// What the largest open buffer holds.
+    largest_date: usize,
     /// When the oldest row of the open buffers arrived.
     oldest: Option<Instant>,
     /// The flush taken out of the buffers and not yet committed.
@@ -546,6 +548,7 @@ impl Pipeline {
             days: BTreeMap::new(),
             rows: 0,
             bytes: 0,
+            largest_date: 0,
             oldest: None,
             group: None,
             writing: None,
@@ -805,7 +808,9 @@ impl Pipeline {
             let b = self.days.entry(day).or_default();
             let had = b.allocated_bytes();
             b.append(e, &lineage);
-            self.bytes = self.bytes + b.allocated_bytes() - had;
+            let has = b.allocated_bytes();
+            self.bytes = self.bytes + has - had;
+            self.largest_date = self.largest_date.max(has);
         }
         self.rows += out.events.len();
         let st = self.parts.get_mut(&key).expect("inserted above");
@@ -856,7 +861,10 @@ impl Pipeline {
         // its cache line moving between cores for each message was a fifth of this
         // thread's own samples in `run`.
         self.own_bytes = self.own_bytes + self.bytes - before;
-        if self.rows >= self.cfg.flush.max_rows || self.bytes >= self.cfg.flush.max_bytes {
+        if self.rows >= self.cfg.flush.max_rows
+            || self.bytes >= self.cfg.flush.max_bytes
+            || self.largest_date >= self.cfg.flush.date_max_bytes
+        {
             self.try_flush()?;
         }
         Ok(())
@@ -1016,6 +1024,7 @@ impl Pipeline {
         let freed = self.bytes;
         self.rows = 0;
         self.bytes = 0;
+        self.largest_date = 0;
         self.oldest = None;
         let encoding = Instant::now();
         let encoded = encode_all(
@@ -1313,6 +1322,7 @@ impl Pipeline {
         self.days.clear();
         self.rows = 0;
         self.bytes = 0;
+        self.largest_date = 0;
         self.oldest = None;
         let mut sent: HashMap<PartKey, u64> = HashMap::new();
         if let Some(g) = self.group.take() {
@@ -1592,6 +1602,17 @@ mod tests {
         shared: Shared,
     ) -> Pipeline {
         let cfg = sohoa_runtime::Config::load(None).unwrap();
+        dvcqg_pipeline_with(&cfg, rt, writer, committer, metrics, shared)
+    }
+
+    fn dvcqg_pipeline_with(
+        cfg: &sohoa_runtime::Config,
+        rt: &tokio::runtime::Runtime,
+        writer: Writer,
+        committer: Box<dyn OffsetCommitter>,
+        metrics: Arc<Metrics>,
+        shared: Shared,
+    ) -> Pipeline {
         let mut decoders = Decoders::default();
         let pseudonymizer =
             Arc::new(sohoa_schemas::Pseudonymizer::new(b"test-key-0123456789").unwrap());
@@ -1604,7 +1625,7 @@ mod tests {
             sohoa_schemas::build_decoder(DecoderKind::Dvcqg, ctx),
         );
         Pipeline::new(
-            PipelineConfig::new(&cfg, "0123abcd".into(), Sources::Kafka),
+            PipelineConfig::new(cfg, "0123abcd".into(), Sources::Kafka),
             decoders,
             writer,
             rt.handle().clone(),
@@ -1688,6 +1709,47 @@ mod tests {
         let totals = worker.join().unwrap().unwrap();
         assert_eq!(totals.messages, 40);
         assert_eq!(shared.level(), 0);
+    }
+
+    /// One date's buffer past `flush.date_max_bytes` flushes the shard, though its
+    /// buffers are far from `flush.max_bytes`, `max_rows` and `max_age_ms`.
+    #[test]
+    fn a_full_date_flushes_the_shard_before_the_rest_is_full() {
+        let rt = test_runtime();
+        let shared = Shared::new(1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (table, writer) = table_in(dir.path());
+        let mut cfg = sohoa_runtime::Config::load(None).unwrap();
+        cfg.flush.date_max_bytes = 64 << 10;
+        cfg.flush.max_age_ms = 3_600_000;
+        let pipeline = dvcqg_pipeline_with(
+            &cfg,
+            &rt,
+            writer,
+            Box::new(NoCommit),
+            Metrics::new(),
+            shared.clone(),
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let worker = std::thread::spawn(move || pipeline.run(rx));
+        let t: Arc<str> = Arc::from("t");
+        tx.send(Input::Assigned(vec![(t.clone(), 0, None)])).unwrap();
+        let batch: Vec<Record> = (0..200).map(|offset| record(offset, PAYLOAD)).collect();
+        shared
+            .buffered
+            .fetch_add(PAYLOAD.len() * 200, Ordering::SeqCst);
+        tx.send(Input::Records(batch)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while table.latest().unwrap().version() == 0 {
+            assert!(Instant::now() < deadline, "no flush before the drain");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tx.send(Input::Drain(Instant::now() + Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(worker.join().unwrap().unwrap().messages, 200);
+        let latest = table.latest().unwrap();
+        let id = Sources::Kafka.app_id("t", 0);
+        assert_eq!(table.app_version(&latest, &id).unwrap(), Some(200));
     }
 
     #[test]

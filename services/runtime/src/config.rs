@@ -167,6 +167,9 @@ pub struct FlushConfig {
     /// Bytes a shard's buffers hold in memory (their columns' capacity) that trigger a
     /// flush.
     pub max_bytes: usize,
+    /// Bytes one date's buffer holds in memory that trigger a flush: that date's file is
+    /// large enough, and waiting for the shard's other dates would only hold memory.
+    pub date_max_bytes: usize,
     /// Age of a buffer's oldest row that triggers a flush, in milliseconds.
     pub max_age_ms: u64,
     /// Rows per Parquet row group.
@@ -477,6 +480,9 @@ impl Config {
         if self.flush.max_rows == 0 || self.flush.row_group_rows == 0 {
             return invalid("flush.max_rows", "must be positive".into());
         }
+        if self.flush.date_max_bytes == 0 {
+            return invalid("flush.date_max_bytes", "must be positive".into());
+        }
         if self.buffer.max_bytes < self.flush.max_bytes {
             return invalid(
                 "buffer.max_bytes",
@@ -672,6 +678,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("configuration key ingest.shards:"), "{e}");
+    }
+
+    #[test]
+    fn a_date_buffer_that_could_never_trigger_a_flush_is_refused() {
+        let e = Config::load_with_env(None, env(&[("SOHOA__FLUSH__DATE_MAX_BYTES", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flush.date_max_bytes"), "{e}");
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.flush.date_max_bytes, 16 << 20);
     }
 
     #[test]
