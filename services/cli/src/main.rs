@@ -56,8 +56,8 @@ enum Command {
     /// period, agency and procedure (metrics/), the scorecard, and the HTML report
     /// (report/index.html); print a summary table.
     Aggregate(aggregate::AggregateArgs),
-    /// Merge the small files of closed dates of the events table into larger ones (one
-    /// commit per merge), then vacuum the files no snapshot within the retention needs.
+    /// Merge the small files of closed dates of the events table into larger ones (up to
+    /// 64 merges a commit), then vacuum the files no snapshot within the retention needs.
     Compact(compact::CompactArgs),
     /// Convert a root an earlier release wrote (Parquet files and commit markers) into an
     /// events table, in one commit, so that ingestion resumes where the markers stopped.

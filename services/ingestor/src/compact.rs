@@ -1,15 +1,17 @@
 //! Compaction: merge the small files of closed dates into files near a target size,
 //! sorted and encoded like the ingestor's own, and vacuum what no snapshot still needs.
 //!
-//! A merge is one commit to the events table: `remove` of its inputs and `add` of the
-//! merged file, both with `dataChange = false`, so readers of any snapshot see each row
-//! once, and incremental readers know nothing changed. The merged file is written first,
-//! under a name no other compactor uses; the commit is the only step that makes it part
-//! of the table. Two compactors that merge the same inputs race for the commit: the loser
-//! finds its inputs removed, and its file, which no commit names, is left to the vacuum.
-//! A crash before the commit leaves such a file too; a crash after it leaves the table
-//! compacted. Nothing is deleted at once: a replaced file stays for time travel and for
-//! readers still on an older snapshot, until the vacuum finds it older than the retention.
+//! Merges are committed to the events table together, up to [`MERGES_PER_COMMIT`] at a
+//! time: `remove` of their inputs and `add` of the merged files, all with
+//! `dataChange = false`, so readers of any snapshot see each row once, and incremental
+//! readers know nothing changed. Each merged file is written first, under a name no other
+//! compactor uses; the commit is the only step that makes it part of the table. Two
+//! compactors that merge the same inputs race for the commit: the loser finds the inputs
+//! of those merges removed and leaves them out, and their files, which no commit names,
+//! are left to the vacuum. A crash before a commit leaves such files too; a crash after
+//! it leaves its merges done. Nothing is deleted at once: a replaced file stays for time
+//! travel and for readers still on an older snapshot, until the vacuum finds it older
+//! than the retention.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -94,6 +96,19 @@ async fn read_all(
     Ok((key, batches))
 }
 
+/// Merges committed at once. One commit per merge wrote one log entry per date (730 for
+/// a two-year table); one per run would lose every merge of a long first compaction to a
+/// crash near its end.
+pub const MERGES_PER_COMMIT: usize = 64;
+
+/// A merged file written and not yet committed: what it replaces.
+struct Merged {
+    date: String,
+    add: DataFile,
+    inputs: Vec<String>,
+    removed: u64,
+}
+
 /// Compact every closed date of the table's newest snapshot. Returns a report per date
 /// touched.
 pub async fn compact(
@@ -114,7 +129,8 @@ pub async fn compact(
     for f in files {
         by_date.entry(f.date.clone()).or_default().push(f);
     }
-    let mut reports = Vec::new();
+    let mut reports: BTreeMap<String, PartitionReport> = BTreeMap::new();
+    let mut pending = Vec::new();
     for (date, files) in by_date {
         let Ok(day) = NaiveDate::parse_from_str(&date, "%Y-%m-%d") else {
             continue;
@@ -122,12 +138,13 @@ pub async fn compact(
         if (opts.today - day).num_days() < opts.min_age_days {
             continue; // still open: late syncs would keep adding small files
         }
-        let mut report = PartitionReport {
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        let report = PartitionReport {
             date: date.clone(),
             files_before: files.len(),
-            bytes_before: files.iter().map(|f| f.size).sum(),
+            bytes_before: bytes,
             files_after: files.len(),
-            bytes_after: files.iter().map(|f| f.size).sum(),
+            bytes_after: bytes,
         };
         // Group the small files, in name order, into bins of about the target size.
         let mut groups: Vec<Vec<&LiveFile>> = vec![Vec::new()];
@@ -140,18 +157,25 @@ pub async fn compact(
             size += f.size;
             groups.last_mut().expect("one").push(f);
         }
-        let mut merged_any = false;
         for group in groups.into_iter().filter(|g| g.len() >= 2) {
-            if let Some((removed, added)) = merge(writer, format, &stats, &date, &group).await? {
-                report.files_after = report.files_after + 1 - group.len();
-                report.bytes_after = report.bytes_after + added - removed;
-                merged_any = true;
+            if let Some(m) = merge(writer, format, &stats, &date, &group).await? {
+                reports
+                    .entry(date.clone())
+                    .or_insert_with(|| report.clone());
+                pending.push(m);
+            }
+            if pending.len() >= MERGES_PER_COMMIT {
+                settle(writer, std::mem::take(&mut pending), &mut reports).await?;
             }
         }
-        if merged_any {
-            tracing::info!(date = %date, files_before = report.files_before, files_after = report.files_after, "date compacted");
-            reports.push(report);
-        }
+    }
+    settle(writer, pending, &mut reports).await?;
+    let reports: Vec<PartitionReport> = reports
+        .into_values()
+        .filter(|r| r.files_after < r.files_before)
+        .collect();
+    for r in &reports {
+        tracing::info!(date = %r.date, files_before = r.files_before, files_after = r.files_after, "date compacted");
     }
     if !reports.is_empty() {
         // Readers replay the log from the newest checkpoint: a compaction is a good time
@@ -164,15 +188,77 @@ pub async fn compact(
     Ok(reports)
 }
 
-/// Merge `group` into one file and commit the swap. Returns the bytes removed and added,
-/// or `None` if the merge was skipped or another compactor committed first.
+/// Commit `merged` in one commit, leaving out the merges whose inputs another compactor
+/// removed first, and count what was committed in `reports`.
+async fn settle(
+    writer: &Writer,
+    merged: Vec<Merged>,
+    reports: &mut BTreeMap<String, PartitionReport>,
+) -> Result<(), CompactError> {
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let w = writer.clone();
+    let (merged, version) = off_runtime(move || {
+        // A lost race for the log version is tried again on the newer snapshot, with the
+        // merges whose inputs are all still in it; an input gone means another compactor
+        // merged it.
+        let mut merged = merged;
+        loop {
+            let snapshot = w.latest()?;
+            let live: HashSet<String> = w
+                .table()
+                .files(&snapshot)?
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            let (keep, lost): (Vec<Merged>, Vec<Merged>) = merged
+                .into_iter()
+                .partition(|m| m.inputs.iter().all(|i| live.contains(i)));
+            for m in &lost {
+                tracing::warn!(date = %m.date, output = %m.add.path, "another compaction merged these files first; this merge is left to the vacuum");
+            }
+            merged = keep;
+            if merged.is_empty() {
+                return Ok((merged, None));
+            }
+            let commit = Commit {
+                adds: merged.iter().map(|m| m.add.clone()).collect(),
+                removes: merged.iter().flat_map(|m| m.inputs.clone()).collect(),
+                data_change: false,
+                operation: Operation::Optimize,
+                ..Commit::default()
+            };
+            match w.table().commit(&snapshot, commit)? {
+                Outcome::Committed { version } => return Ok((merged, Some(version))),
+                Outcome::Conflict { .. } => continue,
+            }
+        }
+    })
+    .await?;
+    let Some(version) = version else {
+        return Ok(());
+    };
+    crate::crashpoint::hit("compact_after_commit");
+    tracing::debug!(merges = merged.len(), version, "merges committed");
+    for m in merged {
+        if let Some(r) = reports.get_mut(&m.date) {
+            r.files_after = r.files_after + 1 - m.inputs.len();
+            r.bytes_after = r.bytes_after + m.add.size - m.removed;
+        }
+    }
+    Ok(())
+}
+
+/// Merge `group` into one file, written but not committed. `None` if the merge was
+/// skipped.
 async fn merge(
     writer: &Writer,
     format: &FileFormat,
     stats: &StatsPlan,
     date: &str,
     group: &[&LiveFile],
-) -> Result<Option<(u64, u64)>, CompactError> {
+) -> Result<Option<Merged>, CompactError> {
     let mut batches = Vec::new();
     let mut keys = std::collections::BTreeSet::new();
     for f in group {
@@ -218,52 +304,20 @@ async fn merge(
         .put(&table.object_path(&path)?, PutPayload::from_bytes(data))
         .await?;
     crate::crashpoint::hit("compact_after_stage");
-    let inputs: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
-    let removed: u64 = group.iter().map(|f| f.size).sum();
-    let add = DataFile {
-        path: path.clone(),
+    tracing::debug!(date, files = group.len(), rows, output = %path, "merged");
+    Ok(Some(Merged {
         date: date.to_owned(),
-        size,
-        modified_ms: now_ms(),
-        stats: file_stats,
-        rows,
-    };
-    let w = writer.clone();
-    let committed = off_runtime(move || {
-        // A lost race for the log version is tried again on the newer snapshot, as long as
-        // every input is still in it; an input gone means another compactor merged it.
-        loop {
-            let snapshot = w.latest()?;
-            let live: HashSet<String> = w
-                .table()
-                .files(&snapshot)?
-                .into_iter()
-                .map(|f| f.path)
-                .collect();
-            if !inputs.iter().all(|i| live.contains(i)) {
-                return Ok(None);
-            }
-            let commit = Commit {
-                adds: vec![add.clone()],
-                removes: inputs.clone(),
-                data_change: false,
-                operation: Operation::Optimize,
-                ..Commit::default()
-            };
-            match w.table().commit(&snapshot, commit)? {
-                Outcome::Committed { version } => return Ok(Some(version)),
-                Outcome::Conflict { .. } => continue,
-            }
-        }
-    })
-    .await?;
-    let Some(version) = committed else {
-        tracing::warn!(date, output = %path, "another compaction merged these files first; this merge is left to the vacuum");
-        return Ok(None);
-    };
-    crate::crashpoint::hit("compact_after_commit");
-    tracing::debug!(date, files = group.len(), rows, version, output = %path, "merged");
-    Ok(Some((removed, size)))
+        add: DataFile {
+            path,
+            date: date.to_owned(),
+            size,
+            modified_ms: now_ms(),
+            stats: file_stats,
+            rows,
+        },
+        inputs: group.iter().map(|f| f.path.clone()).collect(),
+        removed: group.iter().map(|f| f.size).sum(),
+    }))
 }
 
 fn now_ms() -> i64 {
