@@ -280,13 +280,18 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         args.seed
     );
     let stage = Stage::start();
-    let feed = generate::generate(args.dossiers, args.seed, args.year, args.years)?;
+    let generate::Feed {
+        messages,
+        truth,
+        as_of,
+    } = generate::generate(args.dossiers, args.seed, args.year, args.years)?;
     stages.generate = stage.stop();
     std::fs::write(
         out.join("ground-truth.json"),
-        serde_json::to_vec_pretty(&feed.truth)?,
+        serde_json::to_vec_pretty(&truth)?,
     )?;
-    let total = feed.messages.len() as u64;
+    drop(truth);
+    let total = messages.len() as u64;
 
     let mock = MockCluster::new(1).context("starting the embedded Kafka cluster")?;
     mock.create_topic(TOPIC, args.partitions, 1)?;
@@ -345,7 +350,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     let p = producer(&brokers)?;
     let mut produced_bar = Progress::new("producing", total);
     let before = durable(&metrics);
-    for (i, m) in feed.messages.iter().enumerate() {
+    for (i, m) in messages.iter().enumerate() {
         if i % 1000 == 0 {
             p.poll(Duration::ZERO);
             produced_bar.set(i as u64);
@@ -365,6 +370,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     }
     p.flush(Duration::from_secs(60))
         .context("flushing the producer")?;
+    // The feed is in the topic now; the ingestors and then the aggregator need the memory.
+    drop(messages);
     stages.produce = produce_stage.stop();
     produced_bar.finish(if interrupted() { 0 } else { total });
     let ingest_after_produce = Stage::start();
@@ -429,7 +436,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     agg_bar.set(0);
     let opts = sohoa_aggregator::Options {
         range: DateRange::default(),
-        as_of: feed.as_of,
+        as_of,
         shard: Shard::ALL,
         merge_shards: None,
         periods: sohoa_aggregator::model::Period::ALL.to_vec(),
@@ -441,7 +448,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     stages.aggregate = stage.stop();
     let stage = Stage::start();
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let as_of = chrono::DateTime::from_timestamp_micros(feed.as_of + 7 * 3_600_000_000)
+    let as_of = chrono::DateTime::from_timestamp_micros(as_of + 7 * 3_600_000_000)
         .map(|t| t.format("%Y-%m-%d %H:%M ICT").to_string())
         .unwrap_or_default();
     // The report ranks today's units: the restated view, named from the reference.
