@@ -1733,7 +1733,8 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(16);
         let worker = std::thread::spawn(move || pipeline.run(rx));
         let t: Arc<str> = Arc::from("t");
-        tx.send(Input::Assigned(vec![(t.clone(), 0, None)])).unwrap();
+        tx.send(Input::Assigned(vec![(t.clone(), 0, None)]))
+            .unwrap();
         let batch: Vec<Record> = (0..200).map(|offset| record(offset, PAYLOAD)).collect();
         shared
             .buffered
