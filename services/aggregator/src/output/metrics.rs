@@ -138,7 +138,19 @@ fn key_of(r: &TableRow, col: &str) -> Option<Option<String>> {
 pub(crate) fn table_csv(spec: &Spec, rows: &[TableRow]) -> String {
     let mut out = spec.columns.join(",");
     out.push('\n');
-    for r in rows.iter().filter(|r| (spec.keep)(&r.row.counts)) {
+    let header = out.len();
+    for (n, r) in rows
+        .iter()
+        .filter(|r| (spec.keep)(&r.row.counts))
+        .enumerate()
+    {
+        if n == 1 {
+            // Room for every row at a quarter more than the first: the table runs to a
+            // hundred megabytes, and growing by doubling copied it at each step and held
+            // twice its size. Room never written takes no memory.
+            let first = out.len() - header;
+            out.reserve(rows.len() * (first + first / 4));
+        }
         for (i, col) in spec.columns.iter().enumerate() {
             if i > 0 {
                 out.push(',');
