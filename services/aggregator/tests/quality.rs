@@ -775,6 +775,12 @@ fn the_report_and_the_terminal_show_the_quality_block() {
     );
 }
 
+/// The run's `quality/ingest` row of the whole topic (the one with no reason).
+fn topic_row(s: sohoa_aggregator::Summary) -> sohoa_aggregator::quality::IngestRow {
+    let ingest = s.quality.unwrap().ingest;
+    ingest.into_iter().find(|r| r.reason.is_none()).unwrap()
+}
+
 #[test]
 fn commits_are_read_once_and_summed_in_a_digest() {
     let dir = tempfile::tempdir().unwrap();
@@ -836,13 +842,7 @@ fn commits_are_read_once_and_summed_in_a_digest() {
         to: None,
     };
     let s = aggregate(dir.path(), &options(range));
-    let topic = s
-        .quality
-        .unwrap()
-        .ingest
-        .into_iter()
-        .find(|r| r.reason.is_none())
-        .unwrap();
+    let topic = topic_row(s);
     assert_eq!(
         (
             topic.committed_rows_in_range,
@@ -858,12 +858,6 @@ fn commits_are_read_once_and_summed_in_a_digest() {
     assert!(text.contains("\"ranges\""), "{text}");
     std::fs::write(&digest, text.replace("\"ranges\"", "\"markers\"")).unwrap();
     let s = aggregate(dir.path(), &options(DateRange::default()));
-    let topic = s
-        .quality
-        .unwrap()
-        .ingest
-        .into_iter()
-        .find(|r| r.reason.is_none())
-        .unwrap();
+    let topic = topic_row(s);
     assert_eq!((topic.ranges, topic.messages), (2, 5));
 }

@@ -1593,19 +1593,13 @@ mod tests {
         (table, writer)
     }
 
-    /// A pipeline on topic `t` (the national sync format), committing through `writer`.
-    fn dvcqg_pipeline(
-        rt: &tokio::runtime::Runtime,
-        writer: Writer,
-        committer: Box<dyn OffsetCommitter>,
-        metrics: Arc<Metrics>,
-        shared: Shared,
-    ) -> Pipeline {
-        let cfg = sohoa_runtime::Config::load(None).unwrap();
-        dvcqg_pipeline_with(&cfg, rt, writer, committer, metrics, shared)
+    fn default_config() -> sohoa_runtime::Config {
+        sohoa_runtime::Config::load(None).unwrap()
     }
 
-    fn dvcqg_pipeline_with(
+    /// A pipeline on topic `t` (the national sync format) configured by `cfg`, committing
+    /// through `writer`.
+    fn dvcqg_pipeline(
         cfg: &sohoa_runtime::Config,
         rt: &tokio::runtime::Runtime,
         writer: Writer,
@@ -1649,6 +1643,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (table, writer) = table_in(dir.path());
         let pipeline = dvcqg_pipeline(
+            &default_config(),
             &rt,
             writer,
             Box::new(NoCommit),
@@ -1719,10 +1714,10 @@ mod tests {
         let shared = Shared::new(1).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (table, writer) = table_in(dir.path());
-        let mut cfg = sohoa_runtime::Config::load(None).unwrap();
+        let mut cfg = default_config();
         cfg.flush.date_max_bytes = 64 << 10;
         cfg.flush.max_age_ms = 3_600_000;
-        let pipeline = dvcqg_pipeline_with(
+        let pipeline = dvcqg_pipeline(
             &cfg,
             &rt,
             writer,
@@ -1823,6 +1818,7 @@ mod tests {
         let metrics = Metrics::new();
         let shared = Shared::new(1).unwrap();
         let pipeline = dvcqg_pipeline(
+            &default_config(),
             &rt,
             writer,
             Box::new(LogStarts(vec![(0, 50), (1, 0), (2, 100)])),
