@@ -196,14 +196,14 @@ def e2e(broker, sohoa, tmp_path_factory):
     assert truth["messages"] == len(lines) and truth["malformed"] > 0
 
     config = work / "ingest.toml"
-    # A short session lets the group notice the killed member quickly; the drain deadline
+    # A short group timeout lets the group notice the killed member quickly; the drain deadline
     # must stay below it.
     config.write_text(f"""
 [kafka]
 group_id = "{GROUP}"
 session_timeout_ms = 6000
 [kafka.properties]
-# librdkafka heartbeats every 3 s by default, half this session: tansu 0.6 then keeps
+# librdkafka heartbeats every 3 s by default, half this timeout: tansu 0.6 then keeps
 # expiring members and rebalancing the group every few seconds.
 "heartbeat.interval.ms" = "500"
 [[topics]]
