@@ -9,31 +9,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sohoa_schemas::{build_decoder, DecodeOutput, DecoderContext, DecoderKind, Pseudonymizer};
 
-/// In the ingest profile, glibc's allocator took a sixth of a replica's CPU: the poll
-/// thread allocates each payload and a shard thread frees it, and glibc consolidates and
-/// locks arenas on that path. mimalloc's thread-local heaps took a twelfth, for 10 to 15%
-/// more messages per second in alternating runs (BENCHMARKS.md), at about 60 MB more peak
-/// RSS. librdkafka, being C, keeps glibc's allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (`include/mimalloc.h`); the
-/// bindings name no constant for it.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// mimalloc 3 keeps freed memory for a second before giving it back to the system (its
-/// `purge_delay`, 1,000 ms). A flush frees a shard's buffers at once and the next ones
-/// grow meanwhile, so a replica held both: at a 64 MB buffer cap, on a feed spread over
-/// 120 dates, peak RSS was 318 to 335 MB at 1,000 ms, 255 to 264 MB at 10 ms (mimalloc
-/// 2's default) for the same CPU per message, and 245 MB at 0 for 30% more CPU. The
-/// `MIMALLOC_PURGE_DELAY` environment variable still wins.
-fn purge_freed_memory_sooner() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mimalloc's options may be set at any time from any thread.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
-    }
-}
-
 /// sohoa ("số hóa"): how fast and how digitally Vietnamese provinces process
 /// administrative dossiers, computed from their dossier event streams.
 #[derive(Parser)]
@@ -111,6 +86,7 @@ mod demo;
 mod generate;
 mod ingest;
 mod lag;
+mod memory;
 mod purge;
 
 /// Exit codes: 0 success; 1 the run failed (for decode: some records were rejected);
@@ -120,7 +96,7 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    purge_freed_memory_sooner();
+    memory::tune();
     let cli = Cli::parse();
     let cfg = match sohoa_runtime::Config::load(cli.config.as_deref()) {
         Ok(mut c) => {
@@ -290,28 +266,4 @@ fn writer_storage(
         .build()?;
     let storage = sohoa_ingestor::open_storage(cfg, rt.handle())?;
     Ok((rt, storage))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The index is mimalloc's purge delay: its documented default of 1,000 ms, then the
-    /// value set.
-    #[test]
-    fn the_option_set_is_mimallocs_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // SAFETY: reading and setting options is allowed at any time.
-        assert_eq!(
-            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
-            1000
-        );
-        purge_freed_memory_sooner();
-        assert_eq!(
-            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
-            10
-        );
-    }
 }
