@@ -6,6 +6,7 @@
 //! aggregates and writes the report.
 
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,8 +163,8 @@ fn producer(brokers: &str) -> Result<BaseProducer> {
         .context("creating the producer")
 }
 
-fn send(p: &BaseProducer, topic: &str, m: &Message) -> Result<()> {
-    let mut record = BaseRecord::to(topic).key(&m.key).payload(&m.payload);
+fn send(p: &BaseProducer, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
     loop {
         match p.send(record) {
             Ok(()) => return Ok(()),
@@ -190,7 +191,7 @@ pub fn produce_all(
 ) -> Result<u64> {
     let p = producer(brokers)?;
     for (i, m) in messages.iter().enumerate() {
-        send(&p, topic, m)?;
+        send(&p, topic, m.key.as_bytes(), m.payload.as_bytes())?;
         if i % 1000 == 0 {
             p.poll(Duration::ZERO);
             progress(i as u64);
@@ -285,6 +286,14 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         truth,
         as_of,
     } = generate::generate(args.dossiers, args.seed, args.year, args.years)?;
+    // Held compressed from here: the ingestors and the mock cluster need the memory.
+    let messages = generate::packed::Packed::pack(messages)?;
+    crate::memory::give_back_freed();
+    tracing::debug!(
+        messages = messages.len(),
+        bytes = messages.compressed_bytes(),
+        "feed packed"
+    );
     stages.generate = stage.stop();
     std::fs::write(
         out.join("ground-truth.json"),
@@ -350,28 +359,29 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
     let p = producer(&brokers)?;
     let mut produced_bar = Progress::new("producing", total);
     let before = durable(&metrics);
-    for (i, m) in messages.iter().enumerate() {
-        if i % 1000 == 0 {
+    let mut i = 0u64;
+    messages.for_each(|key, payload| {
+        if i.is_multiple_of(1000) {
             p.poll(Duration::ZERO);
-            produced_bar.set(i as u64);
-            while (i as u64).saturating_sub(progressed.durable_total(&rt)) > WINDOW
-                && !interrupted()
-            {
+            produced_bar.set(i);
+            while i.saturating_sub(progressed.durable_total(&rt)) > WINDOW && !interrupted() {
                 if handles.iter().any(|h| h.is_finished()) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             if interrupted() {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
         }
-        send(&p, TOPIC, m)?;
-    }
+        send(&p, TOPIC, key, payload)?;
+        i += 1;
+        Ok(ControlFlow::Continue(()))
+    })?;
     p.flush(Duration::from_secs(60))
         .context("flushing the producer")?;
-    // The feed is in the topic now; the ingestors and then the aggregator need the memory.
     drop(messages);
+    crate::memory::give_back_freed();
     stages.produce = produce_stage.stop();
     produced_bar.finish(if interrupted() { 0 } else { total });
     let ingest_after_produce = Stage::start();

@@ -19,7 +19,8 @@
 //! - `life`: one dossier's life, handovers included;
 //! - `emit`: its messages, in the order the agencies' software sends them;
 //! - `snapshot`: one message;
-//! - `truth`: what the feed holds, per year and agency.
+//! - `truth`: what the feed holds, per year and agency;
+//! - `packed`: messages held compressed while they are produced.
 
 use std::io::Write;
 
@@ -31,6 +32,7 @@ use sohoa_aggregator::catalog::Catalog;
 
 mod emit;
 mod life;
+pub mod packed;
 mod plan;
 mod snapshot;
 mod truth;
