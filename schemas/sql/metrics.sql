@@ -16,7 +16,7 @@
 -- its own to show. Rates are left to the reader: num / NULLIF(den, 0).
 --
 -- Written in the SQL that DuckDB and Spark SQL share (no dialect functions), so analysts
--- can run it on either. Dates are local Vietnam dates (UTC+7); a period runs from its
+-- can run it on either; the test suite runs it unchanged on both (DuckDB 2, Spark 4). Dates are local Vietnam dates (UTC+7); a period runs from its
 -- first day to its last, whole days.
 --
 -- Two views: `as_was` files a dossier under the agencies of the feed, `restated` under

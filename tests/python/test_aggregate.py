@@ -1,4 +1,4 @@
-"""The aggregator checked by independent tools: its metrics by SQL in DuckDB, its report
+"""The aggregator checked by independent tools: its metrics by SQL in DuckDB and Spark, its report
 in a real headless browser.
 
 A generated feed is backfilled into the events/ Delta table, `sohoa aggregate` writes dossiers/ and
@@ -317,6 +317,44 @@ def test_the_shipped_sql_reproduces_every_metric_row(aggregated, sql_rows):
     # The agency the reference lacks is counted under the configured province, unnamed.
     unknown = got[("as_was",) + year + ("P1", "000.22.33.H55", "", "")]
     assert int(unknown["received"]) > 0 and unknown["agency_name"] == ""
+
+
+def test_spark_runs_the_shipped_sql_unchanged_and_agrees(aggregated, sql_rows):
+    """Spark SQL (PySpark, local[2]) runs schemas/sql/metrics.sql as it ships, on the same
+    inputs: every row and every column equals DuckDB's, and every count of metrics.csv."""
+    from pyspark.sql import SparkSession
+
+    out = aggregated[0]
+    spark = (SparkSession.builder.master("local[2]").appName("sohoa-metrics-sql")
+             .config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "4")
+             .config("spark.sql.session.timeZone", "UTC")
+             .getOrCreate())
+    try:
+        for view, path in [("dossiers", out / "dossiers"), ("handovers", out / "handovers"),
+                           ("agencies", out / "metrics" / "agencies.parquet"),
+                           ("periods", out / "metrics" / "periods.parquet")]:
+            files = sorted(str(f) for f in path.glob("*.parquet")) if path.is_dir() else [str(path)]
+            assert files, path
+            spark.read.parquet(*files).createOrReplaceTempView(view)
+        sql = (ROOT / "schemas" / "sql" / "metrics.sql").read_text()
+        rows = [r.asDict() for r in spark.sql(sql).collect()]
+    finally:
+        spark.stop()
+    got = {key_of(r): r for r in rows}
+    assert len(got) == len(rows) > 1000
+    assert set(got) == set(sql_rows)
+    for key, want in sql_rows.items():
+        have = got[key]
+        assert set(have) == set(want), key
+        for column, value in want.items():
+            assert have[column] == value, (key, column, have[column], value)
+    with open(out / "metrics" / "metrics.csv", newline="", encoding="utf-8") as f:
+        csv_rows = {key_of(r): r for r in csv.DictReader(f)}
+    spark_metrics = {k: r for k, r in got.items() if r["metrics_row"]}
+    assert set(spark_metrics) == set(csv_rows)
+    for key, r in spark_metrics.items():
+        assert {c: int(r[c]) for c in COUNTS} == {c: int(csv_rows[key][c]) for c in COUNTS}, key
 
 
 def test_the_shipped_sql_reproduces_every_progress_row(aggregated, sql_rows):
