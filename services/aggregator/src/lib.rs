@@ -87,6 +87,8 @@ pub enum AggregateError {
     ShardCounts { path: String, reason: String },
     #[error("events/ holds rows pseudonymized under {} different keys ({}): their pseudonyms cannot be compared, and data made with the public development key must never pass for production data. Load each key's data into its own root, or pass --allow-mixed-keys to aggregate them anyway", .0.len(), describe_keys(.0))]
     MixedKeys(Vec<String>),
+    #[error("--events-version: events/ is a folder of files, not a Delta table, so it has no versions to read")]
+    NoTableToPin,
 }
 
 /// Fingerprints for a message, the public development key named as such.
@@ -116,6 +118,8 @@ impl AggregateError {
                 | AggregateError::Agencies { .. }
                 | AggregateError::Province(_)
                 | AggregateError::ReadFile { .. }
+                | AggregateError::NoTableToPin
+                | AggregateError::Read(read::ReadError::NoVersion { .. })
         )
     }
 }
@@ -138,19 +142,34 @@ pub struct Options {
     /// The events table, read through its log. `None` for a root whose `events/` is a
     /// plain folder of Parquet files (tests that write files by hand).
     pub events: Option<sohoa_storage::Table>,
+    /// The version of the events table to read; `None` reads the newest. A run records
+    /// the version it read ([`Summary::events_version`]), and reading it again gives the
+    /// same tables however many events arrived since.
+    pub events_version: Option<u64>,
 }
 
-/// The event files of `range`: the table's, or the folder's.
+/// The event files of `range`: those of the table's snapshot at `version`, or the folder's.
 fn event_files(
     store: &dyn ObjectStore,
     rt: &tokio::runtime::Handle,
     opts: &Options,
+    version: Option<u64>,
     range: DateRange,
 ) -> Result<Vec<read::EventFile>, AggregateError> {
-    Ok(match &opts.events {
-        Some(table) => read::table_event_files(table, range)?,
-        None => rt.block_on(read::event_files(store, range))?,
+    Ok(match (&opts.events, version) {
+        (Some(table), Some(version)) => read::table_event_files(table, version, range)?,
+        _ => rt.block_on(read::event_files(store, range))?,
     })
+}
+
+/// The events table's version this run reads: the one asked for, or the newest. `None`
+/// for a root whose events are a plain folder.
+fn events_version(opts: &Options) -> Result<Option<u64>, AggregateError> {
+    match &opts.events {
+        Some(table) => Ok(Some(read::table_version(table, opts.events_version)?)),
+        None if opts.events_version.is_some() => Err(AggregateError::NoTableToPin),
+        None => Ok(None),
+    }
 }
 
 /// Refuse, before any work, a root whose rows were pseudonymized under different keys,
@@ -162,7 +181,11 @@ fn check_keys(
     opts: &Options,
     summary: &mut Summary,
 ) -> Result<(), AggregateError> {
-    let (commits, _) = rt.block_on(quality::read_commits(store, opts.range))?;
+    let (commits, _) = rt.block_on(quality::read_commits(
+        store,
+        opts.range,
+        summary.events_version,
+    ))?;
     let keys: std::collections::BTreeSet<String> = commits
         .into_values()
         .flat_map(|t| t.key_fingerprints)
@@ -198,8 +221,9 @@ pub fn run(
             (base, rt.block_on(read_quality_shards(&*store, n))?)
         }
         None => {
+            summary.events_version = events_version(opts)?;
             check_keys(&*store, rt, opts, &mut summary)?;
-            let files = event_files(&*store, rt, opts, opts.range)?;
+            let files = event_files(&*store, rt, opts, summary.events_version, opts.range)?;
             let threads = fold_threads();
             let mut folders: Vec<Folder> = (0..threads as u32)
                 .map(|index| {
@@ -374,8 +398,21 @@ struct MetricInputs<'a> {
     agencies: &'a Agencies,
 }
 
-/// Write `metrics/` (rollups, scorecard, periods, agencies) and, with quality counts,
-/// `quality/`.
+/// What `metrics/` was computed from, beside its tables: a province reproducing a report
+/// reads the version, then `sohoa aggregate --events-version`.
+pub const RUN_RECORD: &str = "metrics/run.json";
+
+#[derive(serde::Serialize)]
+struct RunRecord {
+    /// The events table's version read; `null` for a plain folder of files.
+    events_version: Option<u64>,
+    /// The moment open dossiers were judged at, UTC.
+    as_of: String,
+    events_read: u64,
+}
+
+/// Write `metrics/` (rollups, scorecard, periods, agencies, the run record) and, with
+/// quality counts, `quality/`.
 fn write_metrics(
     cfg: &AggregateConfig,
     store: &dyn ObjectStore,
@@ -407,7 +444,22 @@ fn write_metrics(
     // alone are 120 and 92 MB, and holding every file at once made this the aggregator's
     // peak.
     type Build<'a> = Box<dyn Fn() -> Result<bytes::Bytes, AggregateError> + 'a>;
-    let writes: [(&str, Build); 8] = [
+    let run = RunRecord {
+        events_version: summary.events_version,
+        as_of: chrono::DateTime::from_timestamp_micros(opts.as_of)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default(),
+        events_read: summary.events_read,
+    };
+    let writes: [(&str, Build); 9] = [
+        (
+            RUN_RECORD,
+            Box::new(|| {
+                Ok(bytes::Bytes::from(
+                    serde_json::to_vec_pretty(&run).expect("plain data always serializes"),
+                ))
+            }),
+        ),
         (
             "metrics/metrics.csv",
             Box::new(|| Ok(bytes::Bytes::from(output::metrics_csv(&rollups)))),
@@ -446,7 +498,11 @@ fn write_metrics(
         summary.written.push(path.to_string());
     }
     if let Some(counts) = quality_counts {
-        let (commits, unreadable) = rt.block_on(quality::read_commits(store, opts.range))?;
+        let (commits, unreadable) = rt.block_on(quality::read_commits(
+            store,
+            opts.range,
+            summary.events_version,
+        ))?;
         let report = quality::build(&counts, &opts.periods, &as_was_cards, commits, unreadable);
         for (path, data) in quality::files(&report)? {
             rt.block_on(output::put(store, path, data))?;

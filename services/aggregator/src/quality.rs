@@ -820,9 +820,14 @@ fn commit_version(p: &Path) -> Option<u64> {
 /// What the events table's commits say, by topic, and how many commits could not be read:
 /// the digest of the commits earlier runs read ([`COMMIT_DIGEST`]) plus the new ones,
 /// whose sum is written back as the new digest.
+///
+/// With `up_to`, only the commits up to that version of the table count: the digest is
+/// a sum, so for a version older than the digest's the log is read again from the
+/// start, and that sum is not written back.
 pub async fn read_commits(
     store: &dyn ObjectStore,
     range: DateRange,
+    up_to: Option<u64>,
 ) -> Result<(BTreeMap<String, TopicCommits>, u64), object_store::Error> {
     let digest_path = Path::from(COMMIT_DIGEST);
     let mut digest: CommitDigest = match store.get(&digest_path).await {
@@ -837,6 +842,13 @@ pub async fn read_commits(
         Err(object_store::Error::NotFound { .. }) => CommitDigest::default(),
         Err(e) => return Err(e),
     };
+    let older = digest
+        .last
+        .zip(up_to)
+        .is_some_and(|(last, up_to)| last > up_to);
+    if older {
+        digest = CommitDigest::default();
+    }
     let log = Path::from("events/_delta_log");
     let after = digest
         .last
@@ -850,7 +862,9 @@ pub async fn read_commits(
         .try_filter_map(|p| futures::future::ready(Ok(commit_version(&p).map(|v| (v, p)))))
         .try_collect()
         .await?;
-    paths.retain(|(v, _)| digest.last.is_none_or(|last| *v > last));
+    paths.retain(|(v, _)| {
+        digest.last.is_none_or(|last| *v > last) && up_to.is_none_or(|up_to| *v <= up_to)
+    });
     paths.sort();
     if !paths.is_empty() {
         // Commits are small: fetch a few at a time, sum in version order.
@@ -866,10 +880,12 @@ pub async fn read_commits(
             digest.add(path, data);
             digest.last = Some(*v);
         }
-        let data = serde_json::to_vec(&digest).expect("plain data always serializes");
-        store
-            .put(&digest_path, object_store::PutPayload::from(data))
-            .await?;
+        if !older {
+            let data = serde_json::to_vec(&digest).expect("plain data always serializes");
+            store
+                .put(&digest_path, object_store::PutPayload::from(data))
+                .await?;
+        }
     }
     let mut out: BTreeMap<String, TopicCommits> = BTreeMap::new();
     for (topic, d) in &digest.topics {

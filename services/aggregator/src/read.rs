@@ -23,6 +23,8 @@ pub enum ReadError {
     File { path: String, reason: String },
     #[error(transparent)]
     Table(#[from] sohoa_storage::TableError),
+    #[error("--events-version {asked}: the events table has versions 0 to {newest}, or its log no longer holds {asked}")]
+    NoVersion { asked: u64, newest: u64 },
 }
 
 /// The event dates to read, both ends included; `None` is open-ended.
@@ -46,15 +48,32 @@ pub struct EventFile {
     pub size: u64,
 }
 
-/// The files of the events table's newest snapshot (or, with `version`, of that version)
-/// whose date is in `range`: the files the table's log names, not what a folder listing
-/// finds (a flush that was never committed, or files a compaction replaced, are not
-/// events). Blocking.
+/// The newest version of the events table, or `version` once checked to exist: the
+/// snapshot a run reads, which it records so that it can be read again. Blocking.
+pub fn table_version(table: &sohoa_storage::Table, version: Option<u64>) -> Result<u64, ReadError> {
+    let newest = table.latest()?.version();
+    match version {
+        Some(asked) if asked > newest => Err(ReadError::NoVersion { asked, newest }),
+        Some(asked) => match table.at_version(asked) {
+            Ok(s) => Ok(s.version()),
+            Err(e) => {
+                tracing::debug!(error = %e, asked, "reading an older version of events/");
+                Err(ReadError::NoVersion { asked, newest })
+            }
+        },
+        None => Ok(newest),
+    }
+}
+
+/// The files of the events table's snapshot at `version` whose date is in `range`: the
+/// files the table's log names, not what a folder listing finds (a flush that was never
+/// committed, or files a compaction replaced, are not events). Blocking.
 pub fn table_event_files(
     table: &sohoa_storage::Table,
+    version: u64,
     range: DateRange,
 ) -> Result<Vec<EventFile>, ReadError> {
-    let snapshot = table.latest()?;
+    let snapshot = table.at_version(version)?;
     let mut out = Vec::new();
     for f in table.files(&snapshot)? {
         let Ok(date) = NaiveDate::parse_from_str(&f.date, "%Y-%m-%d") else {

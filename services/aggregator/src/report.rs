@@ -54,6 +54,9 @@ pub struct ReportInput<'a> {
     /// The days agencies of the reference ended and handed their dossiers over, with how
     /// many ended then: the trend marks them.
     pub breaks: &'a [(NaiveDate, usize)],
+    /// The version of the events table the figures come from, when it is a table:
+    /// `sohoa aggregate --events-version` recomputes them from it.
+    pub events_version: Option<u64>,
 }
 
 /// What the report's agencies are: the restated view, ranked as today's units.
@@ -1393,10 +1396,19 @@ fn notes(o: &mut String, input: &ReportInput) {
          <dt>Online submission (3.3), electronic results (4.1), online payment (3.6)</dt><dd>Submitted online over received; with a result file over those whose result is a document; paid online over fee-bearing.</dd>\n\
          <dt>Colours</dt><dd>Green at or above {GOOD_AT:.0}%, amber at or above {WARN_AT:.0}%, red below.</dd>\n\
          <dt>766 score</dt><dd>Points of the indicators this feed can measure, over their maximum.</dd>\n\
-         </dl>\n<p>Generated {} by sohoa.</p>\n</section>\n",
+         </dl>\n<p>Generated {} by sohoa{}.</p>\n</section>\n",
         esc(input.as_of),
-        esc(input.generated_at)
+        esc(input.generated_at),
+        source(input)
     );
+}
+
+/// Where the figures come from, for the report's footer and the terminal's first line.
+fn source(input: &ReportInput) -> String {
+    input
+        .events_version
+        .map(|v| format!(" from version {v} of events/"))
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1433,10 +1445,11 @@ pub fn terminal_summary(input: &ReportInput, color: bool) -> String {
     }
     put!(
         o,
-        "{title} · 766 summary · {} · as of {} (generated {})\n",
+        "{title} · 766 summary · {} · as of {} (generated {}{})\n",
         p.label,
         clean_terminal(input.as_of),
-        clean_terminal(input.generated_at)
+        clean_terminal(input.generated_at),
+        source(input)
     );
     calendar::terminal(&mut o, input);
     match p.province {
@@ -2058,6 +2071,7 @@ mod tests {
             calendar: &crate::model::NO_CALENDAR_NOTES,
             fields: &[],
             breaks: &[],
+            events_version: None,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct Summary {
     pub breaks: Vec<(NaiveDate, usize)>,
     /// Agency codes of the feed that the reference lacks.
     pub unknown_agencies: Vec<String>,
+    /// The version of the events table the run read (`None` for a plain folder, or a
+    /// merge of shards): `sohoa aggregate --events-version` reads it again.
+    pub events_version: Option<u64>,
 }
 
 impl Summary {
@@ -93,8 +96,15 @@ impl Summary {
                 self.newest_event_us.map_or(0.0, |u| u as f64 / 1e6),
             ),
         ];
+        let version = self.events_version.map(|v| {
+            (
+                "sohoa_aggregate_events_version",
+                "Version of the events table the last successful aggregation read.",
+                v as f64,
+            )
+        });
         let mut out = String::new();
-        for (name, help, value) in gauges {
+        for (name, help, value) in gauges.into_iter().chain(version) {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
             ));

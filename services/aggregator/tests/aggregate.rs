@@ -79,6 +79,7 @@ fn options(as_of: &str) -> Options {
         periods: Period::ALL.to_vec(),
         allow_mixed_keys: false,
         events: None,
+        events_version: None,
     }
 }
 

@@ -142,6 +142,7 @@ fn options(range: DateRange) -> Options {
         periods: Period::ALL.to_vec(),
         allow_mixed_keys: false,
         events: None,
+        events_version: None,
     }
 }
 
@@ -757,6 +758,7 @@ fn the_report_and_the_terminal_show_the_quality_block() {
         calendar: &s.calendar,
         fields: &fields,
         breaks: &s.breaks,
+        events_version: None,
     };
     let html = sohoa_aggregator::report::render_html_with_quality(&input, Some(q));
     assert!(html.contains("<h2>Data quality · 2023</h2>"));

@@ -45,6 +45,11 @@ pub struct AggregateArgs {
     /// `--every`; not with `--from`, `--to`, `--shard` or `--merge-shards`.
     #[arg(long)]
     incremental: bool,
+    /// Read this version of the events table instead of the newest: every run prints the
+    /// version it read, and reading it again gives the same tables while new events keep
+    /// arriving. Not with `--incremental`, which folds up to the newest.
+    #[arg(long, value_name = "N", conflicts_with = "incremental")]
+    events_version: Option<u64>,
     /// Aggregate rows pseudonymized under different keys (the ingestors' commits name
     /// each range's key) instead of refusing to: their pseudonyms cannot be compared.
     #[arg(long)]
@@ -269,6 +274,7 @@ fn run_once(
         periods: args.periods.clone(),
         allow_mixed_keys: args.allow_mixed_keys,
         events: events_table(storage, rt)?,
+        events_version: args.events_version,
     };
     let summary = if args.incremental {
         sohoa_aggregator::incremental::run(
@@ -283,11 +289,15 @@ fn run_once(
     }
     .context("aggregation failed")?;
     eprintln!(
-        "read {} file(s), {} events, {} dossiers in {:.1} s",
+        "read {} file(s), {} events, {} dossiers in {:.1} s{}",
         summary.files_read,
         summary.events_read,
         summary.dossiers,
-        summary.elapsed_ms as f64 / 1000.0
+        summary.elapsed_ms as f64 / 1000.0,
+        summary
+            .events_version
+            .map(|v| format!(", from version {v} of events/ (--events-version {v} reads it again)"))
+            .unwrap_or_default()
     );
     let dev = sohoa_schemas::Pseudonymizer::development_fingerprint();
     if summary.key_fingerprints.contains(&dev) {
@@ -316,6 +326,7 @@ fn run_once(
             calendar: &summary.calendar,
             fields: &fields,
             breaks: &summary.breaks,
+            events_version: summary.events_version,
         };
         if !args.no_report {
             let html = report::render_html_with_quality(&input, summary.quality.as_ref());

@@ -452,6 +452,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         periods: sohoa_aggregator::model::Period::ALL.to_vec(),
         allow_mixed_keys: false,
         events: Some(writer.table().clone()),
+        events_version: None,
     };
     let summary = sohoa_aggregator::run(&cfg.aggregate, storage.store.clone(), rt.handle(), &opts)?;
     agg_bar.finish(1);
@@ -475,6 +476,7 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         calendar: &summary.calendar,
         fields: &fields,
         breaks: &summary.breaks,
+        events_version: summary.events_version,
     };
     let report_path = out.join("report/index.html");
     std::fs::create_dir_all(out.join("report"))?;

@@ -507,6 +507,12 @@ fn check(opts: &Options) -> Result<(), StateError> {
     if opts.merge_shards.is_some() {
         return unsupported("--merge-shards", "merge shards without --incremental");
     }
+    if opts.events_version.is_some() {
+        return unsupported(
+            "--events-version",
+            "an incremental run folds up to the newest version; recompute a version in full without --incremental",
+        );
+    }
     Ok(())
 }
 
@@ -523,7 +529,10 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = crate::reference_data(cfg)?;
     let agencies = crate::agency_reference(cfg)?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        events_version: crate::events_version(opts)?,
+        ..Summary::default()
+    };
     crate::check_keys(&*store, rt, opts, &mut summary)?;
     summary.calendar.provisional = cal.provisional_years().clone();
     let loaded = match load(&store, rt)? {
@@ -546,7 +555,13 @@ pub fn run(
 
     // Which files to fold: those the state has not folded. A compacted file whose marker
     // is still there and whose inputs were all folded holds nothing new and is not read.
-    let files = crate::event_files(&*store, rt, opts, DateRange::default())?;
+    let files = crate::event_files(
+        &*store,
+        rt,
+        opts,
+        summary.events_version,
+        DateRange::default(),
+    )?;
     let known: HashMap<&str, u64> = old.files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     let mut present: Vec<(String, u64)> = Vec::new();
     let (mut plain, mut compacted) = (Vec::new(), Vec::new());

@@ -88,6 +88,7 @@ mod tests {
             calendar: notes,
             fields: &[],
             breaks: &[],
+            events_version: None,
         }
     }
 

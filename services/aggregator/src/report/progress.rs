@@ -246,6 +246,7 @@ mod tests {
             calendar: &crate::model::NO_CALENDAR_NOTES,
             fields: &[],
             breaks: &[],
+            events_version: None,
         };
         let key = Some((Period::Month, NaiveDate::from_ymd_opt(2023, 3, 1).unwrap()));
         let mut h = String::new();

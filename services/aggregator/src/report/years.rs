@@ -176,6 +176,7 @@ mod tests {
             calendar: &crate::model::NO_CALENDAR_NOTES,
             fields: &[],
             breaks: &breaks,
+            events_version: None,
         };
         let mut h = String::new();
         html(&mut h, &input);
@@ -215,6 +216,7 @@ mod tests {
             calendar: &crate::model::NO_CALENDAR_NOTES,
             fields: &[],
             breaks: &[],
+            events_version: None,
         };
         let mut h = String::new();
         html(&mut h, &input);
