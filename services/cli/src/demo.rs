@@ -492,8 +492,8 @@ pub fn run(cfg: sohoa_runtime::Config, args: DemoArgs) -> Result<()> {
         "\nDone in {:.0} s. Everything is under {o}:\n\
          \x20 events/     {} events, a Delta Lake table partitioned by date\n\
          \x20 dossiers/   {} dossiers, one row each; handovers/ their changes of agency\n\
-         \x20 metrics/    metrics.csv, metrics.parquet, progress.csv, progress.parquet, scorecard.csv, agencies.csv;\n\
-         \x20             every row as the agencies were and restated to today's units (view)\n\
+         \x20 metrics/    metrics.csv, metrics.parquet, progress.csv, progress.parquet, scorecard.csv, agencies.csv,\n\
+         \x20             run.json; every row as the agencies were and restated to today's units (view)\n\
          \x20 report      {}\n\
          \nQuery them:\n\
          \x20 duckdb -c \"SELECT period_label, agency_name, received, round(on_time_rate, 3) AS on_time, round(digitization_rate, 3) AS digitized FROM '{o}/metrics/metrics.parquet' WHERE view = 'restated' AND period = 'year' AND procedure_code IS NULL AND field_code IS NULL ORDER BY period_label, on_time\"\n\
