@@ -406,7 +406,8 @@ pub const RUN_RECORD: &str = "metrics/run.json";
 struct RunRecord {
     /// The events table's version read; `null` for a plain folder of files.
     events_version: Option<u64>,
-    /// The moment open dossiers were judged at, UTC.
+    /// The moment open dossiers were judged at, in Vietnam time with its offset, as
+    /// `--as-of` takes it back.
     as_of: String,
     events_read: u64,
 }
@@ -447,7 +448,13 @@ fn write_metrics(
     let run = RunRecord {
         events_version: summary.events_version,
         as_of: chrono::DateTime::from_timestamp_micros(opts.as_of)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .map(|t| {
+                t.with_timezone(
+                    &chrono::FixedOffset::east_opt(sohoa_schemas::normalize::VN_OFFSET_SECS as i32)
+                        .expect("a valid offset"),
+                )
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            })
             .unwrap_or_default(),
         events_read: summary.events_read,
     };

@@ -26,7 +26,8 @@ pub struct AggregateArgs {
     #[arg(long, value_parser = parse_date)]
     to: Option<NaiveDate>,
     /// Judge open dossiers at this moment (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, Vietnam local
-    /// time) instead of now; makes a run reproducible.
+    /// time, or RFC 3339 with an offset as `metrics/run.json` records it) instead of now;
+    /// makes a run reproducible.
     #[arg(long, value_parser = parse_as_of)]
     as_of: Option<i64>,
     /// Run shard I of N (dossiers split by a hash of their code): writes its dossiers and
@@ -141,9 +142,13 @@ fn vn() -> chrono::FixedOffset {
 }
 
 fn parse_as_of(s: &str) -> Result<i64, String> {
+    // With an offset, as `metrics/run.json` records it, the moment is exact anywhere.
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_micros());
+    }
     let local = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
         .or_else(|_| parse_date(s).map(|d| d.and_hms_opt(23, 59, 59).expect("valid")))
-        .map_err(|_| format!("{s:?}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (Vietnam time)"))?;
+        .map_err(|_| format!("{s:?}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (Vietnam time), or RFC 3339 with an offset"))?;
     Ok(vn()
         .from_local_datetime(&local)
         .single()
