@@ -32,12 +32,13 @@ use sohoa_ingestor::Metrics;
 /// live check of these names is the textfile itself, when `target/debug/sohoa` is built
 /// with `--metrics-textfile`; otherwise (an older binary) this list is what the queries
 /// are checked against, and the test says so on stderr.
-const AGGREGATE_GAUGES: [&str; 5] = [
+const AGGREGATE_GAUGES: [&str; 6] = [
     "sohoa_aggregate_last_success_timestamp_seconds",
     "sohoa_aggregate_duration_seconds",
     "sohoa_aggregate_events_read",
     "sohoa_aggregate_dossiers",
     "sohoa_aggregate_newest_event_timestamp_seconds",
+    "sohoa_aggregate_events_version",
 ];
 
 /// Labels Prometheus adds to every series it scrapes: the target's, not the exporter's.
