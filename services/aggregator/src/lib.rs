@@ -148,25 +148,25 @@ pub struct Options {
     pub events_version: Option<u64>,
 }
 
-/// The event files of `range`: those of the table's snapshot at `version`, or the folder's.
+/// The event files of `range`: those of the table's `snapshot`, or the folder's.
 fn event_files(
     store: &dyn ObjectStore,
     rt: &tokio::runtime::Handle,
     opts: &Options,
-    version: Option<u64>,
+    snapshot: Option<&sohoa_storage::SnapshotRef>,
     range: DateRange,
 ) -> Result<Vec<read::EventFile>, AggregateError> {
-    Ok(match (&opts.events, version) {
-        (Some(table), Some(version)) => read::table_event_files(table, version, range)?,
+    Ok(match (&opts.events, snapshot) {
+        (Some(table), Some(snapshot)) => read::table_event_files(table, snapshot, range)?,
         _ => rt.block_on(read::event_files(store, range))?,
     })
 }
 
-/// The events table's version this run reads: the one asked for, or the newest. `None`
-/// for a root whose events are a plain folder.
-fn events_version(opts: &Options) -> Result<Option<u64>, AggregateError> {
+/// The events table's snapshot this run reads: at the version asked for, or the newest.
+/// `None` for a root whose events are a plain folder.
+fn events_snapshot(opts: &Options) -> Result<Option<sohoa_storage::SnapshotRef>, AggregateError> {
     match &opts.events {
-        Some(table) => Ok(Some(read::table_version(table, opts.events_version)?)),
+        Some(table) => Ok(Some(read::table_snapshot(table, opts.events_version)?)),
         None if opts.events_version.is_some() => Err(AggregateError::NoTableToPin),
         None => Ok(None),
     }
@@ -221,9 +221,10 @@ pub fn run(
             (base, rt.block_on(read_quality_shards(&*store, n))?)
         }
         None => {
-            summary.events_version = events_version(opts)?;
+            let snapshot = events_snapshot(opts)?;
+            summary.events_version = snapshot.as_ref().map(|s| s.version());
             check_keys(&*store, rt, opts, &mut summary)?;
-            let files = event_files(&*store, rt, opts, summary.events_version, opts.range)?;
+            let files = event_files(&*store, rt, opts, snapshot.as_ref(), opts.range)?;
             let threads = fold_threads();
             let mut folders: Vec<Folder> = (0..threads as u32)
                 .map(|index| {

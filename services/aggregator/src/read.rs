@@ -48,34 +48,37 @@ pub struct EventFile {
     pub size: u64,
 }
 
-/// The newest version of the events table, or `version` once checked to exist: the
-/// snapshot a run reads, which it records so that it can be read again. Blocking.
-pub fn table_version(table: &sohoa_storage::Table, version: Option<u64>) -> Result<u64, ReadError> {
-    let newest = table.latest()?.version();
-    match version {
-        Some(asked) if asked > newest => Err(ReadError::NoVersion { asked, newest }),
-        Some(asked) => match table.at_version(asked) {
-            Ok(s) => Ok(s.version()),
-            Err(e) => {
-                tracing::debug!(error = %e, asked, "reading an older version of events/");
-                Err(ReadError::NoVersion { asked, newest })
-            }
-        },
-        None => Ok(newest),
-    }
+/// The events table's snapshot a run reads: the newest, or `version`. A run records its
+/// version, so that it can be read again. Blocking.
+pub fn table_snapshot(
+    table: &sohoa_storage::Table,
+    version: Option<u64>,
+) -> Result<sohoa_storage::SnapshotRef, ReadError> {
+    let Some(asked) = version else {
+        return Ok(table.latest()?);
+    };
+    table.at_version(asked).map_err(|e| {
+        tracing::debug!(error = %e, asked, "reading an older version of events/");
+        match table.latest() {
+            Ok(newest) => ReadError::NoVersion {
+                asked,
+                newest: newest.version(),
+            },
+            Err(_) => ReadError::Table(e),
+        }
+    })
 }
 
-/// The files of the events table's snapshot at `version` whose date is in `range`: the
-/// files the table's log names, not what a folder listing finds (a flush that was never
-/// committed, or files a compaction replaced, are not events). Blocking.
+/// The files of `snapshot` of the events table whose date is in `range`: the files the
+/// table's log names, not what a folder listing finds (a flush that was never committed,
+/// or files a compaction replaced, are not events). Blocking.
 pub fn table_event_files(
     table: &sohoa_storage::Table,
-    version: u64,
+    snapshot: &sohoa_storage::SnapshotRef,
     range: DateRange,
 ) -> Result<Vec<EventFile>, ReadError> {
-    let snapshot = table.at_version(version)?;
     let mut out = Vec::new();
-    for f in table.files(&snapshot)? {
+    for f in table.files(snapshot)? {
         let Ok(date) = NaiveDate::parse_from_str(&f.date, "%Y-%m-%d") else {
             continue;
         };

@@ -5,6 +5,8 @@ pub mod events;
 pub mod probe;
 pub mod table;
 
+// The snapshot readers pin a run to: the kernel's own handle, not a copy of it.
+pub use delta_kernel::SnapshotRef;
 pub use probe::{check_conditional_put, ProbeError};
 pub use table::{
     off_runtime, Commit, DataFile, LiveFile, Operation, Outcome, StatsPlan, Table, TableError,

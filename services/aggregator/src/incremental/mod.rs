@@ -529,8 +529,9 @@ pub fn run(
     let started = Instant::now();
     let (cal, catalog) = crate::reference_data(cfg)?;
     let agencies = crate::agency_reference(cfg)?;
+    let snapshot = crate::events_snapshot(opts)?;
     let mut summary = Summary {
-        events_version: crate::events_version(opts)?,
+        events_version: snapshot.as_ref().map(|s| s.version()),
         ..Summary::default()
     };
     crate::check_keys(&*store, rt, opts, &mut summary)?;
@@ -555,13 +556,7 @@ pub fn run(
 
     // Which files to fold: those the state has not folded. A compacted file whose marker
     // is still there and whose inputs were all folded holds nothing new and is not read.
-    let files = crate::event_files(
-        &*store,
-        rt,
-        opts,
-        summary.events_version,
-        DateRange::default(),
-    )?;
+    let files = crate::event_files(&*store, rt, opts, snapshot.as_ref(), DateRange::default())?;
     let known: HashMap<&str, u64> = old.files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     let mut present: Vec<(String, u64)> = Vec::new();
     let (mut plain, mut compacted) = (Vec::new(), Vec::new());

@@ -69,10 +69,10 @@ impl Packed {
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         let mut raw = Vec::new();
+        let mut d = zstd::bulk::Decompressor::new().context("a zstd decompressor")?;
         for chunk in &self.chunks {
             raw.clear();
             raw.reserve(chunk.raw_len);
-            let mut d = zstd::bulk::Decompressor::new().context("a zstd decompressor")?;
             d.decompress_to_buffer(&chunk.compressed, &mut raw)
                 .context("unpacking the feed")?;
             let mut rest = raw.as_slice();
